@@ -1,0 +1,32 @@
+"""radius: verify how VAE recommenders collaborate, on real data and trained models.
+
+Claims checked (see ``paper_checks.md``): T2.3 sharing radius, L2.4 encoder
+Lipschitz, T2.5 compromise gap, T2.6 masking laws, the beta-KL decomposition,
+P3.1 anchor-loss decomposition and P3.2 anchor contraction.
+"""
+
+from __future__ import annotations
+
+__version__ = "0.1.0"
+
+__all__ = ["__version__", "code_version"]
+
+
+def code_version() -> str:
+    """Package version plus the git commit when run from a checkout (``0.1.0+g1a2b3c4``)."""
+    import subprocess
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parent.parent
+    try:
+        out = subprocess.run(
+            ["git", "-C", str(root), "rev-parse", "--short", "HEAD"],
+            capture_output=True,
+            text=True,
+            timeout=5,
+        )
+        if out.returncode == 0 and out.stdout.strip():
+            return f"{__version__}+g{out.stdout.strip()}"
+    except (OSError, subprocess.SubprocessError):
+        pass
+    return __version__
