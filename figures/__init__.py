@@ -1,0 +1,1 @@
+"""Figures: one module per figure, each a function drawing a PNG plus its data."""

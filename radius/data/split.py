@@ -1,0 +1,222 @@
+"""Interactions and the strong-generalisation split of Liang et al. (2018).
+
+Follows the reference preprocessing of ``dawenl/vae_cf``: keep ratings above a
+threshold, drop items below ``min_item`` then users below ``min_user``, permute
+users with a seed, hold out validation and test users, restrict the item set to
+items seen by training users, and split each held-out user's items 80/20 into
+fold-in and held-out targets. Held-out users with fewer than ``min_heldout_items``
+(5) items after the restriction are dropped (counted in the manifest), so no
+held-out user has an empty target set.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import scipy.sparse as sp
+
+from radius.data.dataset import Dataset
+from radius.errors import DataError
+
+__all__ = ["Interactions", "SplitParams", "strong_generalization_split"]
+
+
+@dataclass
+class Interactions:
+    """Raw interactions after parsing, before filtering.
+
+    ``users``/``items`` hold raw ids (any hashable numpy dtype), ``ratings`` floats
+    (or None for implicit data). ``source`` describes where they came from;
+    ``stats`` counts what the parser did (e.g. ``duplicates_removed``).
+    """
+
+    users: np.ndarray
+    items: np.ndarray
+    ratings: np.ndarray | None
+    source: dict[str, Any] = field(default_factory=dict)
+    stats: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.users = np.asarray(self.users)
+        self.items = np.asarray(self.items)
+        if self.ratings is not None:
+            self.ratings = np.asarray(self.ratings, dtype=np.float64)
+        n = len(self.users)
+        if len(self.items) != n or (self.ratings is not None and len(self.ratings) != n):
+            raise DataError("users, items and ratings must have the same length")
+        if n == 0:
+            where = self.source.get("path", "input")
+            raise DataError(f"{where}: no interactions (empty file?)")
+
+    def deduplicated(self) -> Interactions:
+        """Keep one row per (user, item): the highest rating; the count goes in stats."""
+        u_codes, u_inv = np.unique(self.users, return_inverse=True)
+        i_codes, i_inv = np.unique(self.items, return_inverse=True)
+        key = u_inv.astype(np.int64) * len(i_codes) + i_inv
+        r = self.ratings if self.ratings is not None else np.ones(len(key))
+        order = np.lexsort((-r, key))  # by key, highest rating first
+        first = np.ones(len(key), dtype=bool)
+        first[1:] = key[order][1:] != key[order][:-1]
+        keep = np.sort(order[first])
+        removed = len(key) - len(keep)
+        stats = {**self.stats, "duplicates_removed": int(self.stats.get("duplicates_removed", 0)) + removed}
+        return Interactions(
+            self.users[keep],
+            self.items[keep],
+            None if self.ratings is None else self.ratings[keep],
+            source=self.source,
+            stats=stats,
+        )
+
+
+@dataclass(frozen=True)
+class SplitParams:
+    """Parameters of the split (stored in the manifest).
+
+    threshold : keep ratings ``> threshold`` (or ``>=`` when ``inclusive``); None keeps all.
+    min_user, min_item : minimum interactions per user / per item (items filtered first).
+    n_heldout : validation and test users each; None uses ``heldout_frac`` of users.
+    heldout_frac : fraction of users for validation and for test (0.1 + 0.1 default).
+    test_prop : fraction of each held-out user's items held out as targets (0.2).
+    min_heldout_items : held-out users need at least this many items (5).
+    seed : seed of the user permutation and the 80/20 split (98765 as in the reference).
+    """
+
+    threshold: float | None = 3.5
+    inclusive: bool = False
+    min_user: int = 5
+    min_item: int = 0
+    n_heldout: int | None = None
+    heldout_frac: float = 0.1
+    test_prop: float = 0.2
+    min_heldout_items: int = 5
+    seed: int = 98765
+
+
+def _filter_counts(u: np.ndarray, i: np.ndarray, min_user: int, min_item: int) -> np.ndarray:
+    """Mask of rows kept: items with >= min_item rows, then users with >= min_user."""
+    keep = np.ones(len(u), dtype=bool)
+    if min_item > 0:
+        _, inv, cnt = np.unique(i, return_inverse=True, return_counts=True)
+        keep &= cnt[inv] >= min_item
+    if min_user > 0:
+        _, inv, cnt = np.unique(u[keep], return_inverse=True, return_counts=True)
+        sub = np.flatnonzero(keep)
+        keep[sub[cnt[inv] < min_user]] = False
+    return keep
+
+
+def strong_generalization_split(
+    inter: Interactions, params: SplitParams = SplitParams(), *, name: str = "dataset"
+) -> Dataset:
+    """Filter, split users into train/val/test and fold-in/held-out; see module doc."""
+    where = inter.source.get("path", name)
+    inter = inter.deduplicated()
+    u, i, r = inter.users, inter.items, inter.ratings
+    n_raw = len(u)
+    if params.threshold is not None and r is not None:
+        sel = r >= params.threshold if params.inclusive else r > params.threshold
+        u, i = u[sel], i[sel]
+        if len(u) == 0:
+            op = ">=" if params.inclusive else ">"
+            raise DataError(f"{where}: no interaction has rating {op} {params.threshold}")
+    keep = _filter_counts(u, i, params.min_user, params.min_item)
+    u, i = u[keep], i[keep]
+    if len(u) == 0:
+        raise DataError(
+            f"{where}: every user falls below the thresholds (min_user={params.min_user}, "
+            f"min_item={params.min_item}, rating threshold={params.threshold})"
+        )
+    uid, u_idx = np.unique(u, return_inverse=True)
+    n_users = len(uid)
+    rng = np.random.RandomState(params.seed)
+    perm = rng.permutation(n_users)
+    n_held = params.n_heldout if params.n_heldout is not None else int(params.heldout_frac * n_users)
+    if n_users - 2 * n_held < 1 or n_held < 1:
+        raise DataError(
+            f"{where}: {n_users} users after filtering cannot give {n_held} validation and "
+            f"{n_held} test users plus training users"
+        )
+    role = np.empty(n_users, dtype=np.int8)  # 0 train, 1 val, 2 test
+    role[perm[: n_users - 2 * n_held]] = 0
+    role[perm[n_users - 2 * n_held : n_users - n_held]] = 1
+    role[perm[n_users - n_held :]] = 2
+    row_role = role[u_idx]
+    train_items = np.unique(i[row_role == 0])
+    n_items = len(train_items)
+    in_items = np.isin(i, train_items)
+    col = np.full(len(i), -1, dtype=np.int64)
+    col[in_items] = np.searchsorted(train_items, i[in_items])
+
+    def matrix(users_sel: np.ndarray, rows_mask: np.ndarray) -> sp.csr_matrix:
+        pos = np.full(n_users, -1, dtype=np.int64)
+        pos[users_sel] = np.arange(len(users_sel))
+        rr = pos[u_idx[rows_mask]]
+        return sp.csr_matrix(
+            (np.ones(len(rr), dtype=np.float32), (rr, col[rows_mask])),
+            shape=(len(users_sel), n_items),
+        )
+
+    train_users = np.sort(np.flatnonzero(role == 0))
+    train = matrix(train_users, (row_role == 0))
+    mats: dict[str, sp.csr_matrix] = {"train": train}
+    dropped = {}
+    heldout_ids = {}
+    for k, split in ((1, "val"), (2, "test")):
+        rows = (row_role == k) & in_items
+        cnt = np.bincount(u_idx[rows], minlength=n_users)
+        users_k = np.flatnonzero((role == k) & (cnt >= params.min_heldout_items))
+        dropped[split] = int(np.sum(role == k) - len(users_k))
+        full = matrix(users_k, rows & np.isin(u_idx, users_k)).tocsr()
+        tr_rows, te_rows, tr_cols, te_cols = [], [], [], []
+        for row in range(full.shape[0]):
+            items_row = full.indices[full.indptr[row] : full.indptr[row + 1]]
+            n = len(items_row)
+            idx = np.zeros(n, dtype=bool)
+            idx[rng.choice(n, size=int(params.test_prop * n), replace=False)] = True
+            tr_cols.append(items_row[~idx])
+            te_cols.append(items_row[idx])
+            tr_rows.append(np.full((~idx).sum(), row))
+            te_rows.append(np.full(idx.sum(), row))
+
+        def build(rows_l, cols_l):
+            rr = np.concatenate(rows_l) if rows_l else np.zeros(0, dtype=np.int64)
+            cc = np.concatenate(cols_l) if cols_l else np.zeros(0, dtype=np.int64)
+            return sp.csr_matrix(
+                (np.ones(len(rr), dtype=np.float32), (rr, cc)), shape=(full.shape[0], n_items)
+            )
+
+        mats[f"{split}_tr"] = build(tr_rows, tr_cols)
+        mats[f"{split}_te"] = build(te_rows, te_cols)
+        heldout_ids[split] = uid[users_k]
+        if full.shape[0] == 0:
+            raise DataError(
+                f"{where}: no {split} user has >= {params.min_heldout_items} items after "
+                "restricting to training items"
+            )
+    manifest = {
+        "name": name,
+        "source": inter.source,
+        "params": {k: getattr(params, k) for k in params.__dataclass_fields__},
+        "counts": {
+            "raw_interactions": int(n_raw),
+            "duplicates_removed": int(inter.stats.get("duplicates_removed", 0)),
+            "kept_interactions": int(len(u)),
+            "users": int(n_users),
+            "items": int(n_items),
+            "train_users": int(train.shape[0]),
+            "val_users": int(mats["val_tr"].shape[0]),
+            "test_users": int(mats["test_tr"].shape[0]),
+            "heldout_users_dropped_too_few_items": dropped,
+            **{k: v for k, v in inter.stats.items() if k != "duplicates_removed"},
+        },
+        "id_maps": {
+            "items": [str(x) for x in train_items.tolist()],
+            "train_users": [str(x) for x in uid[train_users].tolist()],
+            "val_users": [str(x) for x in heldout_ids["val"].tolist()],
+            "test_users": [str(x) for x in heldout_ids["test"].tolist()],
+        },
+    }
+    return Dataset(**mats, manifest=manifest)
