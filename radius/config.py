@@ -23,7 +23,8 @@ class TrainConfig:
     keep_rate : rho, Bernoulli keep probability of the input mask; 1.0 is clean input.
     beta_cap : cap of the linearly annealed KL weight beta.
     anneal_steps : number of gradient steps over which beta rises linearly from 0 to
-        ``beta_cap`` (Liang et al. use 200k on ML-20M; small sets need fewer).
+        ``beta_cap``; None (default) means ``anneal_epochs`` epochs' worth of steps.
+    anneal_epochs : used when ``anneal_steps`` is None.
     lambda_a : weight of the PIA anchor loss L_A; 0 disables PIA.
     anchor_init : ``"normal"`` (N(0, anchor_init_scale^2)) or ``"zeros"``.
     anchor_init_scale : standard deviation of the anchors' initialisation.
@@ -48,7 +49,8 @@ class TrainConfig:
     latent_dim: int = 200
     keep_rate: float = 0.5
     beta_cap: float = 0.2
-    anneal_steps: int = 2000
+    anneal_steps: int | None = None
+    anneal_epochs: float = 20.0
     lambda_a: float = 0.0
     anchor_init: str = "normal"
     anchor_init_scale: float = 0.1

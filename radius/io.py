@@ -128,5 +128,3 @@ def stable_hash(obj: Any, n: int = 16) -> str:
     """Short content hash of a JSON-able object (sorted keys)."""
     s = json.dumps(to_jsonable(obj), sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(s.encode()).hexdigest()[:n]
-
-

@@ -11,8 +11,9 @@ import difflib
 import importlib
 from types import ModuleType
 
-from radius.errors import RadiusError
 from radius.verify.base import Check, ClaimResult, VerifyOptions
+
+from radius.errors import RadiusError
 
 __all__ = ["CLAIMS", "Check", "ClaimResult", "VerifyOptions", "claim_module", "resolve_ids"]
 
@@ -55,7 +56,9 @@ def resolve_ids(theorem: str) -> list[str]:
             choices = [*CLAIMS, "all"]
             close = difflib.get_close_matches(name, choices, n=3, cutoff=0.4)
             hint = f"; did you mean {' or '.join(repr(c) for c in close)}?" if close else ""
-            raise RadiusError(f"unknown theorem {raw.strip()!r} (choose from {', '.join(choices)}){hint}")
+            raise RadiusError(
+                f"unknown theorem {raw.strip()!r} (choose from {', '.join(choices)}){hint}"
+            )
         out.append(name)
     return list(dict.fromkeys(out))
 

@@ -11,11 +11,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from radius.verify.base import VerifyOptions
 from torch import nn
 
 from radius.config import TrainConfig, setting_config
 from radius.data.dataset import Dataset
-from radius.verify.base import VerifyOptions
 
 __all__ = ["VerifyContext"]
 
@@ -52,7 +52,9 @@ class VerifyContext:
             if key not in self._models:
                 from radius.train import load_checkpoint
 
-                self._models[key] = load_checkpoint(self.checkpoint, self.dataset).model.cpu().eval()
+                self._models[key] = (
+                    load_checkpoint(self.checkpoint, self.dataset).model.cpu().eval()
+                )
             return self._models[key]
         return self.model_for(self.config(setting, **overrides))
 
@@ -62,9 +64,11 @@ class VerifyContext:
 
         key = ("config", tuple(sorted(config.key_dict().items(), key=lambda kv: kv[0])).__repr__())
         if key not in self._models:
-            self._models[key] = get_model(
-                self.dataset, config, cache_dir=self.cache_dir, progress=self.progress
-            ).cpu().eval()
+            self._models[key] = (
+                get_model(self.dataset, config, cache_dir=self.cache_dir, progress=self.progress)
+                .cpu()
+                .eval()
+            )
         return self._models[key]
 
     def describe(self) -> dict[str, Any]:

@@ -91,7 +91,10 @@ class Dataset:
             m = sp.csr_matrix(m, dtype=np.float32)
             m.sort_indices()
             setattr(self, s, m)
-        if self.val_tr.shape[0] != self.val_te.shape[0] or self.test_tr.shape[0] != self.test_te.shape[0]:
+        if (
+            self.val_tr.shape[0] != self.val_te.shape[0]
+            or self.test_tr.shape[0] != self.test_te.shape[0]
+        ):
             raise DataError("fold-in and held-out parts must have the same users")
         self.manifest.setdefault("name", "dataset")
         self.manifest["hash"] = content_hash({s: getattr(self, s) for s in SPLITS})
@@ -149,7 +152,9 @@ class Dataset:
                 sp.save_npz(tmp / f"{s}.npz", getattr(self, s), compressed=True)
             if self.ground_truth is not None:
                 np.savez_compressed(tmp / "ground_truth.npz", **self.ground_truth)
-            (tmp / "manifest.json").write_text(json.dumps(to_jsonable(self.manifest), indent=2) + "\n")
+            (tmp / "manifest.json").write_text(
+                json.dumps(to_jsonable(self.manifest), indent=2) + "\n"
+            )
         return path
 
     @classmethod
@@ -157,7 +162,9 @@ class Dataset:
         path = Path(path)
         man_path = path / "manifest.json"
         if not man_path.is_file():
-            raise DataError(f"{path}: not a prepared dataset (no manifest.json); run `radius data prepare`")
+            raise DataError(
+                f"{path}: not a prepared dataset (no manifest.json); run `radius data prepare`"
+            )
         try:
             manifest = json.loads(man_path.read_text())
         except json.JSONDecodeError as e:
@@ -175,7 +182,9 @@ class Dataset:
         stored = manifest.get("hash")
         ds = cls(**mats, manifest=manifest, ground_truth=gt)
         if stored is not None and stored != ds.hash:
-            raise DataError(f"{path}: content hash {ds.hash} does not match the manifest's {stored}")
+            raise DataError(
+                f"{path}: content hash {ds.hash} does not match the manifest's {stored}"
+            )
         return ds
 
     def key(self) -> str:

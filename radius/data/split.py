@@ -61,7 +61,10 @@ class Interactions:
         first[1:] = key[order][1:] != key[order][:-1]
         keep = np.sort(order[first])
         removed = len(key) - len(keep)
-        stats = {**self.stats, "duplicates_removed": int(self.stats.get("duplicates_removed", 0)) + removed}
+        stats = {
+            **self.stats,
+            "duplicates_removed": int(self.stats.get("duplicates_removed", 0)) + removed,
+        }
         return Interactions(
             self.users[keep],
             self.items[keep],
@@ -133,7 +136,9 @@ def strong_generalization_split(
     n_users = len(uid)
     rng = np.random.RandomState(params.seed)
     perm = rng.permutation(n_users)
-    n_held = params.n_heldout if params.n_heldout is not None else int(params.heldout_frac * n_users)
+    n_held = (
+        params.n_heldout if params.n_heldout is not None else int(params.heldout_frac * n_users)
+    )
     if n_users - 2 * n_held < 1 or n_held < 1:
         raise DataError(
             f"{where}: {n_users} users after filtering cannot give {n_held} validation and "

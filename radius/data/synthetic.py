@@ -51,11 +51,15 @@ class SyntheticParams:
     seed: int = 0
 
 
-def generate(params: SyntheticParams = SyntheticParams()) -> tuple[Interactions, dict[str, np.ndarray]]:
+def generate(
+    params: SyntheticParams = SyntheticParams(),
+) -> tuple[Interactions, dict[str, np.ndarray]]:
     """Draw interactions and ground truth."""
     p = params
     if p.n_max > p.n_items or p.n_min < 1:
-        raise ValueError(f"need 1 <= n_min <= n_max <= n_items, got {p.n_min}, {p.n_max}, {p.n_items}")
+        raise ValueError(
+            f"need 1 <= n_min <= n_max <= n_items, got {p.n_min}, {p.n_max}, {p.n_items}"
+        )
     rng = np.random.default_rng(p.seed)
     community = rng.permutation(np.arange(p.n_items) % p.n_communities)  # (I,)
     rank = rng.permutation(p.n_items) + 1
@@ -93,7 +97,9 @@ def generate(params: SyntheticParams = SyntheticParams()) -> tuple[Interactions,
     return inter, truth
 
 
-def default_dataset(params: SyntheticParams = SyntheticParams(), split: SplitParams | None = None) -> Dataset:
+def default_dataset(
+    params: SyntheticParams = SyntheticParams(), split: SplitParams | None = None
+) -> Dataset:
     """The embedded default, prepared with the strong-generalisation split (no threshold)."""
     inter, truth = generate(params)
     split = split or SplitParams(threshold=None, min_user=5, min_item=0, seed=98765)

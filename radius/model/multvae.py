@@ -16,7 +16,6 @@ a sparse batch multiplies it as an embedding bag (same maths as the dense produc
 
 from __future__ import annotations
 
-
 from dataclasses import dataclass
 
 import torch
@@ -67,7 +66,9 @@ class SparseBatch:
         return out.index_add_(0, self.rows, v)
 
     def to_dense(self) -> Tensor:
-        x = torch.zeros(self.n_rows, self.n_items, dtype=self.values.dtype, device=self.values.device)
+        x = torch.zeros(
+            self.n_rows, self.n_items, dtype=self.values.dtype, device=self.values.device
+        )
         x[self.rows, self.indices] = self.values
         return x
 
@@ -110,9 +111,13 @@ class MultVAE(nn.Module):
         self.enc_in_weight = nn.Parameter(torch.empty(self.n_items, h0))
         self.enc_in_bias = nn.Parameter(torch.empty(h0))
         enc_dims = [*self.hidden_dims, 2 * self.latent_dim]
-        self.enc_layers = nn.ModuleList(nn.Linear(a, b) for a, b in zip(enc_dims[:-1], enc_dims[1:]))
+        self.enc_layers = nn.ModuleList(
+            nn.Linear(a, b) for a, b in zip(enc_dims[:-1], enc_dims[1:])
+        )
         dec_dims = [self.latent_dim, *reversed(self.hidden_dims), self.n_items]
-        self.dec_layers = nn.ModuleList(nn.Linear(a, b) for a, b in zip(dec_dims[:-1], dec_dims[1:]))
+        self.dec_layers = nn.ModuleList(
+            nn.Linear(a, b) for a, b in zip(dec_dims[:-1], dec_dims[1:])
+        )
         self.drop = nn.Dropout(dropout_encoder)
         if use_anchors:
             self.anchor_table = nn.Parameter(torch.empty(self.n_items, self.latent_dim))
@@ -208,5 +213,3 @@ def reparameterize(mu: Tensor, logvar: Tensor, generator: torch.Generator | None
 def kl_std_normal(mu: Tensor, logvar: Tensor) -> Tensor:
     """KL(N(mu, diag e^logvar) || N(0, I)) per row, (B,)."""
     return 0.5 * torch.sum(torch.exp(logvar) + mu * mu - 1.0 - logvar, dim=-1)
-
-

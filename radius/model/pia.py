@@ -71,7 +71,9 @@ def anchor_terms_dense(x: Tensor, mu: Tensor, logvar: Tensor, anchors: Tensor) -
     )
 
 
-def anchor_terms_sparse(batch: SparseBatch, mu: Tensor, logvar: Tensor, anchors: Tensor) -> AnchorTerms:
+def anchor_terms_sparse(
+    batch: SparseBatch, mu: Tensor, logvar: Tensor, anchors: Tensor
+) -> AnchorTerms:
     """Closed form of P3.1 on a clean sparse batch (support = stored entries > 0)."""
     on = (batch.values > 0).to(anchors.dtype)  # (nnz,)
     n = batch.row_sum(on)  # (B,)

@@ -63,7 +63,9 @@ def check_model(model: object) -> VAEModel:
     ]
     missing = [m for m in need if not hasattr(model, m)]
     if missing:
-        raise TypeError(f"{type(model).__name__} does not follow the VAEModel protocol: missing {missing}")
+        raise TypeError(
+            f"{type(model).__name__} does not follow the VAEModel protocol: missing {missing}"
+        )
     return model  # type: ignore[return-value]
 
 

@@ -1,0 +1,459 @@
+r"""Training: Adam on the (masked, annealed) beta-ELBO plus the PIA anchor loss.
+
+.. math::
+
+    \mathcal L = \mathbb E_b\Big[-\sum_i x_i \log\operatorname{softmax}(f_\theta(z))_i
+        + \beta\,\mathrm{KL}(q(z\mid x\odot b)\,\|\,\mathcal N(0, I))\Big]
+        + \lambda_A\,\mathbb E_b[L_A(x\odot b, x)],\qquad z\sim q(z\mid x\odot b)
+
+beta rises linearly from 0 to ``beta_cap`` over ``anneal_steps`` gradient steps.
+Early stopping keeps the weights with the best validation nDCG@100. Checkpoints are
+written atomically and carry the config, the data hash, metrics and code version;
+``resume`` continues an interrupted run bit-for-bit on the CPU. ``get_model`` caches
+trained checkpoints by a content key (data hash + config), so the same request never
+trains twice.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from radius import code_version
+from radius.config import TrainConfig
+from radius.data.dataset import Dataset
+from radius.errors import CheckpointError, RadiusError
+from radius.io import atomic_path, atomic_write_json, stable_hash
+from radius.metrics import evaluate
+from radius.model.multvae import MultVAE, SparseBatch, kl_std_normal, reparameterize
+from radius.model.pia import anchor_terms_sparse
+
+__all__ = [
+    "resolve_device",
+    "build_model",
+    "train",
+    "TrainResult",
+    "load_checkpoint",
+    "get_model",
+    "cache_key",
+    "default_cache_dir",
+]
+
+CHECKPOINT_FORMAT = 1
+
+
+def resolve_device(device: str) -> torch.device:
+    """``auto`` -> CUDA when available else CPU; ``cuda`` without CUDA is an error."""
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise RadiusError(
+            f"--device {device} asked for, but CUDA is not available (torch {torch.__version__})"
+        )
+    return torch.device(device)
+
+
+def build_model(config: TrainConfig, n_items: int) -> nn.Module:
+    """The model a config describes, initialised from ``config.seed``."""
+    torch.manual_seed(config.seed)
+    if config.model == "recvae":
+        from radius.model.recvae import RecVAE
+
+        return RecVAE(
+            n_items,
+            hidden_dim=config.hidden_dims[0],
+            latent_dim=config.latent_dim,
+            use_anchors=config.lambda_a > 0,
+            anchor_init=config.anchor_init,
+            anchor_init_scale=config.anchor_init_scale,
+        )
+    return MultVAE(
+        n_items,
+        config.hidden_dims,
+        config.latent_dim,
+        use_anchors=config.lambda_a > 0,
+        anchor_init=config.anchor_init,
+        anchor_init_scale=config.anchor_init_scale,
+        dropout_encoder=config.dropout_encoder,
+    )
+
+
+def mask_batch(batch: SparseBatch, keep_rate: float, generator: torch.Generator) -> SparseBatch:
+    """x * b with b ~ Bernoulli(keep_rate) on the stored entries (zeros stay zero)."""
+    if keep_rate >= 1.0:
+        return batch
+    keep = (
+        torch.rand(batch.values.shape, generator=generator, device=batch.values.device) < keep_rate
+    )
+    return batch.with_values(batch.values * keep.to(batch.values.dtype))
+
+
+def multvae_loss(
+    model: MultVAE, batch: SparseBatch, config: TrainConfig, beta: float, generator: torch.Generator
+) -> tuple[torch.Tensor, dict[str, float]]:
+    """Mean over the batch of the training objective; returns (loss, parts)."""
+    masked = mask_batch(batch, config.keep_rate, generator)
+    if config.sparse_input:
+        mu, logvar = model.encode_sparse(masked)  # (B, d)
+    else:
+        mu, logvar = model.encode(masked.to_dense())
+    z = reparameterize(mu, logvar, generator)
+    logsm = torch.log_softmax(model.decode(z), dim=-1)  # (B, I)
+    nll = -(logsm[batch.rows, batch.indices] * batch.values).sum() / batch.n_rows
+    kl = kl_std_normal(mu, logvar).mean()
+    loss = nll + beta * kl
+    parts = {"nll": nll.item(), "kl": kl.item()}
+    if config.lambda_a > 0:
+        terms = anchor_terms_sparse(batch, mu, logvar, model.anchors)
+        la = terms.total(config.anchor_terms).mean()
+        loss = loss + config.lambda_a * la
+        parts.update(
+            anchor=la.item(),
+            anchor_align=terms.align.mean().item(),
+            anchor_trace=terms.trace.mean().item(),
+            anchor_spread=terms.spread.mean().item(),
+        )
+    return loss, parts
+
+
+@dataclass
+class TrainResult:
+    """A trained model (best validation weights) and where/how it was made."""
+
+    model: nn.Module
+    config: TrainConfig
+    history: list[dict[str, Any]]
+    val: dict[str, float]
+    test: dict[str, Any] | None
+    path: Path | None = None
+    meta: dict[str, Any] = field(default_factory=dict)
+
+
+def _rng_state(gen: torch.Generator, np_rng: np.random.Generator) -> dict[str, Any]:
+    return {"torch": gen.get_state(), "numpy": np_rng.bit_generator.state}
+
+
+def _save(path: Path, payload: dict[str, Any]) -> None:
+    with atomic_path(path) as tmp:
+        torch.save(payload, tmp)
+
+
+def train(
+    dataset: Dataset,
+    config: TrainConfig = TrainConfig(),
+    *,
+    checkpoint: str | os.PathLike | None = None,
+    resume: bool = False,
+    progress: bool = True,
+    evaluate_test: bool = True,
+) -> TrainResult:
+    """Train on ``dataset.train`` with early stopping on validation nDCG@100.
+
+    Parameters
+    ----------
+    checkpoint : where to write the checkpoint (atomically, after every epoch, so
+        ``resume=True`` can continue). A JSON log of the epochs goes beside it.
+    resume : continue from ``checkpoint`` (refused if it was made for other data
+        or another config).
+    """
+    device = resolve_device(config.device)
+    if config.model == "recvae":
+        from radius.model.recvae import train_recvae
+
+        return train_recvae(
+            dataset,
+            config,
+            checkpoint=checkpoint,
+            resume=resume,
+            progress=progress,
+            evaluate_test=evaluate_test,
+        )
+    torch.manual_seed(config.seed)
+    model = build_model(config, dataset.n_items).to(device)
+    opt = torch.optim.Adam(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    gen = torch.Generator(device=device).manual_seed(config.seed)
+    np_rng = np.random.default_rng(config.seed)
+    history: list[dict[str, Any]] = []
+    step, start_epoch = 0, 0
+    best = {"ndcg@100": -1.0, "epoch": -1, "state": None}
+    ckpt_path = Path(checkpoint) if checkpoint is not None else None
+    if resume:
+        if ckpt_path is None or not ckpt_path.is_file():
+            raise CheckpointError(f"cannot resume: no checkpoint at {ckpt_path}")
+        payload = _read_checkpoint(ckpt_path)
+        _check_compatible(payload, dataset, config, ckpt_path)
+        state = payload["train_state"]
+        if state is None:
+            raise CheckpointError(f"{ckpt_path}: training already finished; nothing to resume")
+        model.load_state_dict(state["model"])
+        opt.load_state_dict(state["optimizer"])
+        gen.set_state(state["rng"]["torch"])
+        np_rng.bit_generator.state = state["rng"]["numpy"]
+        step, start_epoch = state["step"], state["epoch"] + 1
+        history = payload["history"]
+        best = {
+            "ndcg@100": payload["val"].get("ndcg@100", -1.0),
+            "epoch": payload["best_epoch"],
+            "state": payload["model_state"],
+        }
+    n = dataset.train.shape[0]
+    anneal_steps = config.anneal_steps or max(
+        1, int(config.anneal_epochs * -(-n // config.batch_size))
+    )
+    epochs = range(start_epoch, config.epochs)
+    bar = None
+    if progress:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=config.epochs, initial=start_epoch, desc="train", unit="epoch")
+    stale = 0 if not history else history[-1].get("stale", 0)
+    for epoch in epochs:
+        t0 = time.perf_counter()
+        model.train()
+        perm = np_rng.permutation(n)
+        sums: dict[str, float] = {}
+        n_batches = 0
+        for s in range(0, n, config.batch_size):
+            idx = np.sort(perm[s : s + config.batch_size])
+            batch = SparseBatch.from_csr(dataset.train[idx], device=device)
+            beta = config.beta_cap * min(1.0, step / anneal_steps)
+            loss, parts = multvae_loss(model, batch, config, beta, gen)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            step += 1
+            n_batches += 1
+            for k, v in {"loss": loss.item(), **parts}.items():
+                sums[k] = sums.get(k, 0.0) + v
+        val = evaluate(
+            model, dataset.val_tr, dataset.val_te, metrics=(("ndcg", 100), ("recall", 20))
+        )
+        rec = {k: v / n_batches for k, v in sums.items()}
+        rec.update(
+            epoch=epoch,
+            step=step,
+            beta=beta,
+            seconds=time.perf_counter() - t0,
+            **{f"val_{k}": v for k, v in val.means.items()},
+        )
+        if val.means["ndcg@100"] > best["ndcg@100"]:
+            best = {
+                "ndcg@100": val.means["ndcg@100"],
+                "epoch": epoch,
+                "state": {k: v.detach().cpu().clone() for k, v in model.state_dict().items()},
+            }
+            stale = 0
+        else:
+            stale += 1
+        rec["stale"] = stale
+        history.append(rec)
+        if bar is not None:
+            bar.update(1)
+            bar.set_postfix(loss=f"{rec['loss']:.2f}", val_ndcg100=f"{val.means['ndcg@100']:.4f}")
+        done = stale >= config.patience or epoch == config.epochs - 1
+        if ckpt_path is not None and not done:
+            _write(
+                ckpt_path,
+                model,
+                opt,
+                gen,
+                np_rng,
+                config,
+                dataset,
+                history,
+                best,
+                step,
+                epoch,
+                val=None,
+                test=None,
+                finished=False,
+            )
+        if done:
+            break
+    if bar is not None:
+        bar.close()
+    model.load_state_dict(best["state"])
+    model.eval()
+    val_final = evaluate(model, dataset.val_tr, dataset.val_te).means
+    test = evaluate(model, dataset.test_tr, dataset.test_te).to_dict() if evaluate_test else None
+    meta = {"best_epoch": best["epoch"], "data_hash": dataset.hash, "code_version": code_version()}
+    if ckpt_path is not None:
+        _write(
+            ckpt_path,
+            model,
+            opt,
+            gen,
+            np_rng,
+            config,
+            dataset,
+            history,
+            best,
+            step,
+            history[-1]["epoch"],
+            val=val_final,
+            test=test,
+            finished=True,
+        )
+    return TrainResult(
+        model=model,
+        config=config,
+        history=history,
+        val=val_final,
+        test=test,
+        path=ckpt_path,
+        meta=meta,
+    )
+
+
+def _write(
+    path,
+    model,
+    opt,
+    gen,
+    np_rng,
+    config,
+    dataset,
+    history,
+    best,
+    step,
+    epoch,
+    *,
+    val,
+    test,
+    finished,
+) -> None:
+    payload = {
+        "format": CHECKPOINT_FORMAT,
+        "config": config.key_dict(),
+        "n_items": dataset.n_items,
+        "data_hash": dataset.hash,
+        "data_name": dataset.name,
+        "code_version": code_version(),
+        "model_state": best["state"] if best["state"] is not None else model.state_dict(),
+        "best_epoch": best["epoch"],
+        "val": val if val is not None else {"ndcg@100": best["ndcg@100"]},
+        "test": test,
+        "history": history,
+        "train_state": None
+        if finished
+        else {
+            "model": model.state_dict(),
+            "optimizer": opt.state_dict(),
+            "rng": _rng_state(gen, np_rng),
+            "step": step,
+            "epoch": epoch,
+        },
+    }
+    _save(path, payload)
+    atomic_write_json(
+        Path(str(path) + ".log.json"),
+        {
+            "config": config.key_dict(),
+            "data_hash": dataset.hash,
+            "history": history,
+            "best_epoch": best["epoch"],
+            "val": payload["val"],
+            "test": test,
+            "finished": finished,
+        },
+    )
+
+
+def _read_checkpoint(path: Path) -> dict[str, Any]:
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as e:  # corrupt or not a checkpoint
+        raise CheckpointError(
+            f"{path}: not a readable radius checkpoint ({type(e).__name__}: {e})"
+        ) from e
+    if not isinstance(payload, dict) or payload.get("format") != CHECKPOINT_FORMAT:
+        raise CheckpointError(
+            f"{path}: not a radius checkpoint (format {CHECKPOINT_FORMAT} expected)"
+        )
+    return payload
+
+
+def _check_compatible(
+    payload: dict[str, Any], dataset: Dataset, config: TrainConfig | None, path: Path
+) -> None:
+    if payload["data_hash"] != dataset.hash:
+        raise CheckpointError(
+            f"{path}: checkpoint was trained on data {payload['data_name']!r} (hash "
+            f"{payload['data_hash']}), not on {dataset.name!r} (hash {dataset.hash})"
+        )
+    if config is not None and payload["config"] != config.key_dict():
+        diff = sorted(
+            k for k in config.key_dict() if payload["config"].get(k) != config.key_dict()[k]
+        )
+        raise CheckpointError(f"{path}: checkpoint config differs from the requested one in {diff}")
+
+
+@dataclass
+class LoadedCheckpoint:
+    model: nn.Module
+    config: TrainConfig
+    payload: dict[str, Any]
+
+
+def load_checkpoint(
+    path: str | os.PathLike, dataset: Dataset | None = None, *, device: str = "cpu"
+) -> LoadedCheckpoint:
+    """Load the best-validation model; refuse a checkpoint made for other data."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"no checkpoint at {path}")
+    payload = _read_checkpoint(path)
+    if dataset is not None:
+        _check_compatible(payload, dataset, None, path)
+    cfg = dict(payload["config"])
+    cfg["hidden_dims"] = tuple(cfg["hidden_dims"])
+    config = TrainConfig(**cfg, device=device)
+    model = build_model(config, payload["n_items"])
+    model.load_state_dict(payload["model_state"])
+    model.to(resolve_device(device)).eval()
+    return LoadedCheckpoint(model=model, config=config, payload=payload)
+
+
+def default_cache_dir() -> Path:
+    """``$RADIUS_CACHE_DIR`` or ``~/.cache/radius/models``."""
+    env = os.environ.get("RADIUS_CACHE_DIR")
+    return Path(env) if env else Path.home() / ".cache" / "radius" / "models"
+
+
+def cache_key(dataset: Dataset, config: TrainConfig) -> str:
+    return stable_hash(
+        {"data": dataset.hash, "config": config.key_dict(), "format": CHECKPOINT_FORMAT}
+    )
+
+
+def get_model(
+    dataset: Dataset,
+    config: TrainConfig,
+    *,
+    cache_dir: str | os.PathLike | None = None,
+    progress: bool = False,
+) -> nn.Module:
+    """The trained model for (dataset, config): loaded from the cache or trained once."""
+    path = (
+        Path(cache_dir or default_cache_dir()) / f"{config.model}-{cache_key(dataset, config)}.pt"
+    )
+    resume = False
+    if path.is_file():
+        try:
+            loaded = load_checkpoint(
+                path, dataset, device=config.device if config.device != "auto" else "cpu"
+            )
+            if loaded.payload["train_state"] is None:
+                return loaded.model
+            resume = True  # an interrupted training: continue it
+        except CheckpointError:
+            path.unlink(missing_ok=True)  # corrupt: train again
+    result = train(dataset, config, checkpoint=path, progress=progress, resume=resume)
+    return result.model
