@@ -1,0 +1,420 @@
+"""The ``radius`` command line.
+
+Every command works with no arguments on the embedded synthetic default, prints a
+readable table, writes machine-readable JSON beside it, and exits 0 on success,
+1 when a verified claim fails, 2 on bad input (with a message naming the problem).
+"""
+
+from __future__ import annotations
+
+import argparse
+import difflib
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from radius.errors import RadiusError
+
+__all__ = ["main"]
+
+RUNS = Path("runs")
+
+
+# --------------------------------------------------------------------------- helpers
+def _table(rows: list[list[Any]], header: list[str]) -> str:
+    def fmt(v: Any) -> str:
+        if isinstance(v, float):
+            return f"{v:.4f}" if abs(v) < 1e4 else f"{v:.3g}"
+        return str(v)
+
+    cells = [[fmt(v) for v in r] for r in rows]
+    widths = [
+        max(len(h), *(len(r[i]) for r in cells)) if cells else len(h) for i, h in enumerate(header)
+    ]
+    line = "  ".join(h.ljust(w) for h, w in zip(header, widths))
+    out = [line, "  ".join("-" * w for w in widths)]
+    out += ["  ".join(c.ljust(w) for c, w in zip(r, widths)) for r in cells]
+    return "\n".join(out)
+
+
+def _load_data(spec: str):
+    from radius.data.loaders import load_any
+
+    return load_any(spec)
+
+
+def _parse_set(pairs: list[str]) -> dict[str, Any]:
+    """``key=value`` overrides; values parsed as JSON when possible."""
+    out: dict[str, Any] = {}
+    for p in pairs or []:
+        if "=" not in p:
+            raise RadiusError(f"--set expects key=value, got {p!r}")
+        k, v = p.split("=", 1)
+        try:
+            out[k.strip()] = json.loads(v)
+        except json.JSONDecodeError:
+            out[k.strip()] = v
+    return out
+
+
+def _config_from_args(args: argparse.Namespace):
+    from radius.config import TrainConfig, setting_config
+
+    base = TrainConfig()
+    over: dict[str, Any] = {}
+    for name in (
+        "model",
+        "epochs",
+        "keep_rate",
+        "beta_cap",
+        "lambda_a",
+        "seed",
+        "device",
+        "latent_dim",
+        "batch_size",
+        "lr",
+        "patience",
+    ):
+        v = getattr(args, name, None)
+        if v is not None:
+            over[name] = v
+    if getattr(args, "hidden_dims", None):
+        over["hidden_dims"] = tuple(int(h) for h in args.hidden_dims.split(","))
+    over.update(_parse_set(getattr(args, "set", None)))
+    return setting_config(args.setting, base, **over)
+
+
+def _metrics_table(res: dict[str, Any]) -> str:
+    means = res["means"]
+    names = list(means)
+    rows = [["all", res["n_users"], *[means[n] for n in names]]]
+    for label, c in res["cohorts"].items():
+        rows.append([label, c["users"], *[c.get(n, float("nan")) for n in names]])
+    return _table(rows, ["cohort", "users", *names])
+
+
+# --------------------------------------------------------------------------- commands
+def cmd_data_prepare(args: argparse.Namespace) -> int:
+    from radius.data.loaders import prepare
+    from radius.data.synthetic import default_dataset
+
+    if args.path in (None, "default", "synthetic"):
+        out = Path(args.out or RUNS / "data" / "synthetic")
+        ds = default_dataset()
+        ds.save(out)
+    else:
+        out = Path(args.out or RUNS / "data" / Path(args.path).stem)
+        ds = prepare(args.path, out, fmt=args.format, name=args.name)
+    print(_table([[k, v] for k, v in ds.summary().items()], ["field", "value"]))
+    print(f"\nprepared dataset written to {out}/ (manifest.json + CSR .npz)")
+    return 0
+
+
+def cmd_data_info(args: argparse.Namespace) -> int:
+    ds = _load_data(args.path or "default")
+    summ = ds.summary()
+    print(_table([[k, v] for k, v in summ.items()], ["field", "value"]))
+    if args.json:
+        from radius.io import atomic_write_json
+
+        atomic_write_json(
+            args.json, {"summary": summ, "manifest_counts": ds.manifest.get("counts")}
+        )
+    return 0
+
+
+def cmd_data_fetch_ml100k(args: argparse.Namespace) -> int:
+    from radius.data.ml100k import extract_ml100k, fetch_ml100k_wheel
+
+    wheel = fetch_ml100k_wheel(Path(args.dest))
+    out = extract_ml100k(wheel, Path(args.dest) / "ml-100k.inter")
+    print(f"MovieLens-100k extracted to {out} (from {wheel.name})")
+    return 0
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from radius.io import atomic_write_json
+    from radius.train import train
+
+    ds = _load_data(args.data)
+    config = _config_from_args(args)
+    out = Path(args.out or RUNS / ds.name / f"{config.model}-{args.setting}-seed{config.seed}.pt")
+    print(
+        f"training {config.model} ({args.setting}: keep_rate={config.keep_rate}, "
+        f"lambda_a={config.lambda_a}, beta_cap={config.beta_cap}) on {ds.name} "
+        f"[{ds.hash}] -> {out}"
+    )
+    t0 = time.perf_counter()
+    res = train(ds, config, checkpoint=out, resume=args.resume, progress=not args.quiet)
+    secs = time.perf_counter() - t0
+    print(f"\nbest epoch {res.meta['best_epoch']} of {len(res.history)}; {secs:.1f} s")
+    print("\ntest users (strong generalisation):")
+    print(_metrics_table(res.test))
+    report = {
+        "checkpoint": str(out),
+        "config": config.key_dict(),
+        "data": ds.summary(),
+        "seconds": secs,
+        "val": res.val,
+        "test": res.test,
+        **res.meta,
+    }
+    atomic_write_json(out.with_suffix(".json"), report)
+    print(f"\nmetrics JSON: {out.with_suffix('.json')}")
+    return 0
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    from radius.io import atomic_write_json
+    from radius.metrics import evaluate
+    from radius.train import load_checkpoint
+
+    ds = _load_data(args.data)
+    if args.checkpoint is None:
+        from radius.config import setting_config
+        from radius.train import default_cache_dir, get_model
+
+        config = setting_config(args.setting)
+        model = get_model(ds, config, cache_dir=default_cache_dir(), progress=True)
+        source = f"cached {args.setting} model"
+    else:
+        model = load_checkpoint(args.checkpoint, ds).model
+        source = str(args.checkpoint)
+    fold_in, heldout = ds.heldout(args.split)
+    res = evaluate(model, fold_in, heldout, progress=True).to_dict()
+    print(f"{args.split} users of {ds.name} [{ds.hash}], model: {source}")
+    print(_metrics_table(res))
+    out = Path(args.json or RUNS / ds.name / f"eval-{args.split}.json")
+    atomic_write_json(out, {"data": ds.summary(), "model": source, "split": args.split, **res})
+    print(f"\nmetrics JSON: {out}")
+    return 0
+
+
+def cmd_verify(args: argparse.Namespace) -> int:
+    from radius.config import TrainConfig
+    from radius.io import atomic_write_json
+    from radius.train import default_cache_dir
+    from radius.verify import CLAIMS, claim_module, resolve_ids
+    from radius.verify.base import VerifyOptions
+    from radius.verify.context import VerifyContext
+
+    ids = resolve_ids(args.theorem)
+    ds = _load_data(args.data)
+    opts = {
+        k: getattr(args, k)
+        for k in ("seed", "n_pairs", "n_users", "n_mc", "confidence", "min_fraction")
+        if getattr(args, k) is not None
+    }
+    options = VerifyOptions(**opts)
+    base = TrainConfig(model=args.model) if args.model else TrainConfig()
+    ctx = VerifyContext(
+        dataset=ds,
+        options=options,
+        base_config=base,
+        cache_dir=default_cache_dir(),
+        checkpoint=Path(args.checkpoint) if args.checkpoint else None,
+        progress=True,
+    )
+    out_dir = Path(args.out or RUNS / ds.name / "verify")
+    rows, failed, results = [], False, {}
+    for cid in ids:
+        mod = claim_module(cid)
+        t0 = time.perf_counter()
+        print(f"verifying {cid}: {mod.TITLE} ...", flush=True)
+        res = mod.run(ctx)
+        secs = time.perf_counter() - t0
+        res.details.setdefault("seconds", secs)
+        data = res.to_dict()
+        data["seconds"] = secs
+        atomic_write_json(out_dir / f"{CLAIMS[cid]}.json", data)
+        results[cid] = data
+        for c in res.checks:
+            rows.append(
+                [
+                    cid,
+                    c.name,
+                    c.measured,
+                    c.bound,
+                    c.slack,
+                    c.n,
+                    c.tolerance,
+                    "PASS" if c.passed else "FAIL",
+                ]
+            )
+        print(f"  {cid}: {res.verdict} ({secs:.1f} s)")
+        failed |= not res.passed
+    print()
+    print(
+        _table(rows, ["claim", "check", "measured", "bound", "slack", "n", "tolerance", "verdict"])
+    )
+    print(f"\nJSON reports in {out_dir}/")
+    return 1 if failed else 0
+
+
+def cmd_figures(args: argparse.Namespace) -> int:
+    from radius.figures.registry import run_figures
+
+    return run_figures(args)
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from radius.report import run_report
+
+    return run_report(args)
+
+
+def cmd_experiment(args: argparse.Namespace) -> int:
+    from radius.experiments import run_experiment
+
+    return run_experiment(args)
+
+
+# --------------------------------------------------------------------------- parser
+class _Parser(argparse.ArgumentParser):
+    """argparse with close-match suggestions for unknown commands, exit code 2."""
+
+    def error(self, message: str):  # noqa: D102
+        if "invalid choice" in message:
+            import re
+
+            m = re.search(r"invalid choice: '([^']*)'", message)
+            choices = re.findall(r"'([^']+)'", message.split("choose from", 1)[-1])
+            if m:
+                close = difflib.get_close_matches(m.group(1), choices, n=2)
+                if close:
+                    message += f"; did you mean {' or '.join(repr(c) for c in close)}?"
+        self.print_usage(sys.stderr)
+        self.exit(2, f"{self.prog}: error: {message}\n")
+
+
+def _add_train_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--setting", default="pia", help="clean | masking | pia (default: pia)")
+    p.add_argument("--model", choices=["multvae", "recvae"], default=None)
+    p.add_argument("--epochs", type=int)
+    p.add_argument("--patience", type=int)
+    p.add_argument("--keep-rate", dest="keep_rate", type=float, help="rho, mask keep probability")
+    p.add_argument("--beta-cap", dest="beta_cap", type=float)
+    p.add_argument("--lambda-a", dest="lambda_a", type=float, help="PIA anchor weight")
+    p.add_argument("--latent-dim", dest="latent_dim", type=int)
+    p.add_argument("--hidden-dims", dest="hidden_dims", help="e.g. 600 or 600,300")
+    p.add_argument("--batch-size", dest="batch_size", type=int)
+    p.add_argument("--lr", type=float)
+    p.add_argument("--seed", type=int)
+    p.add_argument("--device", help="auto | cpu | cuda")
+    p.add_argument("--set", action="append", metavar="KEY=VALUE", help="any TrainConfig field")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    ap = _Parser(
+        prog="radius",
+        description="Verify how VAE recommenders collaborate: train Multi-VAE (masking, PIA), "
+        "check the paper's claims, draw the figures.",
+    )
+    from radius import __version__
+
+    ap.add_argument("--version", action="version", version=f"radius {__version__}")
+    sub = ap.add_subparsers(dest="command", parser_class=_Parser)
+
+    data = sub.add_parser("data", help="prepare or describe a dataset")
+    dsub = data.add_subparsers(dest="data_command", parser_class=_Parser)
+    p = dsub.add_parser("prepare", help="parse, filter and split a dataset (default: synthetic)")
+    p.add_argument("path", nargs="?", help="raw file/folder; omitted: the synthetic default")
+    p.add_argument(
+        "--format",
+        default="auto",
+        help="auto | ml-100k | ml-1m | ml-20m | netflix | msd | csv | recbole",
+    )
+    p.add_argument("--out", help="output folder (default runs/data/NAME)")
+    p.add_argument("--name", help="dataset name in the manifest")
+    p.set_defaults(func=cmd_data_prepare)
+    p = dsub.add_parser("info", help="summary of a dataset")
+    p.add_argument("path", nargs="?", help="prepared folder, raw file or 'default'")
+    p.add_argument("--json", help="write the summary here as JSON")
+    p.set_defaults(func=cmd_data_info)
+    p = dsub.add_parser("fetch-ml100k", help="download the recbole wheel and extract ML-100k")
+    p.add_argument("--dest", default=".cache", help="folder (default .cache)")
+    p.set_defaults(func=cmd_data_fetch_ml100k)
+
+    p = sub.add_parser("train", help="train a model (default: Multi-VAE + PIA on the default)")
+    p.add_argument("--data", default="default", help="'default', a prepared folder or a raw file")
+    p.add_argument("--out", help="checkpoint path (default runs/DATA/MODEL-SETTING-seedS.pt)")
+    p.add_argument("--resume", action="store_true", help="continue from --out")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    _add_train_options(p)
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("eval", help="evaluate a checkpoint on held-out users")
+    p.add_argument("--data", default="default")
+    p.add_argument("--checkpoint", help="checkpoint; omitted: the cached model of --setting")
+    p.add_argument("--setting", default="pia")
+    p.add_argument("--split", default="test", choices=["test", "val"])
+    p.add_argument("--json", help="where to write the metrics JSON")
+    p.set_defaults(func=cmd_eval)
+
+    p = sub.add_parser("verify", help="check a claim of the paper and say PASS or FAIL")
+    p.add_argument(
+        "--theorem",
+        default="2.6",
+        help="2.3 | 2.4 | 2.5 | 2.6 | beta-kl | 3.1 | 3.2 | all (comma-separated ok)",
+    )
+    p.add_argument("--data", default="default")
+    p.add_argument("--checkpoint", help="use this model as the PIA model")
+    p.add_argument("--model", choices=["multvae", "recvae"], default=None)
+    p.add_argument("--seed", type=int)
+    p.add_argument("--n-pairs", dest="n_pairs", type=int)
+    p.add_argument("--n-users", dest="n_users", type=int)
+    p.add_argument("--n-mc", dest="n_mc", type=int)
+    p.add_argument("--confidence", type=float)
+    p.add_argument("--min-fraction", dest="min_fraction", type=float)
+    p.add_argument("--out", help="folder for the JSON reports (default runs/DATA/verify)")
+    p.set_defaults(func=cmd_verify)
+
+    p = sub.add_parser("figures", help="draw a figure (tsne, cohorts, radius, masking, beta, all)")
+    p.add_argument("name", nargs="?", default="all")
+    p.add_argument("--data", default="default")
+    p.add_argument("--out", default="figures/out", help="folder for PNG + data")
+    p.add_argument("--seeds", type=int, default=3)
+    p.add_argument("--quick", action="store_true")
+    p.set_defaults(func=cmd_figures)
+
+    p = sub.add_parser("report", help="regenerate the results sections of paper_checks.md")
+    p.add_argument(
+        "--verify-dir", default=None, help="verify JSON folder (default runs/synthetic/verify)"
+    )
+    p.add_argument("--output", default="paper_checks.md")
+    p.set_defaults(func=cmd_report)
+
+    p = sub.add_parser(
+        "experiment", help="the paper's experiments: ablation over settings and seeds"
+    )
+    p.add_argument("name", nargs="?", default="ablation", choices=["ablation"])
+    p.add_argument("--data", default="default")
+    p.add_argument("--seeds", type=int, default=3)
+    p.add_argument("--model", choices=["multvae", "recvae"], default="multvae")
+    p.add_argument("--out", help="JSON output (default runs/DATA/ablation-MODEL.json)")
+    p.set_defaults(func=cmd_experiment)
+    return ap
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help()
+        return 0
+    if args.command == "data" and getattr(args, "data_command", None) is None:
+        args = parser.parse_args(["data", "info", *([] if argv is None else [])])
+    try:
+        return int(args.func(args) or 0)
+    except RadiusError as e:
+        print(f"radius: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("radius: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
