@@ -153,6 +153,7 @@ def train(
     resume: bool = False,
     progress: bool = True,
     evaluate_test: bool = True,
+    stop_after: int | None = None,
 ) -> TrainResult:
     """Train on ``dataset.train`` with early stopping on validation nDCG@100.
 
@@ -162,6 +163,8 @@ def train(
         ``resume=True`` can continue). A JSON log of the epochs goes beside it.
     resume : continue from ``checkpoint`` (refused if it was made for other data
         or another config).
+    stop_after : stop after this many epochs of this call, leaving a resumable
+        checkpoint (time-boxed training); the returned model is the best so far.
     """
     device = resolve_device(config.device)
     if config.model == "recvae":
@@ -258,6 +261,7 @@ def train(
             bar.update(1)
             bar.set_postfix(loss=f"{rec['loss']:.2f}", val_ndcg100=f"{val.means['ndcg@100']:.4f}")
         done = stale >= config.patience or epoch == config.epochs - 1
+        paused = stop_after is not None and epoch - start_epoch + 1 >= stop_after and not done
         if ckpt_path is not None and not done:
             _write(
                 ckpt_path,
@@ -275,10 +279,21 @@ def train(
                 test=None,
                 finished=False,
             )
-        if done:
+        if done or paused:
             break
     if bar is not None:
         bar.close()
+    if paused:
+        model.load_state_dict(best["state"])
+        return TrainResult(
+            model=model.eval(),
+            config=config,
+            history=history,
+            val={},
+            test=None,
+            path=ckpt_path,
+            meta={"best_epoch": best["epoch"], "paused": True, "data_hash": dataset.hash},
+        )
     model.load_state_dict(best["state"])
     model.eval()
     val_final = evaluate(model, dataset.val_tr, dataset.val_te).means
