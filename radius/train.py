@@ -123,6 +123,53 @@ def multvae_loss(
     return loss, parts
 
 
+class MultVAETrainer:
+    """One Adam optimizer over all parameters; one gradient step per batch."""
+
+    def __init__(self, model: nn.Module, config: TrainConfig) -> None:
+        self.model, self.config = model, config
+        self.opt = torch.optim.Adam(
+            model.parameters(), lr=config.lr, weight_decay=config.weight_decay
+        )
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"opt": self.opt.state_dict()}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.opt.load_state_dict(state["opt"])
+
+    def run_epoch(
+        self, train_csr, perm: np.ndarray, step: int, anneal_steps: int, gen: torch.Generator
+    ) -> tuple[dict[str, float], int, int, float]:
+        """One pass over ``perm``; returns (summed parts, batches, step, last beta)."""
+        cfg, device = self.config, next(self.model.parameters()).device
+        sums: dict[str, float] = {}
+        n_batches, beta = 0, 0.0
+        self.model.train()
+        for s in range(0, len(perm), cfg.batch_size):
+            idx = np.sort(perm[s : s + cfg.batch_size])
+            batch = SparseBatch.from_csr(train_csr[idx], device=device)
+            beta = cfg.beta_cap * min(1.0, step / anneal_steps)
+            loss, parts = multvae_loss(self.model, batch, cfg, beta, gen)
+            self.opt.zero_grad(set_to_none=True)
+            loss.backward()
+            self.opt.step()
+            step += 1
+            n_batches += 1
+            for k, v in {"loss": loss.item(), **parts}.items():
+                sums[k] = sums.get(k, 0.0) + v
+        return sums, n_batches, step, beta
+
+
+def make_trainer(model: nn.Module, config: TrainConfig):
+    """The per-model epoch runner (Multi-VAE: joint steps; RecVAE: alternating phases)."""
+    if config.model == "recvae":
+        from radius.model.recvae import RecVAETrainer
+
+        return RecVAETrainer(model, config)
+    return MultVAETrainer(model, config)
+
+
 @dataclass
 class TrainResult:
     """A trained model (best validation weights) and where/how it was made."""
@@ -167,20 +214,9 @@ def train(
         checkpoint (time-boxed training); the returned model is the best so far.
     """
     device = resolve_device(config.device)
-    if config.model == "recvae":
-        from radius.model.recvae import train_recvae
-
-        return train_recvae(
-            dataset,
-            config,
-            checkpoint=checkpoint,
-            resume=resume,
-            progress=progress,
-            evaluate_test=evaluate_test,
-        )
     torch.manual_seed(config.seed)
     model = build_model(config, dataset.n_items).to(device)
-    opt = torch.optim.Adam(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    trainer = make_trainer(model, config)
     gen = torch.Generator(device=device).manual_seed(config.seed)
     np_rng = np.random.default_rng(config.seed)
     history: list[dict[str, Any]] = []
@@ -196,7 +232,7 @@ def train(
         if state is None:
             raise CheckpointError(f"{ckpt_path}: training already finished; nothing to resume")
         model.load_state_dict(state["model"])
-        opt.load_state_dict(state["optimizer"])
+        trainer.load_state_dict(state["optimizer"])
         gen.set_state(state["rng"]["torch"])
         np_rng.bit_generator.state = state["rng"]["numpy"]
         step, start_epoch = state["step"], state["epoch"] + 1
@@ -221,20 +257,9 @@ def train(
         t0 = time.perf_counter()
         model.train()
         perm = np_rng.permutation(n)
-        sums: dict[str, float] = {}
-        n_batches = 0
-        for s in range(0, n, config.batch_size):
-            idx = np.sort(perm[s : s + config.batch_size])
-            batch = SparseBatch.from_csr(dataset.train[idx], device=device)
-            beta = config.beta_cap * min(1.0, step / anneal_steps)
-            loss, parts = multvae_loss(model, batch, config, beta, gen)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            step += 1
-            n_batches += 1
-            for k, v in {"loss": loss.item(), **parts}.items():
-                sums[k] = sums.get(k, 0.0) + v
+        sums, n_batches, step, beta = trainer.run_epoch(
+            dataset.train, perm, step, anneal_steps, gen
+        )
         val = evaluate(
             model, dataset.val_tr, dataset.val_te, metrics=(("ndcg", 100), ("recall", 20))
         )
@@ -266,7 +291,7 @@ def train(
             _write(
                 ckpt_path,
                 model,
-                opt,
+                trainer,
                 gen,
                 np_rng,
                 config,
@@ -303,7 +328,7 @@ def train(
         _write(
             ckpt_path,
             model,
-            opt,
+            trainer,
             gen,
             np_rng,
             config,
@@ -330,7 +355,7 @@ def train(
 def _write(
     path,
     model,
-    opt,
+    trainer,
     gen,
     np_rng,
     config,
@@ -360,7 +385,7 @@ def _write(
         if finished
         else {
             "model": model.state_dict(),
-            "optimizer": opt.state_dict(),
+            "optimizer": trainer.state_dict(),
             "rng": _rng_state(gen, np_rng),
             "step": step,
             "epoch": epoch,

@@ -1,0 +1,257 @@
+r"""RecVAE (Shenbin et al., WSDM 2020) with Bernoulli input masking and PIA anchors.
+
+Encoder: input L2-normalised with an epsilon (after the mask), five densely connected
+layers with swish and layer norm, mean and log-variance heads. Decoder: one linear
+layer (so ``decoder_features(z) = z``). Composite prior
+
+.. math::
+
+    p(z \mid \phi_{old}, x) = \tfrac{3}{20}\,\mathcal N(0, I)
+        + \tfrac{3}{4}\,\mathcal N(\mu_{\phi_{old}}(x), \sigma^2_{\phi_{old}}(x))
+        + \tfrac{1}{10}\,\mathcal N(0, e^{10} I),
+
+where ``phi_old`` is a frozen copy of the encoder taken after each encoder phase.
+The KL weight is scaled by the user's interaction count: ``gamma * |x|``. Training
+alternates encoder phases (``enc_epochs`` passes with the mask and, with PIA, the
+anchor loss) and one decoder phase (clean input), each updating only its own
+parameters.
+
+Differences from the reference code: the mask is applied before normalisation (the
+theory's ``x_h = x * b``), and the first layer is an ``(I, H)`` table so sparse batches
+use an embedding bag; a fully masked user encodes to finite values (the reference
+divides by the raw row norm and gives NaN).
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from radius.config import TrainConfig
+from radius.model.multvae import EPS_NORM, SparseBatch
+from radius.model.pia import anchor_terms_sparse
+
+__all__ = ["RecVAE", "CompositePrior", "log_norm_pdf", "RecVAETrainer", "PRIOR_WEIGHTS"]
+
+PRIOR_WEIGHTS = (3 / 20, 3 / 4, 1 / 10)  # standard, previous posterior, wide
+WIDE_LOGVAR = 10.0
+
+
+def log_norm_pdf(x: Tensor, mu: Tensor, logvar: Tensor) -> Tensor:
+    """Elementwise log N(x; mu, e^logvar) (no sum over dimensions)."""
+    return -0.5 * (logvar + math.log(2 * math.pi) + (x - mu) ** 2 / torch.exp(logvar))
+
+
+class RecVAEEncoder(nn.Module):
+    """Densely connected encoder: h_k = LN(swish(W_k h_{k-1} + sum_{j<k} h_j))."""
+
+    def __init__(self, n_items: int, hidden_dim: int, latent_dim: int, n_layers: int = 5) -> None:
+        super().__init__()
+        self.in_weight = nn.Parameter(torch.empty(n_items, hidden_dim))  # (I, H)
+        self.in_bias = nn.Parameter(torch.zeros(hidden_dim))
+        self.fcs = nn.ModuleList(nn.Linear(hidden_dim, hidden_dim) for _ in range(n_layers - 1))
+        self.lns = nn.ModuleList(nn.LayerNorm(hidden_dim, eps=0.1) for _ in range(n_layers))
+        self.fc_mu = nn.Linear(hidden_dim, latent_dim)
+        self.fc_logvar = nn.Linear(hidden_dim, latent_dim)
+        nn.init.xavier_uniform_(self.in_weight)
+
+    def forward_hidden(self, h0: Tensor) -> tuple[Tensor, Tensor]:
+        hs = [self.lns[0](F.silu(h0 + self.in_bias))]
+        for k, fc in enumerate(self.fcs, start=1):
+            hs.append(self.lns[k](F.silu(fc(hs[-1]) + sum(hs))))
+        return self.fc_mu(hs[-1]), self.fc_logvar(hs[-1])
+
+    def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        xn = x / (x.norm(dim=-1, keepdim=True) + EPS_NORM)
+        return self.forward_hidden(xn @ self.in_weight)
+
+    def forward_sparse(self, batch: SparseBatch) -> tuple[Tensor, Tensor]:
+        norm = torch.sqrt(batch.row_sum(batch.values * batch.values))
+        w = batch.values / (norm[batch.rows] + EPS_NORM)
+        h0 = F.embedding_bag(
+            batch.indices, self.in_weight, batch.offsets, mode="sum", per_sample_weights=w
+        )
+        return self.forward_hidden(h0)
+
+
+class CompositePrior(nn.Module):
+    """Mixture prior of RecVAE; the middle component is a frozen copy of the encoder."""
+
+    def __init__(self, encoder: RecVAEEncoder, weights: tuple[float, ...] = PRIOR_WEIGHTS) -> None:
+        super().__init__()
+        self.encoder_old = copy.deepcopy(encoder)
+        self.encoder_old.requires_grad_(False)
+        self.weights = weights
+
+    def refresh(self, encoder: RecVAEEncoder) -> None:
+        """phi_old <- phi (after each encoder phase)."""
+        self.encoder_old.load_state_dict(encoder.state_dict())
+
+    def log_prob(self, z: Tensor, mu_old: Tensor, logvar_old: Tensor) -> Tensor:
+        """Elementwise log p(z) (B, d): logsumexp over the three weighted components."""
+        zeros = torch.zeros_like(z)
+        comps = torch.stack(
+            [
+                log_norm_pdf(z, zeros, zeros) + math.log(self.weights[0]),
+                log_norm_pdf(z, mu_old, logvar_old) + math.log(self.weights[1]),
+                log_norm_pdf(z, zeros, zeros + WIDE_LOGVAR) + math.log(self.weights[2]),
+            ],
+            dim=-1,
+        )
+        return torch.logsumexp(comps, dim=-1)
+
+
+class RecVAE(nn.Module):
+    """RecVAE with the radius model protocol (see radius.model.protocol)."""
+
+    def __init__(
+        self,
+        n_items: int,
+        hidden_dim: int = 600,
+        latent_dim: int = 200,
+        *,
+        use_anchors: bool = False,
+        anchor_init: str = "normal",
+        anchor_init_scale: float = 0.1,
+    ) -> None:
+        super().__init__()
+        if n_items < 1 or latent_dim < 1 or hidden_dim < 1:
+            raise ValueError(
+                f"need positive sizes, got n_items={n_items}, hidden_dim={hidden_dim}, "
+                f"latent_dim={latent_dim}"
+            )
+        self.n_items, self.latent_dim = int(n_items), int(latent_dim)
+        self.encoder = RecVAEEncoder(n_items, hidden_dim, latent_dim)
+        self.prior = CompositePrior(self.encoder)
+        self.decoder = nn.Linear(latent_dim, n_items)
+        if use_anchors:
+            self.anchor_table = nn.Parameter(torch.empty(n_items, latent_dim))
+            if anchor_init == "zeros":
+                nn.init.zeros_(self.anchor_table)
+            else:
+                nn.init.normal_(self.anchor_table, std=anchor_init_scale)
+        else:
+            self.register_parameter("anchor_table", None)
+
+    # protocol
+    def encode(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        return self.encoder(x)
+
+    def encode_sparse(self, batch: SparseBatch) -> tuple[Tensor, Tensor]:
+        return self.encoder.forward_sparse(batch)
+
+    def decoder_features(self, z: Tensor) -> Tensor:
+        return z
+
+    def decode(self, z: Tensor) -> Tensor:
+        return self.decoder(z)
+
+    def output_layer(self) -> tuple[Tensor, Tensor | None]:
+        return self.decoder.weight, self.decoder.bias  # (I, d), (I,)
+
+    @property
+    def anchors(self) -> Tensor | None:
+        return self.anchor_table
+
+    def decoder_parameters(self) -> list[tuple[str, nn.Parameter]]:
+        return [(f"decoder.{n}", p) for n, p in self.decoder.named_parameters()]
+
+    def encoder_parameters(self) -> list[tuple[str, nn.Parameter]]:
+        return [(f"encoder.{n}", p) for n, p in self.encoder.named_parameters()]
+
+
+def recvae_loss(
+    model: RecVAE,
+    batch: SparseBatch,
+    config: TrainConfig,
+    gen: torch.Generator,
+    *,
+    keep_rate: float,
+    with_anchor: bool,
+) -> tuple[Tensor, dict[str, float]]:
+    """Negative ELBO with the composite prior and count-scaled KL (+ lambda_A L_A)."""
+    if keep_rate < 1.0:
+        keep = torch.rand(batch.values.shape, generator=gen, device=batch.values.device) < keep_rate
+        masked = batch.with_values(batch.values * keep.to(batch.values.dtype))
+    else:
+        masked = batch
+    mu, logvar = model.encode_sparse(masked)
+    eps = torch.randn(mu.shape, generator=gen, device=mu.device)
+    z = mu + torch.exp(0.5 * logvar) * eps
+    with torch.no_grad():
+        mu_old, logvar_old = model.prior.encoder_old.forward_sparse(batch)
+    logsm = torch.log_softmax(model.decode(z), dim=-1)
+    mll = (logsm[batch.rows, batch.indices] * batch.values).sum() / batch.n_rows
+    kl_weight = config.gamma * batch.row_sum(batch.values)  # (B,)
+    kld = (log_norm_pdf(z, mu, logvar) - model.prior.log_prob(z, mu_old, logvar_old)).sum(-1)
+    loss = -mll + (kl_weight * kld).mean()
+    parts = {"nll": -mll.item(), "kl": kld.mean().item()}
+    if with_anchor and model.anchors is not None and config.lambda_a > 0:
+        terms = anchor_terms_sparse(batch, mu, logvar, model.anchors)
+        la = terms.total(config.anchor_terms).mean()
+        loss = loss + config.lambda_a * la
+        parts["anchor"] = la.item()
+    return loss, parts
+
+
+class RecVAETrainer:
+    """Alternating phases: ``enc_epochs`` encoder passes, refresh prior, one decoder pass."""
+
+    def __init__(self, model: RecVAE, config: TrainConfig) -> None:
+        self.model, self.config = model, config
+        enc_params = [p for _, p in model.encoder_parameters()]
+        if model.anchors is not None:
+            enc_params.append(model.anchors)
+        self.opt_enc = torch.optim.Adam(enc_params, lr=config.lr)
+        self.opt_dec = torch.optim.Adam([p for _, p in model.decoder_parameters()], lr=config.lr)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"enc": self.opt_enc.state_dict(), "dec": self.opt_dec.state_dict()}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.opt_enc.load_state_dict(state["enc"])
+        self.opt_dec.load_state_dict(state["dec"])
+
+    def _pass(self, train_csr, perm, opt, gen, *, keep_rate, with_anchor, sums) -> int:
+        cfg, device = self.config, next(self.model.parameters()).device
+        n = 0
+        for s in range(0, len(perm), cfg.batch_size):
+            idx = np.sort(perm[s : s + cfg.batch_size])
+            batch = SparseBatch.from_csr(train_csr[idx], device=device)
+            loss, parts = recvae_loss(
+                self.model, batch, cfg, gen, keep_rate=keep_rate, with_anchor=with_anchor
+            )
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            n += 1
+            for k, v in {"loss": loss.item(), **parts}.items():
+                sums[k] = sums.get(k, 0.0) + v
+        return n
+
+    def run_epoch(self, train_csr, perm, step, anneal_steps, gen):
+        """Encoder phase (masked, + PIA), prior refresh, decoder phase (clean)."""
+        self.model.train()
+        sums: dict[str, float] = {}
+        n = 0
+        for _ in range(self.config.enc_epochs):
+            n += self._pass(
+                train_csr,
+                perm,
+                self.opt_enc,
+                gen,
+                keep_rate=self.config.keep_rate,
+                with_anchor=True,
+                sums=sums,
+            )
+        self.model.prior.refresh(self.model.encoder)
+        n += self._pass(
+            train_csr, perm, self.opt_dec, gen, keep_rate=1.0, with_anchor=False, sums=sums
+        )
+        return sums, n, step + n, self.config.gamma
