@@ -1,0 +1,47 @@
+# Set-up and the two README commands. `make run` installs and runs the main job on the
+# embedded default; `make test` installs and runs the test suite.
+#
+# torch: if the virtual environment has no torch yet, the CPU build torch==2.13.0 is
+# installed first, so pip never pulls a multi-GB CUDA build for the `torch>=2.1`
+# requirement. A GPU user installs their own CUDA torch into the venv beforehand and it
+# is kept.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+WHEEL := .cache/recbole-1.2.1-py3-none-any.whl
+
+.PHONY: install install-test data-ml100k run test lint bench clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+
+install: $(BIN)/python
+	$(BIN)/python -c "import torch" 2>/dev/null || $(BIN)/python -m pip install torch==2.13.0
+	$(BIN)/python -m pip install -e .
+
+install-test: $(BIN)/python
+	$(BIN)/python -c "import torch" 2>/dev/null || $(BIN)/python -m pip install torch==2.13.0
+	$(BIN)/python -m pip install -e ".[dev]"
+
+# Real MovieLens-100k for the tests: the recbole==1.2.1 wheel ships it (not installed).
+$(WHEEL):
+	mkdir -p .cache
+	$(BIN)/python -m pip download --no-deps recbole==1.2.1 -d .cache
+
+data-ml100k: $(WHEEL)
+
+run: install
+	$(BIN)/radius verify --theorem all
+
+test: install-test data-ml100k
+	$(BIN)/python -m pytest -q
+
+lint:
+	$(BIN)/ruff check . && $(BIN)/ruff format --check .
+
+bench: install
+	$(BIN)/python bench/bench_train.py
+	$(BIN)/python bench/bench_transfer.py
+
+clean:
+	rm -rf runs .pytest_cache .hypothesis
