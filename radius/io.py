@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import sys
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -75,13 +76,9 @@ def to_jsonable(obj: Any) -> Any:
         return v
     if isinstance(obj, Path):
         return str(obj)
-    try:
-        import torch
-
-        if isinstance(obj, torch.Tensor):
-            return to_jsonable(obj.detach().cpu().numpy())
-    except ImportError:  # pragma: no cover
-        pass
+    torch = sys.modules.get("torch")  # only if already imported: importing it costs seconds
+    if torch is not None and isinstance(obj, torch.Tensor):
+        return to_jsonable(obj.detach().cpu().numpy())
     return obj
 
 

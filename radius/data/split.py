@@ -27,9 +27,14 @@ __all__ = ["Interactions", "SplitParams", "strong_generalization_split"]
 class Interactions:
     """Raw interactions after parsing, before filtering.
 
-    ``users``/``items`` hold raw ids (any hashable numpy dtype), ``ratings`` floats
+    ``users``/``items`` hold raw ids (any sortable numpy dtype), ``ratings`` floats
     (or None for implicit data). ``source`` describes where they came from;
     ``stats`` counts what the parser did (e.g. ``duplicates_removed``).
+
+    String ids are best stored as integer codes ``0..n-1`` with ``user_labels`` /
+    ``item_labels`` holding the raw id of each code (parsers of string-keyed files do
+    this: sorting codes is far cheaper than sorting strings); the manifest's id maps
+    then show the labels.
     """
 
     users: np.ndarray
@@ -37,6 +42,8 @@ class Interactions:
     ratings: np.ndarray | None
     source: dict[str, Any] = field(default_factory=dict)
     stats: dict[str, Any] = field(default_factory=dict)
+    user_labels: np.ndarray | None = None
+    item_labels: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         self.users = np.asarray(self.users)
@@ -49,29 +56,68 @@ class Interactions:
         if n == 0:
             where = self.source.get("path", "input")
             raise DataError(f"{where}: no interactions (empty file?)")
+        for what, codes, labels in (
+            ("user", self.users, self.user_labels),
+            ("item", self.items, self.item_labels),
+        ):
+            if labels is None:
+                continue
+            if not np.issubdtype(codes.dtype, np.integer):
+                raise DataError(f"{what} codes must be integers when {what}_labels are given")
+            if codes.min() < 0 or codes.max() >= len(labels):
+                raise DataError(f"{what} codes must lie in [0, {len(labels)}) ({what}_labels)")
 
     def deduplicated(self) -> Interactions:
-        """Keep one row per (user, item): the highest rating; the count goes in stats."""
-        u_codes, u_inv = np.unique(self.users, return_inverse=True)
-        i_codes, i_inv = np.unique(self.items, return_inverse=True)
-        key = u_inv.astype(np.int64) * len(i_codes) + i_inv
-        r = self.ratings if self.ratings is not None else np.ones(len(key))
-        order = np.lexsort((-r, key))  # by key, highest rating first
-        first = np.ones(len(key), dtype=bool)
-        first[1:] = key[order][1:] != key[order][:-1]
-        keep = np.sort(order[first])
-        removed = len(key) - len(keep)
+        """Keep one row per (user, item): the highest rating; the count goes in stats.
+
+        Among equal ratings the first row in file order is kept; kept rows stay in
+        file order. One sort of the (user, item) keys; only rows of repeated keys
+        are sorted by rating.
+        """
+        key = _pair_keys(self.users, self.items)  # (n,) int64, equal iff same (user, item)
+        order = np.argsort(key, kind="stable")
+        ks = key[order]
+        same = ks[1:] == ks[:-1]
+        removed = int(same.sum())
+        if removed:
+            involved = np.zeros(len(key), dtype=bool)  # rows of repeated keys (sorted order)
+            involved[1:] |= same
+            involved[:-1] |= same
+            sub = order[involved]  # file order within each key
+            r = self.ratings if self.ratings is not None else np.zeros(len(key))
+            sub = sub[np.lexsort((-r[sub], key[sub]))]  # by key, highest rating first
+            first = np.ones(len(sub), dtype=bool)
+            first[1:] = key[sub][1:] != key[sub][:-1]
+            keep = np.sort(np.concatenate([order[~involved], sub[first]]))
+            users, items = self.users[keep], self.items[keep]
+            ratings = None if self.ratings is None else self.ratings[keep]
+        else:
+            users, items, ratings = self.users, self.items, self.ratings
         stats = {
             **self.stats,
             "duplicates_removed": int(self.stats.get("duplicates_removed", 0)) + removed,
         }
         return Interactions(
-            self.users[keep],
-            self.items[keep],
-            None if self.ratings is None else self.ratings[keep],
+            users,
+            items,
+            ratings,
             source=self.source,
             stats=stats,
+            user_labels=self.user_labels,
+            item_labels=self.item_labels,
         )
+
+
+def _pair_keys(users: np.ndarray, items: np.ndarray) -> np.ndarray:
+    """An int64 key per row, equal exactly when (user, item) is equal."""
+    if np.issubdtype(users.dtype, np.integer) and np.issubdtype(items.dtype, np.integer):
+        u0, u1 = int(users.min()), int(users.max())
+        i0, i1 = int(items.min()), int(items.max())
+        if (u1 - u0 + 1) * (i1 - i0 + 1) < 2**62:  # direct key, no unique() sorts
+            return (users.astype(np.int64) - u0) * (i1 - i0 + 1) + (items.astype(np.int64) - i0)
+    _, u_inv = np.unique(users, return_inverse=True)
+    i_codes, i_inv = np.unique(items, return_inverse=True)
+    return u_inv.ravel().astype(np.int64) * len(i_codes) + i_inv.ravel()
 
 
 @dataclass(frozen=True)
@@ -81,6 +127,9 @@ class SplitParams:
     threshold : keep ratings ``> threshold`` (or ``>=`` when ``inclusive``); None keeps all.
     min_user, min_item : minimum interactions per user / per item (items filtered first).
     n_heldout : validation and test users each; None uses ``heldout_frac`` of users.
+    heldout_fallback : when True and ``n_heldout`` exceeds ``heldout_frac`` of the users
+        left after filtering, use ``heldout_frac`` instead (the full-scale sizes of the
+        paper then apply only to full-scale data; the manifest records the rule used).
     heldout_frac : fraction of users for validation and for test (0.1 + 0.1 default).
     test_prop : fraction of each held-out user's items held out as targets (0.2).
     min_heldout_items : held-out users need at least this many items (5).
@@ -92,10 +141,28 @@ class SplitParams:
     min_user: int = 5
     min_item: int = 0
     n_heldout: int | None = None
+    heldout_fallback: bool = False
     heldout_frac: float = 0.1
     test_prop: float = 0.2
     min_heldout_items: int = 5
     seed: int = 98765
+
+    def __post_init__(self) -> None:
+        if self.min_user < 0 or self.min_item < 0:
+            raise ValueError(
+                f"min_user and min_item must be >= 0, got {self.min_user} and {self.min_item}"
+            )
+        if self.n_heldout is not None and self.n_heldout < 1:
+            raise ValueError(f"n_heldout must be >= 1 or None, got {self.n_heldout}")
+        if not 0.0 < self.heldout_frac < 0.5:
+            raise ValueError(f"heldout_frac must lie in (0, 0.5), got {self.heldout_frac}")
+        if not 0.0 < self.test_prop < 1.0:
+            raise ValueError(f"test_prop must lie in (0, 1), got {self.test_prop}")
+        if self.min_heldout_items < 1 or int(self.test_prop * self.min_heldout_items) < 1:
+            raise ValueError(
+                f"min_heldout_items={self.min_heldout_items} with test_prop={self.test_prop} "
+                "allows held-out users with no target item"
+            )
 
 
 def _filter_counts(u: np.ndarray, i: np.ndarray, min_user: int, min_item: int) -> np.ndarray:
@@ -111,6 +178,11 @@ def _filter_counts(u: np.ndarray, i: np.ndarray, min_user: int, min_item: int) -
     return keep
 
 
+def _names(ids: np.ndarray, labels: np.ndarray | None) -> list[str]:
+    """Raw ids as strings (through ``labels`` when ids are codes)."""
+    return [str(x) for x in (ids if labels is None else labels[ids]).tolist()]
+
+
 def strong_generalization_split(
     inter: Interactions, params: SplitParams = SplitParams(), *, name: str = "dataset"
 ) -> Dataset:
@@ -118,7 +190,7 @@ def strong_generalization_split(
     where = inter.source.get("path", name)
     inter = inter.deduplicated()
     u, i, r = inter.users, inter.items, inter.ratings
-    n_raw = len(u)
+    n_raw = len(u) + int(inter.stats.get("duplicates_removed", 0))  # rows before dedup
     if params.threshold is not None and r is not None:
         sel = r >= params.threshold if params.inclusive else r > params.threshold
         u, i = u[sel], i[sel]
@@ -136,9 +208,11 @@ def strong_generalization_split(
     n_users = len(uid)
     rng = np.random.RandomState(params.seed)
     perm = rng.permutation(n_users)
-    n_held = (
-        params.n_heldout if params.n_heldout is not None else int(params.heldout_frac * n_users)
-    )
+    n_frac = int(params.heldout_frac * n_users)
+    n_held = params.n_heldout if params.n_heldout is not None else n_frac
+    heldout_rule = "n_heldout" if params.n_heldout is not None else "heldout_frac"
+    if params.heldout_fallback and params.n_heldout is not None and params.n_heldout > n_frac:
+        n_held, heldout_rule = n_frac, "heldout_frac (fallback: n_heldout > heldout_frac * users)"
     if n_users - 2 * n_held < 1 or n_held < 1:
         raise DataError(
             f"{where}: {n_users} users after filtering cannot give {n_held} validation and "
@@ -169,6 +243,14 @@ def strong_generalization_split(
     mats: dict[str, sp.csr_matrix] = {"train": train}
     dropped = {}
     heldout_ids = {}
+
+    def build(rows_l: list, cols_l: list, n_rows: int) -> sp.csr_matrix:
+        rr = np.concatenate(rows_l) if rows_l else np.zeros(0, dtype=np.int64)
+        cc = np.concatenate(cols_l) if cols_l else np.zeros(0, dtype=np.int64)
+        return sp.csr_matrix(
+            (np.ones(len(rr), dtype=np.float32), (rr, cc)), shape=(n_rows, n_items)
+        )
+
     for k, split in ((1, "val"), (2, "test")):
         rows = (row_role == k) & in_items
         cnt = np.bincount(u_idx[rows], minlength=n_users)
@@ -185,16 +267,8 @@ def strong_generalization_split(
             te_cols.append(items_row[idx])
             tr_rows.append(np.full((~idx).sum(), row))
             te_rows.append(np.full(idx.sum(), row))
-
-        def build(rows_l, cols_l):
-            rr = np.concatenate(rows_l) if rows_l else np.zeros(0, dtype=np.int64)
-            cc = np.concatenate(cols_l) if cols_l else np.zeros(0, dtype=np.int64)
-            return sp.csr_matrix(
-                (np.ones(len(rr), dtype=np.float32), (rr, cc)), shape=(full.shape[0], n_items)
-            )
-
-        mats[f"{split}_tr"] = build(tr_rows, tr_cols)
-        mats[f"{split}_te"] = build(te_rows, te_cols)
+        mats[f"{split}_tr"] = build(tr_rows, tr_cols, full.shape[0])
+        mats[f"{split}_te"] = build(te_rows, te_cols, full.shape[0])
         heldout_ids[split] = uid[users_k]
         if full.shape[0] == 0:
             raise DataError(
@@ -209,6 +283,8 @@ def strong_generalization_split(
             "raw_interactions": int(n_raw),
             "duplicates_removed": int(inter.stats.get("duplicates_removed", 0)),
             "kept_interactions": int(len(u)),
+            "heldout_per_split": int(n_held),
+            "heldout_rule": heldout_rule,
             "users": int(n_users),
             "items": int(n_items),
             "train_users": int(train.shape[0]),
@@ -218,10 +294,10 @@ def strong_generalization_split(
             **{k: v for k, v in inter.stats.items() if k != "duplicates_removed"},
         },
         "id_maps": {
-            "items": [str(x) for x in train_items.tolist()],
-            "train_users": [str(x) for x in uid[train_users].tolist()],
-            "val_users": [str(x) for x in heldout_ids["val"].tolist()],
-            "test_users": [str(x) for x in heldout_ids["test"].tolist()],
+            "items": _names(train_items, inter.item_labels),
+            "train_users": _names(uid[train_users], inter.user_labels),
+            "val_users": _names(heldout_ids["val"], inter.user_labels),
+            "test_users": _names(heldout_ids["test"], inter.user_labels),
         },
     }
     return Dataset(**mats, manifest=manifest)
