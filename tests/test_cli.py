@@ -1,0 +1,163 @@
+"""The command line: exit codes, messages naming the problem, JSON beside every table."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from radius.cli import main
+from radius.verify.base import Check, ClaimResult
+
+
+@pytest.fixture(scope="module")
+def tiny_dir(tiny_dataset, tmp_path_factory):
+    path = tmp_path_factory.mktemp("data") / "tiny"
+    tiny_dataset.save(path)
+    return path
+
+
+def test_unknown_theorem_is_a_usage_error_with_suggestions(capsys):
+    """An unknown claim id exits 2 and suggests the close ones."""
+    assert main(["verify", "--theorem", "2.7"]) == 2
+    err = capsys.readouterr().err
+    assert "unknown theorem '2.7'" in err and "did you mean '2.6'" in err
+
+
+def test_unknown_command_suggests_close_match(capsys):
+    """A misspelt command exits 2 with a suggestion."""
+    with pytest.raises(SystemExit) as e:
+        main(["trian"])
+    assert e.value.code == 2
+    assert "did you mean 'train'" in capsys.readouterr().err
+
+
+def test_bad_data_file_names_file_and_line(tmp_path, capsys):
+    """A malformed line in a data file exits 2 with the file, line number and value."""
+    bad = tmp_path / "u.data"
+    bad.write_text("1\t2\t5\t100\n1\t3\t4\n")
+    assert main(["data", "info", str(bad)]) == 2
+    err = capsys.readouterr().err
+    assert "u.data:2" in err and "found 3" in err
+
+
+def test_data_info_on_prepared_folder(tiny_dir, tmp_path, capsys):
+    """`data info` prints the summary and writes it as JSON."""
+    out = tmp_path / "info.json"
+    assert main(["data", "info", str(tiny_dir), "--json", str(out)]) == 0
+    assert "train_users" in capsys.readouterr().out
+    assert json.loads(out.read_text())["summary"]["items"] == 300
+
+
+def test_verify_writes_json_and_exits_zero_when_claim_holds(tiny_dir, tmp_path, capsys):
+    """`verify --theorem 2.6` prints a table, writes the JSON report and exits 0 on PASS."""
+    args = [
+        "verify",
+        "--theorem",
+        "2.6",
+        "--data",
+        str(tiny_dir),
+        "--n-pairs",
+        "20",
+        "--n-users",
+        "10",
+        "--n-mc",
+        "300",
+        "--out",
+        str(tmp_path),
+    ]
+    rc = main(args)
+    out = capsys.readouterr().out
+    report = json.loads((tmp_path / "t2_6.json").read_text())
+    assert rc == (0 if report["passed"] else 1)
+    assert report["verdict"] == "PASS" and "PASS" in out
+    assert report["context"]["data_hash"]
+
+
+def test_verify_exits_one_when_a_claim_fails(tiny_dir, tmp_path, monkeypatch):
+    """Exit code 1 when a verified claim fails (the exit code tells the truth)."""
+    import radius.verify.t2_6 as mod
+
+    def failing(ctx):
+        chk = Check("c", "x <= b", 2.0, 1.0, -1.0, "x <= b", False, 1)
+        return ClaimResult("2.6", "t", "s", True, [chk])
+
+    monkeypatch.setattr(mod, "run", failing)
+    assert (
+        main(["verify", "--theorem", "2.6", "--data", str(tiny_dir), "--out", str(tmp_path)]) == 1
+    )
+    assert json.loads((tmp_path / "t2_6.json").read_text())["verdict"] == "FAIL"
+
+
+def test_train_then_eval_prints_cohort_table(tiny_dir, tmp_path, capsys):
+    """`train` writes a checkpoint and metrics JSON; `eval` on it prints the cohort table."""
+    ckpt = tmp_path / "m.pt"
+    rc = main(
+        [
+            "train",
+            "--data",
+            str(tiny_dir),
+            "--epochs",
+            "2",
+            "--hidden-dims",
+            "16",
+            "--latent-dim",
+            "4",
+            "--batch-size",
+            "100",
+            "--out",
+            str(ckpt),
+            "--quiet",
+        ]
+    )
+    assert rc == 0 and ckpt.is_file()
+    metrics = json.loads(ckpt.with_suffix(".json").read_text())
+    assert 0 <= metrics["test"]["means"]["ndcg@100"] <= 1
+    capsys.readouterr()
+    out_json = tmp_path / "eval.json"
+    assert (
+        main(["eval", "--data", str(tiny_dir), "--checkpoint", str(ckpt), "--json", str(out_json)])
+        == 0
+    )
+    out = capsys.readouterr().out
+    assert "5-10" in out and "100+" in out and "ndcg@100" in out
+    assert json.loads(out_json.read_text())["means"] == metrics["test"]["means"]
+
+
+def test_eval_refuses_checkpoint_of_other_data(tiny_dir, tmp_path, capsys):
+    """A checkpoint trained on other data exits 2 and names both datasets' hashes."""
+    from radius.data.synthetic import SyntheticParams, default_dataset
+
+    other = tmp_path / "other"
+    default_dataset(SyntheticParams(n_users=300, n_items=120, n_communities=4, n_max=100)).save(
+        other
+    )
+    ckpt = tmp_path / "m.pt"
+    assert (
+        main(
+            [
+                "train",
+                "--data",
+                str(other),
+                "--epochs",
+                "1",
+                "--hidden-dims",
+                "8",
+                "--latent-dim",
+                "2",
+                "--out",
+                str(ckpt),
+                "--quiet",
+            ]
+        )
+        == 0
+    )
+    capsys.readouterr()
+    assert main(["eval", "--data", str(tiny_dir), "--checkpoint", str(ckpt)]) == 2
+    assert "checkpoint was trained on data" in capsys.readouterr().err
+
+
+def test_bad_config_value_exits_two(tiny_dir, capsys):
+    """An out-of-range option is refused with exit 2 and the offending value."""
+    assert main(["train", "--data", str(tiny_dir), "--keep-rate", "1.5", "--quiet"]) == 2
+    assert "keep_rate (rho) must be in (0, 1], got 1.5" in capsys.readouterr().err
