@@ -1,0 +1,767 @@
+r"""Latent geometry: Wasserstein distances between posteriors, encoder Lipschitz bounds.
+
+Used by L2.4 (encoder Lipschitz), T2.3 (sharing radius) and T2.5 (latent distance
+against input distance).
+
+Glossary
+--------
+- :math:`q_u = \mathcal N(\mu_u, \operatorname{diag}\sigma_u^2)`, the posterior of user u,
+  :math:`\sigma_u = e^{\mathrm{logvar}_u / 2}`; d the latent dimension.
+- :math:`W_p` the p-Wasserstein distance with the Euclidean ground cost.
+- :math:`\tilde x = x / (\lVert x\rVert_2 + \epsilon)` the normalised input the
+  Multi-VAE encoder sees (``EPS_NORM``).
+
+Facts used
+----------
+For diagonal Gaussians the W2 distance has the closed form
+
+.. math::
+
+    W_2(q_u, q_v)^2 = \lVert\mu_u - \mu_v\rVert_2^2 + \lVert\sigma_u - \sigma_v\rVert_2^2,
+
+i.e. the Euclidean distance between the stacked vectors :math:`(\mu, \sigma)`; W1 has no
+closed form and is sandwiched (T2.3):
+
+.. math::
+
+    \lVert\mu_u - \mu_v\rVert_2 \le W_1(q_u, q_v) \le W_2(q_u, q_v).
+
+The lower bound is Jensen (:math:`\lVert E[X - Y]\rVert \le E\lVert X - Y\rVert` under any
+coupling); the upper bound is :math:`W_1 \le W_2` (Cauchy-Schwarz).
+
+The sample-based W1 of POT is biased *upward*: :math:`W_1` is jointly convex in its two
+arguments and the empirical measures are unbiased for the true ones, so by Jensen
+:math:`W_1(q_u, q_v) \le E\,W_1(\hat q_u^{(n)}, \hat q_v^{(n)})`, with a bias that
+shrinks like :math:`n^{-1/d}` in d dimensions (``w1_bias_table`` shows it). Report it
+beside the sandwich, never alone.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+__all__ = [
+    "W1Estimate",
+    "MixedJacobianEstimate",
+    "w2_diag",
+    "w2_diag_pairwise",
+    "w1_sandwich",
+    "w1_empirical",
+    "w1_sliced",
+    "w1_bias_table",
+    "encode_double",
+    "encoder_lipschitz_bound",
+    "normalization_factor",
+    "empirical_local_lipschitz",
+    "mixed_jacobian_lipschitz",
+    "binary_l1_nearest",
+]
+
+ArrayLike = Tensor | np.ndarray
+
+
+# --------------------------------------------------------------------------- helpers
+def _as_tensor(name: str, a: Any) -> Tensor:
+    if isinstance(a, Tensor):
+        return a
+    if isinstance(a, np.ndarray):
+        return torch.from_numpy(a)
+    raise TypeError(f"{name} must be a torch.Tensor or numpy.ndarray, got {type(a).__name__}")
+
+
+def _check_gaussians(mu1: Any, logvar1: Any, mu2: Any, logvar2: Any) -> tuple[Tensor, ...]:
+    m1, l1 = _as_tensor("mu1", mu1), _as_tensor("logvar1", logvar1)
+    m2, l2 = _as_tensor("mu2", mu2), _as_tensor("logvar2", logvar2)
+    if m1.shape != l1.shape:
+        raise ValueError(
+            f"mu1 and logvar1 must have the same shape, got {tuple(m1.shape)} and {tuple(l1.shape)}"
+        )
+    if m2.shape != l2.shape:
+        raise ValueError(
+            f"mu2 and logvar2 must have the same shape, got {tuple(m2.shape)} and {tuple(l2.shape)}"
+        )
+    if m1.ndim == 0 or m2.ndim == 0 or m1.shape[-1] != m2.shape[-1]:
+        raise ValueError(
+            f"the last (latent) dimension must agree, got {tuple(m1.shape)} and {tuple(m2.shape)}"
+        )
+    return tuple(t.to(torch.float64) for t in (m1, l1, m2, l2))
+
+
+def _stacked(mu: Tensor, logvar: Tensor) -> Tensor:
+    """(..., d), (..., d) -> (..., 2d): the vector (mu, sigma) whose distance is W2."""
+    return torch.cat([mu, torch.exp(0.5 * logvar)], dim=-1)
+
+
+# --------------------------------------------------------------------------- W2 / W1
+def w2_diag(mu1: ArrayLike, logvar1: ArrayLike, mu2: ArrayLike, logvar2: ArrayLike) -> Tensor:
+    r"""Closed-form W2 between diagonal Gaussians, pair by pair (float64).
+
+    .. math::
+
+        W_2(q_1, q_2) = \sqrt{\lVert\mu_1 - \mu_2\rVert_2^2
+            + \lVert e^{\mathrm{logvar}_1/2} - e^{\mathrm{logvar}_2/2}\rVert_2^2}
+
+    Parameters
+    ----------
+    mu1, logvar1 : (..., d) tensors or arrays, the first Gaussians.
+    mu2, logvar2 : (..., d), broadcastable against the first, the second Gaussians.
+
+    Returns
+    -------
+    (...,) float64 tensor of distances. Exactly zero for equal inputs.
+    """
+    m1, l1, m2, l2 = _check_gaussians(mu1, logvar1, mu2, logvar2)
+    diff = _stacked(m1, l1) - _stacked(m2, l2)  # (..., 2d)
+    return torch.linalg.vector_norm(diff, dim=-1)
+
+
+def w2_diag_pairwise(
+    mu1: ArrayLike,
+    logvar1: ArrayLike,
+    mu2: ArrayLike,
+    logvar2: ArrayLike,
+    *,
+    chunk_size: int = 1024,
+) -> Tensor:
+    """All-pairs closed-form W2, ``out[a, b] = w2_diag(q1[a], q2[b])``, in row chunks.
+
+    Parameters
+    ----------
+    mu1, logvar1 : (n1, d).
+    mu2, logvar2 : (n2, d).
+    chunk_size : rows of the first set per chunk; memory is O(chunk_size * n2).
+
+    Returns
+    -------
+    (n1, n2) float64 tensor. Uses the direct (not matrix-product) Euclidean distance,
+    so equal Gaussians give exactly zero.
+    """
+    m1, l1, m2, l2 = _check_gaussians(mu1, logvar1, mu2, logvar2)
+    if m1.ndim != 2 or m2.ndim != 2:
+        raise ValueError(
+            f"w2_diag_pairwise needs (n, d) inputs, got {tuple(m1.shape)} and {tuple(m2.shape)}"
+        )
+    if chunk_size < 1:
+        raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
+    f1, f2 = _stacked(m1, l1), _stacked(m2, l2)  # (n1, 2d), (n2, 2d)
+    out = torch.empty(f1.shape[0], f2.shape[0], dtype=torch.float64)
+    for s in range(0, f1.shape[0], chunk_size):
+        out[s : s + chunk_size] = torch.cdist(
+            f1[s : s + chunk_size], f2, compute_mode="donot_use_mm_for_euclid_dist"
+        )
+    return out
+
+
+def w1_sandwich(
+    mu1: ArrayLike, logvar1: ArrayLike, mu2: ArrayLike, logvar2: ArrayLike
+) -> tuple[Tensor, Tensor]:
+    r"""Certified bounds on W1 between diagonal Gaussians (T2.3).
+
+    .. math::
+
+        \lVert\mu_1 - \mu_2\rVert_2 \;\le\; W_1(q_1, q_2) \;\le\; W_2(q_1, q_2)
+
+    Returns
+    -------
+    (lower, upper) : two (...,) float64 tensors.
+    """
+    m1, l1, m2, l2 = _check_gaussians(mu1, logvar1, mu2, logvar2)
+    lower = torch.linalg.vector_norm(m1 - m2, dim=-1)
+    return lower, w2_diag(m1, l1, m2, l2)
+
+
+@dataclass(frozen=True)
+class W1Estimate:
+    """A sample-based W1 value with the sample sizes it was computed from.
+
+    value : the estimate.
+    n_samples : (n1, n2) sample sizes.
+    method : ``"emd"`` (exact OT between empirical measures) or ``"sliced"``.
+    n_projections : number of random directions (sliced only, else 0).
+    """
+
+    value: float
+    n_samples: tuple[int, int]
+    method: str
+    n_projections: int = 0
+
+
+def _samples(name: str, x: Any) -> np.ndarray:
+    if isinstance(x, Tensor):
+        x = x.detach().cpu().numpy()
+    if not isinstance(x, np.ndarray):
+        raise TypeError(f"{name} must be a torch.Tensor or numpy.ndarray, got {type(x).__name__}")
+    x = np.asarray(x, dtype=np.float64)
+    if x.ndim == 1:
+        x = x[:, None]
+    if x.ndim != 2 or x.shape[0] < 1:
+        raise ValueError(f"{name} must be (n, d) with n >= 1, got shape {x.shape}")
+    return x
+
+
+def _two_samples(samples1: Any, samples2: Any) -> tuple[np.ndarray, np.ndarray]:
+    x1, x2 = _samples("samples1", samples1), _samples("samples2", samples2)
+    if x1.shape[1] != x2.shape[1]:
+        raise ValueError(f"samples must share their dimension, got {x1.shape[1]} and {x2.shape[1]}")
+    return x1, x2
+
+
+def w1_empirical(
+    samples1: ArrayLike, samples2: ArrayLike, *, num_iter_max: int = 1_000_000
+) -> W1Estimate:
+    r"""Exact W1 between the two empirical measures (POT ``ot.emd2``, CPU, float64).
+
+    .. math::
+
+        W_1(\hat q_1, \hat q_2) = \min_{\pi \in \Pi(a, b)} \sum_{jk}\pi_{jk}
+            \lVert z^{(1)}_j - z^{(2)}_k\rVert_2,\qquad a = 1/n_1,\; b = 1/n_2
+
+    Biased upward as an estimate of the population W1 (module docstring); report the
+    sample size with it.
+
+    Parameters
+    ----------
+    samples1 : (n1, d) or (n1,) samples.
+    samples2 : (n2, d) or (n2,) samples.
+    num_iter_max : network-simplex iteration cap; not converging raises ``RuntimeError``.
+    """
+    import ot
+
+    x1, x2 = _two_samples(samples1, samples2)
+    a = np.full(x1.shape[0], 1.0 / x1.shape[0], dtype=np.float64)  # equal total mass 1
+    b = np.full(x2.shape[0], 1.0 / x2.shape[0], dtype=np.float64)
+    cost = ot.dist(x1, x2, metric="euclidean")  # (n1, n2)
+    value, log = ot.emd2(a, b, cost, numItermax=num_iter_max, log=True)
+    if log.get("warning"):
+        raise RuntimeError(f"ot.emd2 did not solve the transport problem: {log['warning']}")
+    return W1Estimate(float(value), (x1.shape[0], x2.shape[0]), "emd")
+
+
+def w1_sliced(
+    samples1: ArrayLike, samples2: ArrayLike, *, n_projections: int = 200, seed: int = 0
+) -> W1Estimate:
+    r"""Sliced W1 (POT ``ot.sliced_wasserstein_distance`` with p = 1), seeded.
+
+    .. math::
+
+        SW_1(\hat q_1, \hat q_2) = \frac1K\sum_{k=1}^K W_1(\theta_k\#\hat q_1,
+            \theta_k\#\hat q_2),\qquad \theta_k \sim \mathrm{Unif}(S^{d-1})
+
+    Each projection is 1-Lipschitz, so :math:`SW_1 \le W_1` between the same measures;
+    for equal-covariance Gaussians the population value is
+    :math:`\lVert\Delta\mu\rVert\,E|\theta_1| \approx \lVert\Delta\mu\rVert\sqrt{2/(\pi d)}`,
+    so it is not an estimate of W1 itself.
+    """
+    import ot
+
+    if n_projections < 1:
+        raise ValueError(f"n_projections must be >= 1, got {n_projections}")
+    x1, x2 = _two_samples(samples1, samples2)
+    value = ot.sliced_wasserstein_distance(x1, x2, n_projections=n_projections, p=1, seed=seed)
+    return W1Estimate(float(value), (x1.shape[0], x2.shape[0]), "sliced", n_projections)
+
+
+def w1_bias_table(
+    *,
+    dims: tuple[int, ...] = (1, 2, 8, 32),
+    sample_sizes: tuple[int, ...] = (25, 100, 400),
+    n_rep: int = 5,
+    shift: float = 1.0,
+    seed: int = 0,
+) -> list[dict[str, float]]:
+    r"""The upward finite-sample bias of empirical W1, on cases with known W1.
+
+    For :math:`q_u = \mathcal N(0, I_d)` and :math:`q_v = \mathcal N(s e_1, I_d)` (equal
+    covariances) the transport map is the translation, so
+    :math:`W_1 = W_2 = \lVert\mu_u - \mu_v\rVert = s`. Each row compares the mean of
+    ``n_rep`` empirical (``ot.emd2``) values at sample size n with that truth.
+
+    Returns
+    -------
+    One dict per (dim, n): ``dim``, ``n``, ``true_w1``, ``emd_mean``, ``emd_std``,
+    ``bias`` (emd_mean - true_w1), ``rel_bias``, ``sliced_mean`` (sliced W1, for scale).
+    """
+    if n_rep < 1 or shift < 0 or not dims or not sample_sizes:
+        raise ValueError("need n_rep >= 1, shift >= 0 and non-empty dims and sample_sizes")
+    rng = np.random.default_rng(seed)
+    rows = []
+    for d in dims:
+        mu_v = np.zeros(d)
+        mu_v[0] = shift
+        for n in sample_sizes:
+            emd, sliced = [], []
+            for _ in range(n_rep):
+                x1 = rng.standard_normal((n, d))
+                x2 = rng.standard_normal((n, d)) + mu_v
+                emd.append(w1_empirical(x1, x2).value)
+                sliced.append(w1_sliced(x1, x2, seed=int(rng.integers(2**31))).value)
+            m = float(np.mean(emd))
+            rows.append(
+                {
+                    "dim": int(d),
+                    "n": int(n),
+                    "true_w1": float(shift),
+                    "emd_mean": m,
+                    "emd_std": float(np.std(emd, ddof=1)) if n_rep > 1 else 0.0,
+                    "bias": m - shift,
+                    "rel_bias": (m - shift) / shift if shift > 0 else math.inf,
+                    "sliced_mean": float(np.mean(sliced)),
+                }
+            )
+    return rows
+
+
+# --------------------------------------------------------------------------- encoder
+def _spectral_norm(w: Tensor) -> float:
+    """||w||_2 as sqrt of the top eigenvalue of the smaller Gram matrix (float64).
+
+    Same value as ``torch.linalg.matrix_norm(w, ord=2)`` up to rounding (relative ~1e-15
+    for the top singular value), several times faster than an SVD; inflated by a
+    relative 1e-12 so that rounding cannot make a certified bound too small.
+    """
+    w = w.detach().double()
+    g = w @ w.T if w.shape[0] <= w.shape[1] else w.T @ w
+    return float(torch.linalg.eigvalsh(g)[-1].clamp_min(0).sqrt()) * (1.0 + 1e-12)
+
+
+def _check_multvae(model: Any) -> None:
+    need = ("enc_in_weight", "enc_in_bias", "enc_layers", "latent_dim")
+    if not all(hasattr(model, n) for n in need):
+        raise TypeError(
+            f"encoder_lipschitz_bound supports MultVAE-style encoders (enc_in_weight, "
+            f"enc_layers), got {type(model).__name__}"
+        )
+
+
+@torch.no_grad()
+def encode_double(
+    model: nn.Module, x: ArrayLike, *, chunk_size: int = 1024
+) -> tuple[Tensor, Tensor]:
+    """``model.encode`` in float64 on a float64 copy of the model (eval mode, CPU).
+
+    Parameters
+    ----------
+    x : (B, I) dense raw input (or a scipy sparse matrix).
+
+    Returns
+    -------
+    mu, logvar : (B, d) float64.
+    """
+    import scipy.sparse as sp
+
+    if sp.issparse(x):
+        x = np.asarray(x.todense())
+    xt = _as_tensor("x", x).to(torch.float64)
+    m = copy.deepcopy(model).to(device="cpu", dtype=torch.float64).eval()
+    mus, lvs = [], []
+    for s in range(0, xt.shape[0], chunk_size):
+        mu, lv = m.encode(xt[s : s + chunk_size])
+        mus.append(mu)
+        lvs.append(lv)
+    if not mus:
+        d = int(model.latent_dim)
+        return torch.zeros(0, d, dtype=torch.float64), torch.zeros(0, d, dtype=torch.float64)
+    return torch.cat(mus), torch.cat(lvs)
+
+
+@torch.no_grad()
+def encoder_lipschitz_bound(
+    model: nn.Module,
+    *,
+    logvar_observed: ArrayLike | None = None,
+    logvar_margin: float = 0.5,
+) -> tuple[float, dict[str, Any]]:
+    r"""Certified l1 -> l2 Lipschitz constant of :math:`\tilde x \mapsto (\mu, \sigma)` (L2.4).
+
+    The Multi-VAE encoder is
+    :math:`\tilde x \mapsto h_0 = \tanh(\tilde x W_{in} + b) \mapsto \dots \mapsto
+    h_L \mapsto (\mu, \mathrm{logvar}) = (W_\mu h_L + b_\mu, W_\ell h_L + b_\ell)`,
+    :math:`\sigma = e^{\mathrm{logvar}/2}`. The constant is the product
+
+    .. math::
+
+        L_\phi = \max_i \lVert W_{in}[i, :]\rVert_2 \cdot \prod_k \lVert W_k\rVert_2
+            \cdot \Bigl\lVert \begin{bmatrix} W_\mu \\ D W_\ell \end{bmatrix}\Bigr\rVert_2,
+        \qquad D = \operatorname{diag}(e^{M_k/2}/2)
+
+    - first layer, on the (I, H0) table: :math:`\lVert (\tilde x - \tilde y) W_{in}\rVert_2
+      \le \sum_i |\Delta\tilde x_i|\,\lVert W_{in}[i,:]\rVert_2 \le \max_i\lVert W_{in}[i,:]
+      \rVert_2 \lVert\Delta\tilde x\rVert_1` (max ROW 2-norm);
+    - hidden ``enc_layers`` except the last: spectral norms (top eigenvalue of the Gram
+      matrix, equal to ``matrix_norm(ord=2)`` to rounding);
+      tanh is 1-Lipschitz coordinate-wise, hence in l2;
+    - heads: coordinate-wise, by the mean value theorem on :math:`e^{t/2}`,
+      :math:`|\Delta\sigma_k| \le \tfrac12 e^{M_k/2}|\Delta\mathrm{logvar}_k|` whenever both
+      logvars are :math:`\le M_k`, so
+      :math:`\lVert(\Delta\mu, \Delta\sigma)\rVert_2 \le \lVert[W_\mu; D W_\ell]\Delta h_L\rVert_2`.
+
+    Since :math:`W_2 = \lVert(\Delta\mu, \Delta\sigma)\rVert_2`,
+    :math:`W_2(q(\cdot|x), q(\cdot|y)) \le L_\phi \lVert\tilde x - \tilde y\rVert_1` for the
+    NORMALISED inputs. For raw inputs multiply by ``normalization_factor(x, y)``.
+
+    Range of logvar. :math:`h_L \in [-1, 1]^H` (a tanh output), so every input satisfies
+    :math:`\mathrm{logvar}_k \le G_k = \lVert W_\ell[k,:]\rVert_1 + b_{\ell,k}` (global,
+    certified for all inputs). With ``logvar_observed`` the bound uses
+    :math:`M_k = \min(G_k, \max_{\text{obs}} \mathrm{logvar}_k + \text{margin})`: certified
+    for every pair whose two encodings lie in the observed range plus the margin (in
+    particular for the observed encodings themselves), and for all inputs where
+    :math:`G_k` is the smaller.
+
+    Parameters
+    ----------
+    model : a MultVAE (``enc_in_weight`` (I, H0), ``enc_layers``), in eval mode.
+    logvar_observed : (B, d) observed logvars, or None for the global range.
+    logvar_margin : added to the observed per-coordinate maximum (>= 0).
+
+    Returns
+    -------
+    (L_phi, details) : the constant (float) and a JSON-able dict of its factors:
+    ``first_layer``, ``hidden`` (list), ``head``, ``mu_head``, ``logvar_head``,
+    ``sigma_factor_max`` (max_k e^{M_k/2}/2), ``logvar_max`` (max_k M_k),
+    ``logvar_range`` ("global" / "observed+margin" / "mixed"), ``l_mu`` (the constant of
+    x -> mu alone), ``input`` ("normalised").
+    """
+    _check_multvae(model)
+    if logvar_margin < 0:
+        raise ValueError(f"logvar_margin must be >= 0, got {logvar_margin}")
+    drop = getattr(model, "drop", None)
+    if model.training and isinstance(drop, nn.Dropout) and drop.p > 0:
+        raise ValueError("encoder_lipschitz_bound needs the model in eval mode (dropout is active)")
+    d = int(model.latent_dim)
+    w_in = model.enc_in_weight.detach().double()  # (I, H0)
+    first = float(torch.linalg.vector_norm(w_in, dim=1).max())
+    layers = list(model.enc_layers)
+    hidden = [_spectral_norm(lin.weight) for lin in layers[:-1]]
+    head = layers[-1]
+    w_head = head.weight.detach().double()  # (2d, H_L)
+    b_head = (
+        head.bias.detach().double()
+        if head.bias is not None
+        else torch.zeros(2 * d, dtype=torch.float64)
+    )
+    w_mu, w_lv = w_head[:d], w_head[d:]  # (d, H_L) each
+    global_max = w_lv.abs().sum(dim=1) + b_head[d:]  # (d,)
+    if logvar_observed is None:
+        lv_max, rng_kind = global_max, "global"
+    else:
+        obs = _as_tensor("logvar_observed", logvar_observed).detach().double()
+        if obs.ndim != 2 or obs.shape[1] != d or obs.shape[0] < 1:
+            raise ValueError(
+                f"logvar_observed must be (B, {d}) with B >= 1, got {tuple(obs.shape)}"
+            )
+        obs_max = obs.max(dim=0).values + logvar_margin
+        lv_max = torch.minimum(global_max, obs_max)
+        n_obs = int((obs_max <= global_max).sum())
+        rng_kind = "observed+margin" if n_obs == d else ("global" if n_obs == 0 else "mixed")
+    factor = 0.5 * torch.exp(0.5 * lv_max)  # (d,)
+    joint = torch.cat([w_mu, factor[:, None] * w_lv], dim=0)  # (2d, H_L)
+    head_norm = _spectral_norm(joint)
+    mu_norm = _spectral_norm(w_mu)
+    prod_hidden = float(np.prod(hidden)) if hidden else 1.0
+    value = first * prod_hidden * head_norm
+    details = {
+        "input": "normalised",
+        "first_layer": first,
+        "hidden": hidden,
+        "head": head_norm,
+        "mu_head": mu_norm,
+        "logvar_head": _spectral_norm(w_lv),
+        "sigma_factor_max": float(factor.max()),
+        "logvar_max": float(lv_max.max()),
+        "logvar_global_max": float(global_max.max()),
+        "logvar_margin": float(logvar_margin),
+        "logvar_range": rng_kind,
+        "l_mu": first * prod_hidden * mu_norm,
+        "l_phi": value,
+    }
+    return value, details
+
+
+def normalization_factor(x: ArrayLike, y: ArrayLike) -> Tensor:
+    r"""Pair factor c with :math:`\lVert\tilde x - \tilde y\rVert_1 \le c(x,y)\lVert x - y\rVert_1`.
+
+    General rows. With :math:`a = \lVert x\rVert_2 + \epsilon`,
+    :math:`b = \lVert y\rVert_2 + \epsilon` (the encoder's own normalisation, ``EPS_NORM``):
+
+    .. math::
+
+        \Bigl\lVert \frac xa - \frac yb \Bigr\rVert_1
+        \le \frac{\lVert x - y\rVert_1}{a} + \lVert y\rVert_1\Bigl|\frac1a - \frac1b\Bigr|
+        = \frac{\lVert x - y\rVert_1}{a} + \frac{\lVert y\rVert_1}{ab}\,|a - b|
+        \le \lVert x - y\rVert_1\,\frac{1 + \lVert y\rVert_1 / b}{a},
+
+    using :math:`|a - b| = |\lVert x\rVert_2 - \lVert y\rVert_2| \le \lVert x - y\rVert_2
+    \le \lVert x - y\rVert_1`; c is the smaller of this and its mirror image (swap x, y).
+    For binary rows this gives :math:`c \le (1 + \sqrt{n_y})/\sqrt{n_x}`, up to
+    :math:`1 + \sqrt n`.
+
+    Binary rows (0/1 entries, each with >= 1 item): the normalisation is l1
+    NON-EXPANSIVE, :math:`c = 1` is valid, so the factor returned is
+    :math:`\min(c, 1)`. Proof: let n <= m be the row sizes and k the overlap. Without
+    :math:`\epsilon`,
+    :math:`\lVert\tilde x - \tilde y\rVert_1 = k(1/\sqrt n - 1/\sqrt m) + (n - k)/\sqrt n
+    + (m - k)/\sqrt m = \sqrt n + \sqrt m - 2k/\sqrt m` and
+    :math:`\lVert x - y\rVert_1 = n + m - 2k`. Their difference
+    :math:`D(k) = n - \sqrt n + m - \sqrt m - 2k(1 - 1/\sqrt m)` falls with k, so it is
+    smallest at the largest k allowed: if n = m (then k <= n - 1),
+    :math:`D = 2 - 2/\sqrt n \ge 0`; if n < m (k <= n), with :math:`\alpha = \sqrt n`,
+    :math:`\beta = \sqrt m > \alpha \ge 1`,
+    :math:`D = (\beta - \alpha)(\beta + \alpha - 1 - 2\alpha/\beta)` and
+    :math:`\beta^2 + (\alpha - 1)\beta - 2\alpha \ge \alpha^2 + 1 + (\alpha - 1)\alpha - 2\alpha
+    = (2\alpha - 1)(\alpha - 1) \ge 0` since :math:`\beta^2 = m \ge n + 1`. With
+    :math:`\epsilon > 0` every term of the left side only shrinks (:math:`t \mapsto
+    1/(t + \epsilon)` has a smaller slope and value than :math:`1/t`). Real-valued rows
+    can expand (x = (1, 0), y = (1, 0.1)), so the binary case is detected per row.
+
+    Parameters
+    ----------
+    x, y : (B, I) or (I,) raw inputs (any real rows; zero rows allowed, then a = eps).
+
+    Returns
+    -------
+    (B,) float64 tensor (a 0-d tensor for 1-D input).
+    """
+    xt = _as_tensor("x", x).double()
+    yt = _as_tensor("y", y).double()
+    if xt.shape != yt.shape:
+        raise ValueError(
+            f"x and y must have the same shape, got {tuple(xt.shape)} and {tuple(yt.shape)}"
+        )
+    from radius.model.multvae import EPS_NORM
+
+    a = torch.linalg.vector_norm(xt, dim=-1) + EPS_NORM
+    b = torch.linalg.vector_norm(yt, dim=-1) + EPS_NORM
+    l1x = xt.abs().sum(dim=-1)
+    l1y = yt.abs().sum(dim=-1)
+    c = torch.minimum((1.0 + l1y / b) / a, (1.0 + l1x / a) / b)
+
+    def binary_nonzero(t: Tensor) -> Tensor:
+        return ((t == 0) | (t == 1)).all(dim=-1) & (t != 0).any(dim=-1)
+
+    both = binary_nonzero(xt) & binary_nonzero(yt)
+    return torch.where(both, torch.clamp(c, max=1.0), c)
+
+
+def empirical_local_lipschitz(
+    model: nn.Module, x_u: ArrayLike, x_v: ArrayLike, *, normalized: bool = False
+) -> Tensor:
+    r"""Empirical local constants :math:`W_2(q_u, q_v) / \lVert x_u - x_v\rVert_1` on pairs.
+
+    Encodes in float64 (``encode_double``). With ``normalized=True`` the denominator is
+    :math:`\lVert\tilde x_u - \tilde x_v\rVert_1` (the encoder's normalised inputs).
+    Pairs with zero input distance give NaN (0/0 is not a Lipschitz ratio).
+
+    Parameters
+    ----------
+    x_u, x_v : (B, I) raw inputs, row-aligned.
+
+    Returns
+    -------
+    (B,) float64 tensor.
+    """
+    xu = _as_tensor("x_u", x_u).double()
+    xv = _as_tensor("x_v", x_v).double()
+    if xu.shape != xv.shape or xu.ndim != 2:
+        raise ValueError(
+            f"x_u and x_v must both be (B, I), got {tuple(xu.shape)} and {tuple(xv.shape)}"
+        )
+    mu_u, lv_u = encode_double(model, xu)
+    mu_v, lv_v = encode_double(model, xv)
+    w2 = w2_diag(mu_u, lv_u, mu_v, lv_v)
+    if normalized:
+        from radius.model.multvae import EPS_NORM
+
+        xu = xu / (torch.linalg.vector_norm(xu, dim=-1, keepdim=True) + EPS_NORM)
+        xv = xv / (torch.linalg.vector_norm(xv, dim=-1, keepdim=True) + EPS_NORM)
+    dx = (xu - xv).abs().sum(dim=-1)
+    return torch.where(dx > 0, w2 / torch.where(dx > 0, dx, 1.0), torch.full_like(w2, math.nan))
+
+
+def binary_l1_nearest(
+    x: Any, anchors: np.ndarray, *, chunk_size: int = 256
+) -> tuple[np.ndarray, np.ndarray]:
+    r"""Nearest other row by l1 (Hamming) distance, for anchor rows of a binary matrix.
+
+    For 0/1 rows :math:`\lVert x_a - x_b\rVert_1 = n_a + n_b - 2\langle x_a, x_b\rangle`,
+    one sparse product per chunk of anchors; ties go to the lowest index.
+
+    Parameters
+    ----------
+    x : (N, I) scipy sparse (CSR) binary matrix, N >= 2.
+    anchors : (A,) row indices.
+    chunk_size : anchors per chunk; memory O(chunk_size * N).
+
+    Returns
+    -------
+    (neighbour (A,) int64, distance (A,) int64).
+    """
+    import scipy.sparse as sp
+
+    if not sp.issparse(x):
+        raise TypeError(f"x must be a scipy sparse matrix, got {type(x).__name__}")
+    x = sp.csr_matrix(x)
+    if x.shape[0] < 2:
+        raise ValueError(f"x needs at least 2 rows, got {x.shape[0]}")
+    if x.nnz and not np.all(x.data == 1):
+        raise ValueError("binary_l1_nearest needs a binary (0/1) matrix")
+    anchors = np.asarray(anchors, dtype=np.int64)
+    n = np.diff(x.indptr).astype(np.int64)  # (N,)
+    nb = np.empty(anchors.shape[0], dtype=np.int64)
+    dist = np.empty(anchors.shape[0], dtype=np.int64)
+    xt = x.T.tocsc()
+    for s in range(0, anchors.shape[0], chunk_size):
+        idx = anchors[s : s + chunk_size]
+        inner = np.asarray((x[idx] @ xt).todense(), dtype=np.int64)  # (C, N)
+        dd = n[idx][:, None] + n[None, :] - 2 * inner
+        dd[np.arange(idx.shape[0]), idx] = np.iinfo(np.int64).max  # not itself
+        nb[s : s + chunk_size] = dd.argmin(axis=1)
+        dist[s : s + chunk_size] = dd[np.arange(idx.shape[0]), nb[s : s + chunk_size]]
+    return nb, dist
+
+
+# --------------------------------------------------------------------------- T2.3 helper
+@dataclass(frozen=True)
+class MixedJacobianEstimate:
+    """Power-iteration estimates of the mixed-Jacobian spectral norm (T2.3).
+
+    max : the largest per-point estimate (the estimate of L_thz).
+    per_point : (P,) estimates of ||d/dz grad_theta l_v(theta, z)||_2 at ``points``.
+    points : (P, d) the latent points evaluated (given points, then segment points).
+    n_iter : power iterations per point.
+    parameters : names of the decoder parameters theta.
+    """
+
+    max: float
+    per_point: Tensor
+    points: Tensor
+    n_iter: int
+    parameters: tuple[str, ...]
+
+
+class _Decoder(nn.Module):
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.m = model
+
+    def forward(self, z: Tensor) -> Tensor:
+        return self.m.decode(z)
+
+
+def _segment_points(z: Tensor, n_segment: int) -> Tensor:
+    """z (P, d) plus ``n_segment`` interior points on each segment z[k] -> z[k + 1]."""
+    if n_segment == 0 or z.shape[0] < 2:
+        return z
+    t = torch.arange(1, n_segment + 1, dtype=z.dtype) / (n_segment + 1)  # (S,)
+    a, b = z[:-1], z[1:]  # (P-1, d)
+    seg = a[:, None, :] + t[None, :, None] * (b - a)[:, None, :]  # (P-1, S, d)
+    return torch.cat([z, seg.reshape(-1, z.shape[1])])
+
+
+def mixed_jacobian_lipschitz(
+    model: nn.Module,
+    x_v: ArrayLike,
+    z_points: ArrayLike,
+    *,
+    n_iter: int = 20,
+    n_segment: int = 0,
+    seed: int = 0,
+    chunk_size: int = 16,
+) -> MixedJacobianEstimate:
+    r"""Estimate L_thz, the Lipschitz constant of :math:`z \mapsto \nabla_\theta l_v` (T2.3).
+
+    With :math:`l_v(\theta, z) = -\sum_i x_{v,i}\log\operatorname{softmax}(f_\theta(z))_i`
+    and :math:`\theta` the decoder parameters (``model.decoder_parameters()``), the mixed
+    Jacobian is :math:`M(z) = \partial_z \nabla_\theta l_v(\theta, z) \in
+    \mathbb R^{P \times d}`, and :math:`L_{\theta z} = \sup_z \lVert M(z)\rVert_2`. At each
+    point, power iteration on the d x d matrix :math:`M^\top M`:
+
+    .. math::
+
+        u \leftarrow M^\top M u / \lVert M^\top M u\rVert, \qquad
+        M u = \mathrm{jvp}_z(\nabla_\theta l_v)(u), \qquad
+        M^\top w = \nabla_z\langle w, \nabla_\theta l_v(\theta, z)\rangle \;(\mathrm{vjp}),
+
+    returning :math:`\lVert M u\rVert` for the final unit u, a lower estimate of
+    :math:`\lVert M(z)\rVert_2` that converges to it. The maximum over the points is an
+    ESTIMATE of L_thz, not a certified bound (no cheap certificate exists).
+
+    Parameters
+    ----------
+    model : a VAEModel; only ``decode`` and ``decoder_parameters`` are used.
+    x_v : (I,) the interaction row of user v (raw counts).
+    z_points : (P, d) latent points (e.g. posterior samples of u and v).
+    n_iter : power iterations (>= 1).
+    n_segment : interior points added on each segment z_points[k] -> z_points[k + 1].
+    seed : seed of the initial directions.
+    chunk_size : points per vmapped batch (memory ~ chunk_size x #decoder parameters).
+
+    Returns
+    -------
+    MixedJacobianEstimate with ``per_point`` over the given points followed by the
+    segment points (in order of segments, then of t).
+    """
+    from torch.func import functional_call, grad, jvp, vjp, vmap
+
+    if n_iter < 1 or n_segment < 0 or chunk_size < 1:
+        raise ValueError(
+            f"need n_iter >= 1, n_segment >= 0, chunk_size >= 1, "
+            f"got {n_iter}, {n_segment}, {chunk_size}"
+        )
+    x = _as_tensor("x_v", x_v).detach().to(torch.float32)
+    z = _as_tensor("z_points", z_points).detach().to(torch.float32)
+    if x.ndim != 1 or x.shape[0] != int(model.n_items):
+        raise ValueError(f"x_v must be ({int(model.n_items)},), got {tuple(x.shape)}")
+    if z.ndim != 2 or z.shape[1] != int(model.latent_dim) or z.shape[0] < 1:
+        raise ValueError(
+            f"z_points must be (P, {int(model.latent_dim)}) with P >= 1, got {tuple(z.shape)}"
+        )
+    dec = _Decoder(model)
+    named = list(model.decoder_parameters())
+    params = {f"m.{n}": p.detach() for n, p in named}
+
+    def loss(p: dict[str, Tensor], zz: Tensor) -> Tensor:
+        logits = functional_call(dec, p, (zz,))  # (I,)
+        return -(x * torch.log_softmax(logits, dim=-1)).sum()
+
+    grad_theta = grad(loss)
+
+    def gz(zz: Tensor) -> dict[str, Tensor]:
+        return grad_theta(params, zz)
+
+    def mtm(zz: Tensor, u: Tensor) -> tuple[Tensor, Tensor]:
+        _, mu = jvp(gz, (zz,), (u,))  # dict: M u
+        _, pull = vjp(gz, zz)
+        (back,) = pull(mu)  # (d,) M^T M u
+        sq = sum((t * t).sum() for t in mu.values())
+        return back, sq
+
+    batched = vmap(mtm)
+    pts = _segment_points(z, n_segment)  # (P', d)
+    gen = torch.Generator().manual_seed(seed)
+    u_all = torch.randn(pts.shape, generator=gen)
+    est = torch.empty(pts.shape[0], dtype=torch.float64)
+    for s in range(0, pts.shape[0], chunk_size):
+        zc = pts[s : s + chunk_size]
+        u = u_all[s : s + chunk_size]
+        u = u / torch.linalg.vector_norm(u, dim=-1, keepdim=True).clamp_min(1e-30)
+        sq = torch.zeros(zc.shape[0])
+        for _ in range(n_iter):
+            back, sq = batched(zc, u)
+            nrm = torch.linalg.vector_norm(back, dim=-1, keepdim=True)
+            u = torch.where(nrm > 0, back / nrm.clamp_min(1e-30), u)
+        _, sq = batched(zc, u)
+        est[s : s + chunk_size] = sq.double().clamp_min(0).sqrt()
+    return MixedJacobianEstimate(
+        max=float(est.max()),
+        per_point=est,
+        points=pts,
+        n_iter=n_iter,
+        parameters=tuple(n for n, _ in named),
+    )

@@ -1,0 +1,117 @@
+"""Tests of the L2.4 claim module (encoder Lipschitz bound on trained models)."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from radius.verify import l2_4
+from radius.verify.context import VerifyContext
+
+
+@pytest.fixture(scope="module")
+def result(tiny_ctx):
+    return l2_4.run(tiny_ctx)
+
+
+def test_module_constants():
+    """The module states its claim id, title, statement and reconstruction flag."""
+    assert l2_4.CLAIM_ID == "2.4"
+    assert l2_4.RECONSTRUCTION is True and "L_phi" in l2_4.STATEMENT and l2_4.TITLE
+
+
+@pytest.mark.slow
+def test_bound_holds_on_every_pair(result, tiny_ctx):
+    """W2 <= L_phi ||dx||_1 (raw and normalised routes) on every pair, for every setting."""
+    assert result.passed and result.verdict == "PASS"
+    names = {c.name for c in result.checks}
+    for s in ("clean", "masking", "pia"):
+        assert {f"bound_raw_{s}", f"bound_normalized_{s}"} <= names
+    for c in result.checks:
+        assert c.n == tiny_ctx.options.n_pairs
+        assert c.measured <= 1.0 and c.slack > 0 and "every pair" in c.tolerance
+    info = result.details["settings"]["clean"]
+    assert info["violations_raw"] == 0 and info["violations_normalized"] == 0
+    # the empirical local constants sit below the certified one, on the normalised route
+    assert info["empirical_local_normalized"]["max"] <= info["l_phi_certified"]
+    assert info["factors"]["logvar_range"] in ("observed+margin", "mixed", "global")
+    json.dumps(result.to_dict())  # JSON-able
+
+
+@pytest.mark.slow
+def test_scaled_constant_fails(tiny_ctx):
+    """Negative control: 1e-3 x the certified constant makes every check FAIL."""
+    r = l2_4.run(tiny_ctx, lipschitz_scale=1e-3)
+    assert r.verdict == "FAIL" and not any(c.passed for c in r.checks)
+    assert all(c.slack < 0 for c in r.checks)
+
+
+@pytest.mark.slow
+def test_empirical_median_constant_fails(tiny_ctx):
+    """Negative control: the median empirical constant in place of the certified one FAILs."""
+    r = l2_4.run(tiny_ctx, constant="empirical_median", settings=("clean",))
+    assert r.verdict == "FAIL" and not any(c.passed for c in r.checks)
+    info = r.details["settings"]["clean"]
+    assert info["violations_raw"] > 0 and info["violations_normalized"] > 0
+
+
+def test_sample_pairs(tiny_dataset):
+    """Pairs: edits differ by 1-3 items, nearest neighbours are nearest, no empty rows."""
+    from radius.geometry import binary_l1_nearest
+
+    rng = np.random.default_rng(0)
+    p = l2_4.sample_pairs(tiny_dataset.test_tr, 30, rng)
+    assert (p["kind"] == "edit").sum() == 10 and (p["kind"] == "nn").sum() == 10
+    assert np.all(p["xa"].sum(1) > 0) and np.all(p["xb"].sum(1) > 0)
+    d = np.abs(p["xa"] - p["xb"]).sum(1)
+    edit = p["kind"] == "edit"
+    assert np.all((d[edit] >= 1) & (d[edit] <= 3)) and np.array_equal(d[edit], p["n_edit"][edit])
+    x = tiny_dataset.test_tr
+    users = np.flatnonzero(np.diff(x.indptr) > 0)
+    nn = p["kind"] == "nn"
+    pos = np.searchsorted(users, p["ia"][nn])
+    _, best = binary_l1_nearest(x[users], pos)
+    assert np.array_equal(d[nn], best)
+    again = l2_4.sample_pairs(tiny_dataset.test_tr, 30, np.random.default_rng(0))
+    assert np.array_equal(again["xb"], p["xb"])  # seeded
+
+
+def test_bad_options(tiny_ctx):
+    """Bad options raise with exact messages (before any model is touched)."""
+    with pytest.raises(ValueError, match="lipschitz_scale must be a positive number, got 0"):
+        l2_4.run(tiny_ctx, lipschitz_scale=0)
+    with pytest.raises(ValueError, match="constant must be one of .*, got 'median'"):
+        l2_4.run(tiny_ctx, constant="median")
+    with pytest.raises(ValueError, match="settings must name at least one trained setting"):
+        l2_4.run(tiny_ctx, settings=())
+
+
+class _OtherEncoder(torch.nn.Module):
+    """A VAE-like model without the MultVAE layer table (no certified bound)."""
+
+    def __init__(self, n_items: int, d: int = 3) -> None:
+        super().__init__()
+        self.n_items, self.latent_dim = n_items, d
+        self.lin = torch.nn.Linear(n_items, 2 * d)
+
+    def encode(self, x):
+        h = self.lin(x)
+        return h[..., : self.latent_dim], h[..., self.latent_dim :]
+
+
+class _Ctx(VerifyContext):
+    def model(self, setting: str = "pia", **overrides):  # noqa: ARG002
+        return _OtherEncoder(self.dataset.n_items)
+
+
+def test_unsupported_model_fails_without_evidence(tiny_dataset, tiny_ctx):
+    """A model without a certified bound gives a FAILing check over zero cases."""
+    ctx = _Ctx(dataset=tiny_dataset, options=tiny_ctx.options)
+    r = l2_4.run(ctx, settings=("clean",))
+    assert (
+        r.verdict == "FAIL"
+        and r.checks[0].n == 0
+        and "no certified bound" in r.checks[0].description
+    )
