@@ -47,6 +47,9 @@ __all__ = [
 ]
 
 CHECKPOINT_FORMAT = 1
+# Bumped whenever a code change alters what training computes, so the content-keyed
+# cache never serves a model trained by older code.
+TRAINING_REVISION = 2
 
 
 def resolve_device(device: str) -> torch.device:
@@ -469,7 +472,12 @@ def default_cache_dir() -> Path:
 
 def cache_key(dataset: Dataset, config: TrainConfig) -> str:
     return stable_hash(
-        {"data": dataset.hash, "config": config.key_dict(), "format": CHECKPOINT_FORMAT}
+        {
+            "data": dataset.hash,
+            "config": config.key_dict(),
+            "format": CHECKPOINT_FORMAT,
+            "revision": TRAINING_REVISION,
+        }
     )
 
 

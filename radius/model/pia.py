@@ -61,8 +61,12 @@ def anchor_terms_dense(x: Tensor, mu: Tensor, logvar: Tensor, anchors: Tensor) -
     n = s.sum(-1)  # (B,)
     safe_n = n.clamp_min(1.0)
     e_bar = (s @ anchors) / safe_n[:, None]  # (B, d)
-    sq = (anchors * anchors).sum(-1)  # (I,)
-    spread = (s @ sq) / safe_n - (e_bar * e_bar).sum(-1)  # (B,)
+    # centred: (1/n) sum_i s_i ||e_i - e_bar||^2 = (s @ ||e||^2 - 2 <s @ E, e_bar> + n ||e_bar||^2) / n
+    # computed as mean_i ||e_i - c||^2 - ||e_bar - c||^2 with c = the mean anchor (stable shift)
+    c = anchors.mean(0, keepdim=True)  # (1, d)
+    centred = anchors - c
+    e_bar_c = e_bar - c
+    spread = (s @ (centred * centred).sum(-1)) / safe_n - (e_bar_c * e_bar_c).sum(-1)  # (B,)
     return AnchorTerms(
         align=((mu - e_bar) ** 2).sum(-1),
         trace=torch.exp(logvar).sum(-1),
@@ -80,8 +84,9 @@ def anchor_terms_sparse(
     safe_n = n.clamp_min(1.0)
     e_rows = anchors[batch.indices] * on[:, None]  # (nnz, d)
     e_bar = batch.row_sum(e_rows) / safe_n[:, None]  # (B, d)
-    sq = batch.row_sum((e_rows * e_rows).sum(-1))  # (B,)
-    spread = sq / safe_n - (e_bar * e_bar).sum(-1)
+    # centred form: mean ||e_i - e_bar||^2 keeps its precision when anchors share an offset
+    diff = (anchors[batch.indices] - e_bar[batch.rows]) * on[:, None]  # (nnz, d)
+    spread = batch.row_sum((diff * diff).sum(-1)) / safe_n
     return AnchorTerms(
         align=((mu - e_bar) ** 2).sum(-1),
         trace=torch.exp(logvar).sum(-1),
@@ -114,6 +119,8 @@ def anchor_loss_mc(
 
     Draws z ~ q (``n_samples`` per user) and averages (1/n) sum_i ||z - e_i||^2.
     """
+    if n_samples < 2:
+        raise ValueError(f"n_samples must be >= 2, got {n_samples}")
     s = (x > 0).to(anchors.dtype)
     n = s.sum(-1).clamp_min(1.0)
     std = torch.exp(0.5 * logvar)
@@ -123,6 +130,7 @@ def anchor_loss_mc(
     e_bar = (s @ anchors) / n[:, None]
     mean_sq = (s @ (anchors * anchors).sum(-1)) / n
     vals = (z * z).sum(-1) - 2 * (z * e_bar[None]).sum(-1) + mean_sq[None]  # (S, B)
-    est = vals.mean(0)
-    se = vals.std(0, unbiased=True) / n_samples**0.5
+    has = s.sum(-1) > 0  # a user with no items has no anchor loss
+    est = torch.where(has, vals.mean(0), torch.zeros_like(n))
+    se = torch.where(has, vals.std(0, correction=1) / n_samples**0.5, torch.zeros_like(n))
     return est, se
