@@ -61,8 +61,8 @@ def anchor_terms_dense(x: Tensor, mu: Tensor, logvar: Tensor, anchors: Tensor) -
     n = s.sum(-1)  # (B,)
     safe_n = n.clamp_min(1.0)
     e_bar = (s @ anchors) / safe_n[:, None]  # (B, d)
-    # centred: (1/n) sum_i s_i ||e_i - e_bar||^2 = (s @ ||e||^2 - 2 <s @ E, e_bar> + n ||e_bar||^2) / n
-    # computed as mean_i ||e_i - c||^2 - ||e_bar - c||^2 with c = the mean anchor (stable shift)
+    # spread = mean_i ||e_i - c||^2 - ||e_bar - c||^2 for any c; c = the mean anchor keeps
+    # float32 precision when all anchors share a large offset
     c = anchors.mean(0, keepdim=True)  # (1, d)
     centred = anchors - c
     e_bar_c = e_bar - c
