@@ -266,8 +266,11 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 
 def cmd_experiment(args: argparse.Namespace) -> int:
+    from radius.config import TrainConfig
     from radius.experiments import run_experiment
 
+    if args.set:
+        args.base_config = TrainConfig().replace(**_parse_set(args.set))
     return run_experiment(args)
 
 
@@ -394,6 +397,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seeds", type=int, default=3)
     p.add_argument("--model", choices=["multvae", "recvae"], default="multvae")
     p.add_argument("--out", help="JSON output (default runs/DATA/ablation-MODEL.json)")
+    p.add_argument(
+        "--set",
+        action="append",
+        metavar="KEY=VALUE",
+        help="base TrainConfig field for every setting, e.g. batch_size=100",
+    )
     p.set_defaults(func=cmd_experiment)
     return ap
 
