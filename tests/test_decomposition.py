@@ -1,0 +1,363 @@
+"""Tests of radius.decomposition: the beta-KL decomposition, W2 contraction, active units."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+
+import numpy as np
+import pytest
+import scipy.sparse as sp
+import torch
+from hypothesis import assume, given
+from hypothesis import strategies as st
+from hypothesis.extra.numpy import arrays
+from scipy import integrate, stats
+from scipy.special import logsumexp
+
+from radius.decomposition import (
+    active_units,
+    encode_masked,
+    gaussian_log_density,
+    kl_decomposition,
+    kl_to_standard_normal,
+    mean_pairwise_w2,
+    mixture_log_density,
+    moment_matched_gaussian,
+    unit_activity,
+)
+from radius.model.multvae import MultVAE, kl_std_normal
+
+
+# --------------------------------------------------------------------------- helpers
+@st.composite
+def gaussians(draw, max_n: int = 6, max_d: int = 4):
+    """(mu, logvar) of N in [2, max_n] diagonal Gaussians in d in [1, max_d] dimensions."""
+    n = draw(st.integers(2, max_n))
+    d = draw(st.integers(1, max_d))
+    finite = dict(allow_nan=False, allow_infinity=False)
+    mu = draw(arrays(np.float64, (n, d), elements=st.floats(-3, 3, **finite)))
+    logvar = draw(arrays(np.float64, (n, d), elements=st.floats(-3, 1.5, **finite)))
+    return mu, logvar
+
+
+def scipy_mixture_logpdf(z, mu, logvar, exclude=None):
+    """Brute force: log mean_k N(z; m_k, diag e^l_k) with scipy's multivariate normal."""
+    comps = np.stack(
+        [
+            stats.multivariate_normal(m, np.diag(np.exp(lv))).logpdf(z).reshape(-1)
+            for m, lv in zip(mu, logvar)
+        ],
+        axis=1,
+    )  # (M, N)
+    if exclude is not None:
+        comps[np.arange(len(z)), exclude] = -np.inf
+        return logsumexp(comps, axis=1) - math.log(len(mu) - 1)
+    return logsumexp(comps, axis=1) - math.log(len(mu))
+
+
+def quadrature_terms_1d(mu, sd):
+    """I and KL(q_h || p) of a 1-D Gaussian mixture by numerical integration."""
+
+    def log_qh(z):
+        return logsumexp(stats.norm.logpdf(z, mu, sd)) - math.log(len(mu))
+
+    lo, hi = min(mu - 12 * sd), max(mu + 12 * sd)
+    mi = np.mean(
+        [
+            integrate.quad(
+                lambda z, m=m, s=s: (
+                    stats.norm.pdf(z, m, s) * (stats.norm.logpdf(z, m, s) - log_qh(z))
+                ),
+                m - 12 * s,
+                m + 12 * s,
+                limit=200,
+            )[0]
+            for m, s in zip(mu, sd)
+        ]
+    )
+    kl = integrate.quad(
+        lambda z: math.exp(log_qh(z)) * (log_qh(z) - stats.norm.logpdf(z)),
+        lo,
+        hi,
+        limit=400,
+        points=list(mu),
+    )[0]
+    return mi, kl
+
+
+def separated(n=40, d=6, seed=0):
+    """Well-separated narrow components (I close to log N)."""
+    rng = np.random.default_rng(seed)
+    return rng.normal(size=(n, d)) * 3.0, np.full((n, d), -4.0)
+
+
+# --------------------------------------------------------------------------- closed forms
+@given(gaussians())
+def test_kl_closed_form_matches_torch(g):
+    """kl_to_standard_normal equals torch.distributions' KL and the model's kl_std_normal."""
+    mu, logvar = g
+    ours = kl_to_standard_normal(mu, logvar)
+    q = torch.distributions.Normal(torch.tensor(mu), torch.tensor(np.exp(0.5 * logvar)))
+    p = torch.distributions.Normal(torch.zeros_like(q.loc), torch.ones_like(q.scale))
+    ref = torch.distributions.kl_divergence(q, p).sum(-1).numpy()
+    np.testing.assert_allclose(ours, ref, rtol=1e-9, atol=1e-9)
+    np.testing.assert_allclose(
+        ours, kl_std_normal(torch.tensor(mu), torch.tensor(logvar)).numpy(), rtol=1e-9
+    )
+
+
+@given(gaussians(), st.integers(0, 2**31 - 1))
+def test_gaussian_log_density_matches_scipy(g, seed):
+    """Row-matched diagonal log-density equals scipy's multivariate normal."""
+    mu, logvar = g
+    z = np.random.default_rng(seed).normal(size=mu.shape)
+    ref = [
+        stats.multivariate_normal(m, np.diag(np.exp(lv))).logpdf(zz)
+        for zz, m, lv in zip(z, mu, logvar)
+    ]
+    np.testing.assert_allclose(gaussian_log_density(z, mu, logvar), ref, rtol=1e-9, atol=1e-9)
+
+
+@given(gaussians(), st.integers(1, 5), st.integers(0, 2**31 - 1))
+def test_mixture_log_density_matches_scipy_brute_force(g, chunk, seed):
+    """Chunked mixture log-density = scipy brute force, with and without leave-one-out."""
+    mu, logvar = g
+    rng = np.random.default_rng(seed)
+    z = rng.normal(size=(7, mu.shape[1])) * 2.0
+    np.testing.assert_allclose(
+        mixture_log_density(z, mu, logvar, chunk_size=chunk),
+        scipy_mixture_logpdf(z, mu, logvar),
+        rtol=1e-8,
+        atol=1e-8,
+    )
+    ex = rng.integers(0, len(mu), size=len(z))
+    np.testing.assert_allclose(
+        mixture_log_density(z, mu, logvar, exclude=ex, chunk_size=chunk),
+        scipy_mixture_logpdf(z, mu, logvar, exclude=ex),
+        rtol=1e-8,
+        atol=1e-8,
+    )
+
+
+def test_moment_matched_gaussian_matches_mixture_moments():
+    """The moment-matched Gaussian has the mean and variance of a large mixture sample."""
+    mu, logvar = separated(n=5, d=3)
+    mean, lv = moment_matched_gaussian(mu, logvar)
+    rng = np.random.default_rng(0)
+    k = rng.integers(0, 5, size=400_000)
+    z = mu[k] + np.exp(0.5 * logvar[k]) * rng.standard_normal((k.size, 3))
+    np.testing.assert_allclose(mean, z.mean(0), atol=0.05)
+    np.testing.assert_allclose(np.exp(lv), z.var(0), rtol=0.02)
+
+
+# --------------------------------------------------------------------------- decomposition
+@given(gaussians(max_n=8, max_d=5), st.integers(0, 1000))
+def test_mixture_pointwise_mi_at_most_log_n(g, seed):
+    """With every component in q_h, log q_j(z) - log q_h(z) <= log N at every draw."""
+    mu, logvar = g
+    dec = kl_decomposition(mu, logvar, n_samples=3, seed=seed)
+    assert dec.max_pointwise_mi <= dec.log_n + 1e-9
+    assert dec.mutual_info <= dec.log_n + 1e-9
+
+
+def test_identical_components_have_zero_mutual_information():
+    """N copies of one Gaussian: I = 0 exactly and KL(q_h || p) = KL(q || p)."""
+    mu = np.tile([[0.5, -1.0, 2.0]], (30, 1))
+    logvar = np.tile([[-0.5, 0.3, 0.0]], (30, 1))
+    dec = kl_decomposition(mu, logvar, n_samples=50, seed=1)
+    assert abs(dec.mutual_info) < 1e-9 and dec.mutual_info_se < 1e-9
+    kl = float(kl_to_standard_normal(mu[:1], logvar[:1])[0])
+    assert dec.e_kl == pytest.approx(kl, rel=1e-12)
+    assert abs(dec.kl_aggregate - kl) <= 4 * dec.kl_aggregate_se
+
+
+def test_separated_components_saturate_at_log_n():
+    """Far-apart narrow components: I -> log N and KL(q_h || p) -> E KL - log N."""
+    mu, logvar = separated(n=40, d=6)
+    dec = kl_decomposition(mu, logvar, n_samples=8, seed=2)
+    assert dec.mutual_info == pytest.approx(dec.log_n, abs=1e-6)
+    assert abs(dec.kl_aggregate - (dec.e_kl - dec.log_n)) <= 4 * dec.kl_aggregate_se + 1e-6
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_terms_match_quadrature_in_one_dimension(seed):
+    """In d = 1 the MC terms agree with numerical integration within 4 standard errors."""
+    rng = np.random.default_rng(seed)
+    mu = rng.normal(size=4) * 1.5
+    sd = np.exp(rng.uniform(-1.0, 0.3, size=4))
+    mi_true, kl_true = quadrature_terms_1d(mu, sd)
+    e_kl = float(kl_to_standard_normal(mu[:, None], 2 * np.log(sd)[:, None]).mean())
+    assert mi_true + kl_true == pytest.approx(e_kl, abs=1e-6)  # the identity itself
+    dec = kl_decomposition(mu[:, None], 2 * np.log(sd)[:, None], n_samples=3000, seed=seed)
+    assert abs(dec.mutual_info - mi_true) <= 4 * dec.mutual_info_se
+    assert abs(dec.kl_aggregate - kl_true) <= 4 * dec.kl_aggregate_se
+    assert abs(dec.e_kl_mc - e_kl) <= 4 * dec.e_kl_mc_se
+
+
+def test_standard_errors_are_calibrated():
+    """Across 40 seeds about 95% of |I_hat - I| fall within 2 standard errors."""
+    mu = np.array([-1.0, 0.2, 1.5])
+    sd = np.array([0.6, 0.9, 0.4])
+    mi_true, kl_true = quadrature_terms_1d(mu, sd)
+    hits_mi = hits_kl = 0
+    for seed in range(40):
+        dec = kl_decomposition(mu[:, None], 2 * np.log(sd)[:, None], n_samples=40, seed=seed)
+        hits_mi += abs(dec.mutual_info - mi_true) <= 2 * dec.mutual_info_se
+        hits_kl += abs(dec.kl_aggregate - kl_true) <= 2 * dec.kl_aggregate_se
+    # binomial(40, 0.95): P(X <= 32) ~ 0.3%
+    assert hits_mi >= 33 and hits_kl >= 33
+
+
+@given(gaussians(max_n=6, max_d=3), st.integers(0, 1000))
+def test_identity_holds_within_error(g, seed):
+    """E KL - (I + KL(q_h || p)) lies within 5 combined standard errors."""
+    mu, logvar = g
+    dec = kl_decomposition(mu, logvar, n_samples=200, seed=seed)
+    assert abs(dec.gap) <= 5 * dec.gap_se + 1e-9
+
+
+@pytest.mark.parametrize("aggregate", ["leave_one_out", "gaussian"])
+def test_wrong_aggregate_breaks_the_log_n_bound(aggregate):
+    """Negative control: a wrong aggregate posterior makes the first term exceed log N."""
+    mu, logvar = separated()
+    dec = kl_decomposition(mu, logvar, n_samples=4, seed=0, aggregate=aggregate)
+    assert dec.max_pointwise_mi > dec.log_n + 1.0
+    assert dec.mutual_info > dec.log_n
+
+
+@pytest.mark.parametrize("aggregate", ["leave_one_out", "gaussian"])
+def test_wrong_aggregate_still_telescopes(aggregate):
+    """I(r) + KL-term(r) = E KL for any r used in both terms (why the log N check exists)."""
+    mu, logvar = separated()
+    dec = kl_decomposition(mu, logvar, n_samples=4, seed=0, aggregate=aggregate)
+    right = kl_decomposition(mu, logvar, n_samples=4, seed=0)
+    assert abs(dec.gap) <= 4 * dec.gap_se + 1e-6
+    assert dec.mutual_info > right.mutual_info + 1.0  # I(r) = I + KL(q_h || r)
+
+
+def test_decomposition_is_seeded():
+    """The same seed gives the same estimates; another seed different ones."""
+    mu, logvar = separated(n=10, d=3)
+    a = kl_decomposition(mu, logvar * 0 + 1.0, seed=5)
+    b = kl_decomposition(mu, logvar * 0 + 1.0, seed=5)
+    c = kl_decomposition(mu, logvar * 0 + 1.0, seed=6)
+    assert a == b and a.kl_aggregate != c.kl_aggregate
+
+
+def test_to_dict_carries_gap():
+    """to_dict includes the derived gap and its standard error."""
+    mu, logvar = separated(n=5, d=2)
+    dec = kl_decomposition(mu, logvar)
+    d = dec.to_dict()
+    assert d["gap"] == dec.gap and d["gap_se"] == dec.gap_se
+    assert dataclasses.replace(dec, e_kl=dec.e_kl + 1).gap == pytest.approx(dec.gap + 1)
+
+
+# --------------------------------------------------------------------------- W2, active units
+@given(gaussians(max_n=7, max_d=4), st.integers(1, 4), st.data())
+def test_mean_pairwise_w2_matches_pot(g, chunk, data):
+    """Mean pairwise W2 equals the average of POT's Bures-Wasserstein distances over kept pairs."""
+    import ot
+
+    mu, logvar = g
+    n = len(mu)
+    groups = np.asarray(data.draw(st.lists(st.integers(0, 2), min_size=n, max_size=n)))
+    assume(np.any(groups[:, None] != groups[None, :]))
+    dists = [
+        float(
+            ot.gaussian.bures_wasserstein_distance(
+                mu[i], mu[j], np.diag(np.exp(logvar[i])), np.diag(np.exp(logvar[j]))
+            )
+        )
+        for i in range(n)
+        for j in range(i + 1, n)
+        if groups[i] != groups[j]
+    ]
+    mean, count = mean_pairwise_w2(mu, logvar, groups=groups, chunk_size=chunk)
+    assert count == len(dists)
+    assert mean == pytest.approx(np.mean(dists), rel=1e-6, abs=1e-6)
+
+
+def test_mean_pairwise_w2_without_pairs_is_nan():
+    """All inputs in one group: no pair, (nan, 0)."""
+    mean, count = mean_pairwise_w2(np.zeros((3, 2)), np.zeros((3, 2)), groups=[1, 1, 1])
+    assert count == 0 and math.isnan(mean)
+
+
+def test_active_units_on_constructed_means():
+    """Dimensions with variance 0, 0.005, 0.02 and 1 give 2 active units at threshold 0.01."""
+    base = np.array([-1.0, 1.0] * 50)  # sample variance (ddof=1) = 100/99
+    scales = np.sqrt(np.array([0.0, 0.005, 0.02, 1.0]) * 99 / 100)
+    mu = base[:, None] * scales[None, :] + np.array([3.0, -2.0, 0.0, 1.0])
+    np.testing.assert_allclose(unit_activity(mu), [0.0, 0.005, 0.02, 1.0], atol=1e-12)
+    assert active_units(mu) == 2
+    assert active_units(mu, threshold=0.001) == 3
+    assert active_units(mu, threshold=1.0) == 0  # strict inequality
+
+
+# --------------------------------------------------------------------------- encoding
+def test_encode_masked_shapes_and_clean_input():
+    """keep_rate = 1 reproduces model.encode on the clean rows; groups repeat the users."""
+    rng = np.random.default_rng(0)
+    x = sp.random(20, 30, density=0.2, format="csr", random_state=1, dtype=np.float32)
+    x.data[:] = 1.0
+    torch.manual_seed(0)
+    model = MultVAE(30, (8,), 3).eval()
+    users = np.array([2, 5, 11])
+    mu, logvar, groups = encode_masked(model, x, users, n_masks=4, keep_rate=1.0, seed=rng)
+    assert mu.shape == (12, 3) and logvar.shape == (12, 3)
+    np.testing.assert_array_equal(groups, np.repeat(users, 4))
+    with torch.no_grad():
+        ref, _ = model.encode(torch.tensor(x[groups].toarray()))
+    np.testing.assert_allclose(mu, ref.double().numpy(), rtol=1e-6, atol=1e-6)
+
+
+def test_encode_masked_masks_differ_and_are_seeded():
+    """keep_rate < 1: masks of one user differ, and the same seed gives the same posteriors."""
+    x = sp.csr_matrix(np.ones((2, 40), dtype=np.float32))
+    torch.manual_seed(0)
+    model = MultVAE(40, (8,), 3).eval()
+    a = encode_masked(model, x, [0, 1], n_masks=3, keep_rate=0.5, seed=3)
+    b = encode_masked(model, x, [0, 1], n_masks=3, keep_rate=0.5, seed=3)
+    np.testing.assert_array_equal(a[0], b[0])
+    assert not np.allclose(a[0][0], a[0][1])
+
+
+# --------------------------------------------------------------------------- validation
+def test_validation_messages():
+    """Bad public input raises with the exact messages."""
+    good = np.zeros((3, 2))
+    with pytest.raises(ValueError, match=r"^mu must be 2-D \(N, d\), got shape \(3,\)$"):
+        kl_decomposition(np.zeros(3), np.zeros(3))
+    with pytest.raises(
+        ValueError, match=r"^mu \(3, 2\) and logvar \(3, 3\) must have the same shape$"
+    ):
+        kl_decomposition(good, np.zeros((3, 3)))
+    with pytest.raises(
+        ValueError, match=r"^need at least 2 posteriors and d >= 1, got shape \(1, 2\)$"
+    ):
+        kl_decomposition(np.zeros((1, 2)), np.zeros((1, 2)))
+    with pytest.raises(ValueError, match=r"^mu and logvar must be finite$"):
+        kl_decomposition(good, np.full((3, 2), np.nan))
+    with pytest.raises(ValueError, match=r"^n_samples must be an integer >= 2, got 1$"):
+        kl_decomposition(good, good, n_samples=1)
+    with pytest.raises(
+        ValueError,
+        match=r"^aggregate must be one of \('mixture', 'leave_one_out', 'gaussian'\), got 'x'$",
+    ):
+        kl_decomposition(good, good, aggregate="x")
+    with pytest.raises(TypeError, match=r"^mu must be a numeric array, got dtype <U1$"):
+        kl_to_standard_normal(np.array([["a"]]), good)
+    with pytest.raises(ValueError, match=r"^exclude indices must lie in \[0, 3\)$"):
+        mixture_log_density(good, good, good, exclude=np.array([0, 1, 3]))
+    with pytest.raises(ValueError, match=r"^z must be \(M, 2\), got shape \(3, 3\)$"):
+        mixture_log_density(np.zeros((3, 3)), good, good)
+    with pytest.raises(ValueError, match=r"^groups must have shape \(3,\), got \(2,\)$"):
+        mean_pairwise_w2(good, good, groups=[0, 1])
+    with pytest.raises(ValueError, match=r"^threshold must be >= 0, got -1$"):
+        active_units(good, threshold=-1)
+    with pytest.raises(TypeError, match=r"^x must be a scipy sparse matrix, got ndarray$"):
+        encode_masked(None, good, [0], n_masks=1, keep_rate=0.5)
+    with pytest.raises(ValueError, match=r"^keep_rate must be in \(0, 1\], got 0$"):
+        encode_masked(None, sp.csr_matrix(good), [0], n_masks=1, keep_rate=0)
