@@ -7,6 +7,7 @@ import json
 import numpy as np
 import pytest
 import torch
+
 from radius.verify import l2_4
 from radius.verify.context import VerifyContext
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
+
 from radius.verify import t2_5
 
 GAP_CHECKS = (

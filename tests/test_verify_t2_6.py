@@ -6,11 +6,11 @@ import json
 
 import numpy as np
 import pytest
+
+from radius.data.synthetic import SyntheticParams, default_dataset
 from radius.verify import claim_module, t2_6
 from radius.verify.base import VerifyOptions
 from radius.verify.context import VerifyContext
-
-from radius.data.synthetic import SyntheticParams, default_dataset
 
 MC_CHECKS = ("pair_exact_in_mc_ci", "triple_exact_in_mc_ci")
 BOUND_CHECKS = (

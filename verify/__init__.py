@@ -11,9 +11,8 @@ import difflib
 import importlib
 from types import ModuleType
 
-from radius.verify.base import Check, ClaimResult, VerifyOptions
-
 from radius.errors import RadiusError
+from radius.verify.base import Check, ClaimResult, VerifyOptions
 
 __all__ = ["CLAIMS", "Check", "ClaimResult", "VerifyOptions", "claim_module", "resolve_ids"]
 

@@ -11,11 +11,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from radius.verify.base import VerifyOptions
 from torch import nn
 
 from radius.config import TrainConfig, setting_config
 from radius.data.dataset import Dataset
+from radius.verify.base import VerifyOptions
 
 __all__ = ["VerifyContext"]
 

@@ -27,8 +27,6 @@ from typing import Any
 
 import numpy as np
 import torch
-from radius.verify.base import Check, ClaimResult
-from radius.verify.context import VerifyContext
 
 from radius.geometry import (
     binary_l1_nearest,
@@ -40,6 +38,8 @@ from radius.geometry import (
     w1_sliced,
 )
 from radius.model.multvae import EPS_NORM
+from radius.verify.base import Check, ClaimResult
+from radius.verify.context import VerifyContext
 
 __all__ = ["CLAIM_ID", "TITLE", "STATEMENT", "RECONSTRUCTION", "run", "sample_pairs"]
 

@@ -26,12 +26,12 @@ from typing import Any
 
 import numpy as np
 import torch
-from radius.verify.base import Check, ClaimResult
-from radius.verify.context import VerifyContext
 
 from radius.data.dataset import COHORTS, cohort_of
 from radius.gap import compromise_gap_path
 from radius.geometry import binary_l1_nearest, encode_double, w2_diag
+from radius.verify.base import Check, ClaimResult
+from radius.verify.context import VerifyContext
 
 __all__ = ["CLAIM_ID", "TITLE", "STATEMENT", "RECONSTRUCTION", "run"]
 

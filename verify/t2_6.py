@@ -40,10 +40,10 @@ from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
-from radius.verify.base import Check, ClaimResult
-from radius.verify.context import VerifyContext
 
 from radius import masking as mk
+from radius.verify.base import Check, ClaimResult
+from radius.verify.context import VerifyContext
 
 __all__ = [
     "CLAIM_ID",
