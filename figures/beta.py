@@ -1,0 +1,139 @@
+r"""The beta sweep of the beta-KL decomposition: both terms, W2 contraction, active units.
+
+.. math::
+
+    \mathbb E_{x,b}\,\mathrm{KL}(q(z\mid x_h)\,\|\,p) = I_q(X_h; Z) + \mathrm{KL}(q_h\,\|\,p)
+
+Panels against the KL weight cap beta: (a) the closed-form mean KL and the two Monte
+Carlo terms with their standard errors; (b) mean pairwise W2 between posteriors of
+different users; (c) active units (:math:`\operatorname{Var}_x \mu_k > 0.01`) out of d.
+The data are the ``sweep`` rows of ``radius.verify.beta_kl.run(ctx).details`` (same
+users and masks for every beta), and the sweep checks' verdicts are written beside.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from radius.figures.common import new_figure, save_png, write_csv, write_json
+
+__all__ = ["BETA_COLUMNS", "collect_beta", "draw_beta"]
+
+BETA_COLUMNS = (
+    "beta",
+    "e_kl",
+    "mutual_info",
+    "mutual_info_se",
+    "kl_aggregate",
+    "kl_aggregate_se",
+    "log_n",
+    "mean_pairwise_w2",
+    "active_units",
+    "latent_dim",
+)
+
+
+def collect_beta(ctx: Any, *, betas: Sequence[float] | None = None) -> dict[str, Any]:
+    """Run the beta-KL claim (its sweep models are cached) and keep the sweep rows."""
+    from radius.verify import beta_kl
+
+    kw = {} if betas is None else {"betas": tuple(betas)}
+    res = beta_kl.run(ctx, **kw)
+    missing = [c for c in BETA_COLUMNS if res.details["sweep"] and c not in res.details["sweep"][0]]
+    if missing:
+        raise KeyError(f"beta_kl details['sweep'] rows lack {missing}")
+    return {
+        "rows": [{c: row[c] for c in BETA_COLUMNS} for row in res.details["sweep"]],
+        "checks": [
+            {"name": c.name, "passed": c.passed, "measured": c.measured, "tolerance": c.tolerance}
+            for c in res.checks
+            if c.name.startswith("sweep_")
+        ],
+        "method": res.method,
+        "source": "radius.verify.beta_kl.run(ctx).details['sweep']",
+        "context": res.context,
+    }
+
+
+def draw_beta(data: dict[str, Any], out_dir: str | os.PathLike) -> dict[str, Any]:
+    """Three panels against beta; writes ``beta.png``, ``beta.csv`` and ``beta.json``."""
+    out_dir = Path(out_dir)
+    rows = sorted(data["rows"], key=lambda r: r["beta"])
+    if not rows:
+        raise ValueError("no sweep rows to draw")
+    col = {c: np.array([float(r[c]) for r in rows]) for c in BETA_COLUMNS}
+    b = col["beta"]
+    verdict = {c["name"]: c["passed"] for c in data.get("checks", [])}
+
+    def tag(name: str) -> str:
+        return "" if name not in verdict else (" [PASS]" if verdict[name] else " [FAIL]")
+
+    fig, (ax_kl, ax_w2, ax_au) = new_figure(14.0, 4.2, ncols=3)
+    ax_kl.plot(b, col["e_kl"], "-o", color="black", ms=4, label="E KL(q(z|x_h) || p), closed form")
+    ax_kl.errorbar(
+        b,
+        col["mutual_info"],
+        yerr=2 * col["mutual_info_se"],
+        fmt="-s",
+        ms=4,
+        capsize=3,
+        color="#1f77b4",
+        label="I_q(X_h; Z) ± 2 s.e.",
+    )
+    ax_kl.errorbar(
+        b,
+        col["kl_aggregate"],
+        yerr=2 * col["kl_aggregate_se"],
+        fmt="-^",
+        ms=4,
+        capsize=3,
+        color="#d62728",
+        label="KL(q_h || p) ± 2 s.e.",
+    )
+    ax_kl.plot(
+        b, col["mutual_info"] + col["kl_aggregate"], ":", color="#7f7f7f", label="I + KL(q_h || p)"
+    )
+    ax_kl.set_ylabel("nats")
+    terms = np.concatenate([col["e_kl"], col["mutual_info"], col["kl_aggregate"]])
+    if np.all(terms > 0) and terms.max() / terms.min() > 30:
+        ax_kl.set_yscale("log")  # beta = 0 leaves the KL terms orders of magnitude larger
+    ax_kl.set_title(
+        f"decomposition of the prior term (I ≤ log N = {float(np.median(col['log_n'])):.2f})\n"
+        f"I falls{tag('sweep_mi_falls')}, KL(q_h || p) falls{tag('sweep_kl_aggregate_falls')}",
+        fontsize=10,
+    )
+    ax_kl.legend(fontsize=7)
+    ax_w2.plot(b, col["mean_pairwise_w2"], "-o", color="#2ca02c", ms=4)
+    ax_w2.set_ylabel("mean pairwise W2 (different users)")
+    ax_w2.set_title("posterior spread" + tag("sweep_w2_contracts"), fontsize=10)
+    ax_au.plot(b, col["active_units"], "-o", color="#9467bd", ms=4, label="active units")
+    ax_au.axhline(
+        float(col["latent_dim"].max()), color="#9467bd", lw=0.7, ls="--", label="latent dimension d"
+    )
+    ax_au.set_ylabel("active units (Var_x μ_k > 0.01)")
+    ax_au.set_ylim(0, float(col["latent_dim"].max()) * 1.08)
+    ax_au.set_title("posterior collapse" + tag("sweep_active_units_drop"), fontsize=10)
+    ax_au.legend(fontsize=7)
+    positive = b[b > 0]
+    for ax in (ax_kl, ax_w2, ax_au):
+        if positive.size and b.min() == 0:
+            ax.set_xscale("symlog", linthresh=float(positive.min()))
+        elif positive.size == b.size and b.max() / b.min() > 20:
+            ax.set_xscale("log")
+        ax.set_xticks(b, [f"{v:g}" for v in b])
+        ax.minorticks_off()
+        ax.set_xlabel("β (KL weight cap)")
+    fig.suptitle("β sweep of the masking model: E KL = I_q(X_h; Z) + KL(q_h || p)", fontsize=11)
+    png = save_png(fig, out_dir / "beta.png")
+    csv = write_csv(
+        out_dir / "beta.csv", BETA_COLUMNS, [[r[c] for c in BETA_COLUMNS] for r in rows]
+    )
+    js = write_json(
+        out_dir / "beta.json", {"figure": "beta", **{k: v for k, v in data.items() if k != "rows"}}
+    )
+    return {"png": png, "csv": csv, "json": js, "header": list(BETA_COLUMNS), "rows": rows}

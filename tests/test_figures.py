@@ -1,0 +1,296 @@
+"""Figures: each renders on the tiny data, and its data file matches what was drawn."""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from radius.data.dataset import COHORTS
+from radius.errors import RadiusError
+
+COHORT_LABELS = [c[0] for c in COHORTS]
+
+
+def _png_ok(path: Path) -> tuple[int, int]:
+    """The file is a readable PNG of nonzero size; returns (width, height)."""
+    assert path.is_file() and path.stat().st_size > 0
+    with Image.open(path) as im:
+        assert im.format == "PNG"
+        im.verify()
+    with Image.open(path) as im:
+        w, h = im.size
+    assert w > 100 and h > 100
+    return w, h
+
+
+def _csv(path: Path) -> tuple[list[str], list[dict[str, str]]]:
+    with open(path, newline="") as f:
+        reader = csv.DictReader(f)
+        return list(reader.fieldnames or []), list(reader)
+
+
+def _f(v: str) -> float:
+    return float(v) if v not in ("", "None") else math.nan
+
+
+@pytest.fixture(scope="module")
+def out_dir(tmp_path_factory):
+    return tmp_path_factory.mktemp("figures")
+
+
+# --------------------------------------------------------------------------- t-SNE
+def test_cohort_separation_of_separated_clusters():
+    """Cohorts placed in far-apart clusters have silhouette near 1 and kNN purity 1."""
+    from radius.figures.tsne import cohort_separation
+
+    rng = np.random.default_rng(0)
+    labels = np.repeat(np.arange(3), 30)
+    mu = rng.normal(size=(90, 4)) * 0.1 + labels[:, None] * 10.0
+    st = cohort_separation(mu, labels, k=5, counts=np.exp(labels + 1.0))
+    assert st["silhouette"] > 0.9 and st["knn_purity"] == 1.0
+    assert st["knn_log_count_spearman"] > 0.9
+
+
+def test_cohort_separation_of_shuffled_labels_is_near_chance():
+    """Negative control: labels unrelated to the points give purity near chance, silhouette ~ 0."""
+    from radius.figures.tsne import cohort_separation
+
+    rng = np.random.default_rng(1)
+    mu = rng.normal(size=(400, 4))
+    labels = rng.integers(0, 3, size=400)
+    st = cohort_separation(mu, labels, k=10)
+    assert abs(st["knn_purity"] - st["knn_purity_chance"]) < 0.06
+    assert abs(st["silhouette"]) < 0.05
+    assert math.isnan(st["knn_log_count_spearman"])
+
+
+def test_cohort_separation_rejects_bad_shapes():
+    """Labels that do not match the points raise with the expected shape."""
+    from radius.figures.tsne import cohort_separation
+
+    with pytest.raises(ValueError, match=r"labels must have shape \(5,\), got \(4,\)"):
+        cohort_separation(np.zeros((5, 2)), np.zeros(4))
+
+
+@pytest.mark.slow
+def test_tsne_figure(tiny_ctx, out_dir):
+    """Three panels of the same users; the numbers in the JSON are valid and match the CSV."""
+    from radius.figures.tsne import collect_tsne, draw_tsne
+
+    data = collect_tsne(tiny_ctx, n_users=60, max_iter=250)
+    res = draw_tsne(data, out_dir)
+    _png_ok(res["png"])
+    header, rows = _csv(res["csv"])
+    assert header == ["setting", "user", "count", "cohort", "tsne_x", "tsne_y"]
+    n = len(data["users"])
+    assert len(rows) == 3 * n
+    for s in ("clean", "masking", "pia"):
+        sub = [r for r in rows if r["setting"] == s]
+        assert [int(r["user"]) for r in sub] == [int(u) for u in data["users"]]
+        emb = np.array([[_f(r["tsne_x"]), _f(r["tsne_y"])] for r in sub])
+        np.testing.assert_allclose(emb, data["panels"][s]["embedding"], rtol=1e-12)
+    stats = json.loads(res["json"].read_text())["stats"]
+    assert set(stats) == {"clean", "masking", "pia"}
+    for st in stats.values():
+        assert -1.0 <= st["silhouette"] <= 1.0
+        assert 0.0 <= st["knn_purity"] <= 1.0 and 0.0 <= st["knn_purity_chance"] <= 1.0
+        assert st["n"] == n
+    sizes = json.loads(res["json"].read_text())["cohort_sizes"]
+    assert sum(sizes.values()) == n
+    assert {r["cohort"] for r in rows} <= set(COHORT_LABELS)
+
+
+# --------------------------------------------------------------------------- cohorts
+@pytest.mark.slow
+def test_cohorts_figure(tiny_ctx, out_dir):
+    """One CSV row per cohort; means, stds and gains equal the ablation's."""
+    from radius.figures.cohorts import collect_cohorts, draw_cohorts
+
+    result = collect_cohorts(tiny_ctx, seeds=2)
+    res = draw_cohorts(result, out_dir)
+    _png_ok(res["png"])
+    header, rows = _csv(res["csv"])
+    assert header[:2] == ["cohort", "users"]
+    assert {"masking_mean", "masking_std", "pia_mean", "pia_std", "gain_mean", "gain_std"} <= set(
+        header
+    )
+    assert [r["cohort"] for r in rows] == COHORT_LABELS
+    for r in rows:
+        c = r["cohort"]
+        for s in ("clean", "masking", "pia"):
+            want = result["cohorts"][s][c]["ndcg@100"]
+            for k in ("mean", "std"):
+                got = _f(r[f"{s}_{k}"])
+                assert (math.isnan(got) and math.isnan(want[k])) or got == pytest.approx(want[k])
+        if int(r["users"]):
+            assert 0.0 <= _f(r["pia_mean"]) <= 1.0
+            assert _f(r["gain_mean"]) == pytest.approx(_f(r["pia_mean"]) - _f(r["masking_mean"]))
+    assert sum(int(r["users"]) for r in rows) == result["test_users"]
+    js = json.loads(res["json"].read_text())
+    assert js["pia_gain"]["largest_at_both_ends"] == result["pia_gain"]["largest_at_both_ends"]
+
+
+# --------------------------------------------------------------------------- radius
+def test_pair_rows_from_details_fills_derived_fields():
+    """Rows with w2, inner, norm_u and r_share get the normalised transfer and the inside flag."""
+    from radius.figures.sharing_radius import pair_rows_from_details
+
+    base = {"w2": 0.1, "inner": 2.0, "norm_u": 2.0, "r_share": 0.5}
+    details = {
+        "pairs": [
+            {"u": 0, "v": 1, "kind": "jaccard", **base},
+            {"u": 2, "v": 3, "w2": 0.9, "inner": -1.0, "norm_u": 1.0, "r_share": 0.0},
+        ],
+    }
+    rows = pair_rows_from_details(details)
+    assert [r["normalised_transfer"] for r in rows] == pytest.approx([0.5, -1.0])
+    assert [r["inside"] for r in rows] == [True, False]
+    assert [r["kind"] for r in rows] == ["jaccard", "sampled"]
+    assert math.isnan(rows[0]["delta_x"])
+
+
+def test_pair_rows_from_details_without_the_fields_is_none():
+    """Details whose pair rows lack r_share (or that have no pairs) give None."""
+    from radius.figures.sharing_radius import pair_rows_from_details
+
+    assert pair_rows_from_details({"pairs": [{"u": 0, "v": 1, "w2": 0.3}]}) is None
+    assert pair_rows_from_details({"pairs": []}) is None
+    assert pair_rows_from_details({"summary": {}}) is None
+
+
+@pytest.mark.slow
+def test_radius_figure(tiny_ctx, out_dir):
+    """The pairs written are the claim's; inside == W2 < r_share; transfer = inner/||g_u||^2."""
+    from radius.figures.sharing_radius import RADIUS_COLUMNS, collect_radius, draw_radius
+
+    data = collect_radius(tiny_ctx)
+    res = draw_radius(data, out_dir)
+    _png_ok(res["png"])
+    header, got = _csv(res["csv"])
+    assert header == list(RADIUS_COLUMNS)
+    assert len(got) == len(data["rows"]) > 0
+    assert {r["kind"] for r in got} <= {"jaccard", "latent", "random"}
+    for r, want in zip(got, data["rows"]):
+        assert (int(r["u"]), int(r["v"])) == (want["u"], want["v"])
+        w2, r_share = _f(r["w2"]), _f(r["r_share"])
+        assert w2 >= 0 and r_share >= 0
+        assert (r["inside"] == "True") == (w2 < r_share)
+        assert _f(r["normalised_transfer"]) == pytest.approx(
+            _f(r["inner"]) / _f(r["norm_u"]) ** 2, rel=1e-9
+        )
+    js = json.loads(res["json"].read_text())
+    summary = js["summary"]
+    assert -1.0 <= summary["spearman_w2_transfer"] <= 1.0
+    assert summary["n_inside"] == sum(r["inside"] == "True" for r in got)
+    assert summary["n_inside"] == js["claim"]["n_inside_radius"]  # every inside pair is kept
+    assert summary["n_inside_positive_transfer"] <= summary["n_inside"]
+    assert js["claim"]["verdict"] in ("PASS", "FAIL")
+
+
+# --------------------------------------------------------------------------- masking
+@pytest.mark.slow
+def test_masking_figure(tiny_ctx, out_dir):
+    """Probabilities in [0, 1], bounds >= exact, Monte Carlo intervals cover the exact law."""
+    from radius.figures.masking import collect_masking, draw_masking
+
+    rhos = (0.2, 0.5, 0.8, 1.0)
+    data = collect_masking(tiny_ctx, rhos=rhos, n_cases=60, n_candidates=300, n_mc=600)
+    res = draw_masking(data, out_dir)
+    _png_ok(res["png"])
+    header, rows = _csv(res["csv"])
+    assert {"panel", "rho", "exact", "bound_hoeffding", "bound_kl", "mc", "mc_lo", "mc_hi"} <= set(
+        header
+    )
+    assert len(rows) == 3 * len(rhos)
+    for r in rows:
+        exact, mc = _f(r["exact"]), _f(r["mc"])
+        assert 0.0 <= exact <= 1.0 and 0.0 <= mc <= 1.0
+        assert _f(r["bound_hoeffding"]) >= exact - 1e-12
+        if r["panel"] != "rank flip":
+            assert _f(r["bound_kl"]) >= exact - 1e-12
+        else:
+            assert _f(r["mean_bound_all_triples"]) >= _f(r["mean_exact_all_triples"]) - 1e-12
+        assert _f(r["mc_lo"]) <= mc <= _f(r["mc_hi"])
+    covered = [_f(r["mc_lo"]) <= _f(r["exact"]) <= _f(r["mc_hi"]) for r in rows]
+    assert sum(covered) >= len(rows) - 1  # 99.9% intervals: at most one miss expected
+    ends = {r["panel"]: r for r in rows if _f(r["rho"]) == 1.0}
+    assert _f(ends["neighbour pair"]["exact"]) == pytest.approx(1.0)  # rho = 1: D = d exactly
+    assert _f(ends["rank flip"]["exact"]) == 0.0  # rho = 1: d_uw > d_uv, no flip
+    near = data["cases"]["neighbour pair"]
+    assert near["s"] > 0
+
+
+# --------------------------------------------------------------------------- beta
+@pytest.mark.slow
+def test_beta_figure(tiny_ctx, out_dir):
+    """One row per beta; I <= log N, active units <= d, E KL = I + KL(q_h||p) within 4 s.e."""
+    from radius.figures.beta import BETA_COLUMNS, collect_beta, draw_beta
+
+    data = collect_beta(tiny_ctx, betas=(0.0, 0.2, 2.0))
+    res = draw_beta(data, out_dir)
+    _png_ok(res["png"])
+    header, rows = _csv(res["csv"])
+    assert header == list(BETA_COLUMNS)
+    assert [_f(r["beta"]) for r in rows] == [0.0, 0.2, 2.0]
+    for r in rows:
+        assert _f(r["mutual_info"]) <= _f(r["log_n"]) + 1e-9
+        assert 0 <= _f(r["active_units"]) <= _f(r["latent_dim"])
+        se = math.hypot(_f(r["mutual_info_se"]), _f(r["kl_aggregate_se"]))
+        gap = _f(r["e_kl"]) - _f(r["mutual_info"]) - _f(r["kl_aggregate"])
+        assert abs(gap) <= 4 * se + 1e-6
+    js = json.loads(res["json"].read_text())
+    assert {c["name"] for c in js["checks"]} >= {"sweep_mi_falls", "sweep_w2_contracts"}
+
+
+# --------------------------------------------------------------------------- registry
+def test_registry_names():
+    """`all` expands to every figure, in order, without duplicates."""
+    from radius.figures.registry import FIGURES, resolve_figures
+
+    assert (
+        resolve_figures("all") == list(FIGURES) == ["tsne", "cohorts", "radius", "masking", "beta"]
+    )
+    assert resolve_figures("beta,tsne,beta") == ["beta", "tsne"]
+
+
+def test_unknown_figure_suggests_close_match():
+    """A misspelt name raises RadiusError naming the closest figure."""
+    from radius.figures.registry import resolve_figures
+
+    with pytest.raises(RadiusError, match=r"unknown figure 'tnse'.*did you mean 'tsne'\?"):
+        resolve_figures("tnse")
+
+
+def test_cli_unknown_figure_exits_2(capsys):
+    """`radius figures cohort` exits 2 with the suggestion on stderr, drawing nothing."""
+    from radius.cli import main
+
+    assert main(["figures", "cohort", "--out", "/nonexistent/never"]) == 2
+    assert "did you mean 'cohorts'" in capsys.readouterr().err
+
+
+def test_run_figures_draws_and_reports(tiny_dataset, tmp_path, monkeypatch, capsys):
+    """`radius figures masking --quick` writes the PNG and data files and prints their paths."""
+    import argparse
+
+    import radius.experiments
+    from radius.figures.registry import run_figures
+
+    monkeypatch.setattr(radius.experiments, "load_dataset", lambda spec: tiny_dataset)
+    args = argparse.Namespace(
+        name="masking", data="default", out=str(tmp_path), seeds=1, quick=True, progress=False
+    )
+    assert run_figures(args) == 0
+    text = capsys.readouterr().out
+    for ext in ("png", "csv", "json"):
+        path = tmp_path / f"masking.{ext}"
+        assert path.is_file() and str(path) in text
+    _png_ok(tmp_path / "masking.png")
+    header, rows = _csv(tmp_path / "masking.csv")
+    assert sorted({_f(r["rho"]) for r in rows}) == [0.2, 0.4, 0.6, 0.8, 1.0]  # quick grid
