@@ -204,12 +204,14 @@ class RecVAETrainer:
     """Alternating phases: ``enc_epochs`` encoder passes, refresh prior, one decoder pass."""
 
     def __init__(self, model: RecVAE, config: TrainConfig) -> None:
+        from radius.train import make_adam
+
         self.model, self.config = model, config
         enc_params = [p for _, p in model.encoder_parameters()]
         if model.anchors is not None:
             enc_params.append(model.anchors)
-        self.opt_enc = torch.optim.Adam(enc_params, lr=config.lr)
-        self.opt_dec = torch.optim.Adam([p for _, p in model.decoder_parameters()], lr=config.lr)
+        self.opt_enc = make_adam(enc_params, config)
+        self.opt_dec = make_adam([p for _, p in model.decoder_parameters()], config)
 
     def state_dict(self) -> dict[str, Any]:
         return {"enc": self.opt_enc.state_dict(), "dec": self.opt_dec.state_dict()}
