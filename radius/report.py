@@ -1,0 +1,867 @@
+"""``radius report``: regenerate the results parts of ``paper_checks.md``.
+
+``paper_checks.md`` mixes hand-written text (per claim: the statement verified, whether
+it is a reconstruction, the method) with generated blocks between markers::
+
+    <!-- radius:begin results 2.6 -->
+    ... verdict, checks table, key numbers, command, figure, stamp ...
+    <!-- radius:end results 2.6 -->
+
+The generator replaces only what lies between a begin marker and its end marker;
+every byte outside them, the marker lines included, is kept. Blocks it knows:
+
+``results <claim id>``
+    from the JSON report ``radius verify`` writes per claim (``ClaimResult.to_dict()``
+    plus ``"seconds"``); a claim with no report renders "not run yet".
+``ablation``
+    from ``runs/<data>/ablation-*.json`` (``radius experiment ablation``).
+``figures``
+    the PNGs in ``figures/out/`` with the data files beside them.
+
+Blocks with other keys are left as they are. Nothing in the output depends on the
+clock, so regenerating from the same inputs gives the same file, byte for byte. When
+the output file does not exist a full skeleton is written: one section per claim id of
+``radius.verify.CLAIMS`` (title, statement and reconstruction label from the JSON
+report or the claim module's constants), then the ablation and figures blocks.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from radius.errors import RadiusError
+from radius.io import atomic_write_text
+
+__all__ = [
+    "Block",
+    "ReportInputs",
+    "ReportSummary",
+    "begin_marker",
+    "end_marker",
+    "parse_blocks",
+    "check_structure",
+    "replace_blocks",
+    "load_claim_reports",
+    "load_ablations",
+    "claim_info",
+    "render_claim",
+    "render_ablation",
+    "render_figures",
+    "render_blocks",
+    "skeleton",
+    "generate",
+    "run_report",
+]
+
+DEFAULT_VERIFY_DIR = Path("runs") / "synthetic" / "verify"
+DEFAULT_FIGURES_DIR = Path("figures") / "out"
+
+# Figures that illustrate a claim (``radius figures NAME`` writes NAME.png).
+CLAIM_FIGURES: dict[str, tuple[str, ...]] = {
+    "2.3": ("radius",),
+    "2.5": ("tsne",),
+    "2.6": ("masking",),
+    "beta-kl": ("beta",),
+}
+ABLATION_FIGURES: tuple[str, ...] = ("cohorts", "tsne")
+
+# A marker counts only on a line of its own (a mention inside prose or code does not).
+_BEGIN_RE = re.compile(r"^[ \t]*<!-- radius:begin (?P<key>[^<>\n]*?) -->[ \t]*$", re.MULTILINE)
+_END_RE = re.compile(r"^[ \t]*<!-- radius:end (?P<key>[^<>\n]*?) -->[ \t]*$", re.MULTILINE)
+_MAX_KEY_NUMBERS = 12
+
+
+def begin_marker(key: str) -> str:
+    """The line that opens the generated block ``key`` (e.g. ``results 2.6``)."""
+    return f"<!-- radius:begin {key} -->"
+
+
+def end_marker(key: str) -> str:
+    """The line that closes the generated block ``key``."""
+    return f"<!-- radius:end {key} -->"
+
+
+# --------------------------------------------------------------------------- parsing
+@dataclass(frozen=True)
+class Block:
+    """A generated block: ``text[start:end]`` is its content, between the two markers."""
+
+    key: str
+    start: int
+    end: int
+    line: int  # 1-based line of the begin marker
+
+
+def _line_of(text: str, pos: int) -> int:
+    return text.count("\n", 0, pos) + 1
+
+
+def parse_blocks(text: str) -> list[Block]:
+    """The generated blocks of a document, in order.
+
+    Raises
+    ------
+    RadiusError
+        On an end marker without its begin marker, a begin marker without its end,
+        nested blocks or a key used twice (each message names the line).
+    """
+    events = [
+        (m.start(), m.end(), "begin", m.group("key").strip()) for m in _BEGIN_RE.finditer(text)
+    ]
+    events += [(m.start(), m.end(), "end", m.group("key").strip()) for m in _END_RE.finditer(text)]
+    events.sort()
+    blocks: list[Block] = []
+    seen: dict[str, int] = {}
+    open_: tuple[str, int, int] | None = None  # key, content start, marker position
+    for start, end, kind, key in events:
+        line = _line_of(text, start)
+        if kind == "begin":
+            if open_ is not None:
+                raise RadiusError(
+                    f"line {line}: block {key!r} begins inside block {open_[0]!r} "
+                    f"(opened at line {_line_of(text, open_[2])}); blocks cannot nest"
+                )
+            if key in seen:
+                raise RadiusError(
+                    f"line {line}: block {key!r} appears twice (first at line {seen[key]})"
+                )
+            seen[key] = line
+            open_ = (key, end, start)
+        else:
+            if open_ is None or open_[0] != key:
+                raise RadiusError(f"line {line}: end marker of {key!r} without its begin marker")
+            blocks.append(Block(key, open_[1], start, _line_of(text, open_[2])))
+            open_ = None
+    if open_ is not None:
+        raise RadiusError(
+            f"line {_line_of(text, open_[2])}: block {open_[0]!r} has no end marker "
+            f"({end_marker(open_[0])})"
+        )
+    return blocks
+
+
+def replace_blocks(text: str, contents: Mapping[str, str]) -> str:
+    """``text`` with the content of each block named in ``contents`` replaced.
+
+    The new content sits on its own lines between the unchanged marker lines; text
+    outside the blocks and blocks not named in ``contents`` are kept byte for byte.
+    """
+    out: list[str] = []
+    pos = 0
+    for b in parse_blocks(text):
+        if b.key not in contents:
+            continue
+        body = contents[b.key].strip("\n")
+        out.append(text[pos : b.start])
+        out.append("\n" + body + "\n" if body else "\n")
+        pos = b.end
+    out.append(text[pos:])
+    return "".join(out)
+
+
+def check_structure(text: str, claim_ids: Sequence[str] | None = None) -> list[str]:
+    """Problems that keep ``text`` from being a ``paper_checks.md`` the generator fills.
+
+    Empty when the markers are well formed and every claim id (default: all of
+    ``radius.verify.CLAIMS``) has a ``results <id>`` block preceded, since the previous
+    block, by a markdown heading that names the id (case-insensitive).
+    """
+    if claim_ids is None:
+        from radius.verify import CLAIMS
+
+        claim_ids = list(CLAIMS)
+    try:
+        blocks = parse_blocks(text)
+    except RadiusError as e:
+        return [str(e)]
+    problems = []
+    by_key = {b.key: b for b in blocks}
+    for cid in claim_ids:
+        b = by_key.get(f"results {cid}")
+        if b is None:
+            problems.append(f"claim {cid}: no {begin_marker(f'results {cid}')} block")
+            continue
+        prev_end = max((o.end for o in blocks if o.end < b.start), default=0)
+        marker_pos = text.rfind("<!--", 0, b.start)
+        region = text[prev_end:marker_pos]
+        headings = [ln for ln in region.splitlines() if ln.lstrip().startswith("#")]
+        pat = re.compile(rf"(?<![\d.]){re.escape(cid.lower())}(?![\d])")
+        if not any(pat.search(h.lower()) for h in headings):
+            problems.append(
+                f"claim {cid}: no heading naming it before its results block (line {b.line})"
+            )
+    return problems
+
+
+# --------------------------------------------------------------------------- inputs
+@dataclass
+class ReportInputs:
+    """What a report is generated from.
+
+    claims : claim id -> report dict (``ClaimResult.to_dict()`` + ``seconds``), or an
+        ``{"error": message}`` dict for an unreadable report.
+    sources : claim id -> path of its report.
+    ablations : path -> ablation dict (``radius experiment ablation``).
+    verify_dir : the folder the reports were read from (named in "not run yet").
+    figures_dir : where figure PNGs are looked for.
+    """
+
+    claims: dict[str, dict[str, Any]] = field(default_factory=dict)
+    sources: dict[str, Path] = field(default_factory=dict)
+    ablations: dict[Path, dict[str, Any]] = field(default_factory=dict)
+    verify_dir: Path = DEFAULT_VERIFY_DIR
+    figures_dir: Path = DEFAULT_FIGURES_DIR
+
+
+def load_claim_reports(verify_dir: str | os.PathLike) -> tuple[dict, dict]:
+    """Reports in ``verify_dir``: (claim id -> dict, claim id -> path).
+
+    A file is matched to its claim by its ``"claim"`` field, else by its name
+    (``t2_6.json`` is claim 2.6). Unreadable files give ``{"error": ...}`` so the
+    report says so instead of pretending the claim was not run.
+    """
+    from radius.verify import CLAIMS
+
+    by_module = {m: c for c, m in CLAIMS.items()}
+    claims: dict[str, dict[str, Any]] = {}
+    sources: dict[str, Path] = {}
+    folder = Path(verify_dir)
+    if not folder.is_dir():
+        return claims, sources
+    for path in sorted(folder.glob("*.json")):
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+            if not isinstance(data, dict):
+                raise ValueError("top level is not an object")
+        except (OSError, ValueError) as e:
+            cid = by_module.get(path.stem)
+            if cid is not None:
+                claims[cid] = {"error": f"{path}: unreadable ({type(e).__name__}: {e})"}
+                sources[cid] = path
+            continue
+        cid = str(data.get("claim") or by_module.get(path.stem, ""))
+        if not cid:
+            continue
+        claims[cid] = data
+        sources[cid] = path
+    return claims, sources
+
+
+def load_ablations(data_dir: str | os.PathLike) -> dict[Path, dict[str, Any]]:
+    """``ablation-*.json`` files of a data folder (e.g. ``runs/synthetic``), readable ones."""
+    out: dict[Path, dict[str, Any]] = {}
+    folder = Path(data_dir)
+    if not folder.is_dir():
+        return out
+    for path in sorted(folder.glob("ablation-*.json")):
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError) as e:
+            out[path] = {"error": f"unreadable ({type(e).__name__}: {e})"}
+            continue
+        out[path] = data if isinstance(data, dict) else {"error": "top level is not an object"}
+    return out
+
+
+def claim_info(claim_id: str, report: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """Title, statement, reconstruction flag and method of a claim.
+
+    Taken from its report when there is one, else from the claim module's ``TITLE``,
+    ``STATEMENT`` and ``RECONSTRUCTION`` constants (and the ``Method.`` paragraph of
+    its docstring) when it imports; missing pieces are None.
+    """
+    info: dict[str, Any] = {
+        "title": None,
+        "statement": None,
+        "reconstruction": None,
+        "method": None,
+    }
+    if report and "error" not in report:
+        for k in info:
+            if report.get(k) not in (None, ""):
+                info[k] = report[k]
+    if any(v is None for v in info.values()):
+        try:
+            from radius.verify import CLAIMS, claim_module
+
+            mod = claim_module(claim_id)
+        except Exception:  # a claim module not written yet, or failing to import
+            mod = None
+        if mod is not None:
+            for k, const in (
+                ("title", "TITLE"),
+                ("statement", "STATEMENT"),
+                ("reconstruction", "RECONSTRUCTION"),
+            ):
+                if info[k] is None and hasattr(mod, const):
+                    info[k] = getattr(mod, const)
+            if info["method"] is None:
+                info["method"] = _method_paragraph(mod.__doc__ or "", CLAIMS[claim_id])
+    return info
+
+
+def _method_paragraph(doc: str, module: str) -> str | None:
+    """The paragraph of a module docstring that starts with ``Method.`` (prefix dropped)."""
+    for para in re.split(r"\n\s*\n", doc):
+        p = " ".join(para.split())
+        if p.startswith("Method."):
+            p = p[len("Method.") :].strip().replace("``", "`")
+            p = re.sub(r":math:`([^`]*)`", r"$\1$", p)
+            if p.endswith(":"):
+                p = p[:-1] + f" (continued in the docstring of `verify/{module}.py`)."
+            return p
+    return None
+
+
+# --------------------------------------------------------------------------- format
+def _num(v: Any, digits: int = 4) -> str:
+    """A number for a table: ``digits`` significant digits; JSON's "nan"/"inf" kept."""
+    if isinstance(v, bool):
+        return "yes" if v else "no"
+    if isinstance(v, int):
+        return str(v)
+    if isinstance(v, float):
+        if math.isnan(v) or math.isinf(v):
+            return str(v)
+        return f"{v:.{digits}g}"
+    if v is None:
+        return "—"
+    return str(v)
+
+
+def _cell(v: Any) -> str:
+    """Table cell text: numbers formatted, pipes escaped, one line."""
+    s = _num(v) if not isinstance(v, str) else v
+    return " ".join(s.replace("|", "\\|").split())
+
+
+def _md_table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
+    lines = ["| " + " | ".join(_cell(h) for h in header) + " |"]
+    lines.append("|" + "|".join("---" for _ in header) + "|")
+    lines += ["| " + " | ".join(_cell(c) for c in r) + " |" for r in rows]
+    return "\n".join(lines)
+
+
+def _rel(path: Path, base: Path) -> str:
+    """``path`` relative to ``base`` with forward slashes (markdown links)."""
+    try:
+        rel = os.path.relpath(path.resolve(), base.resolve())
+    except ValueError:  # different drives
+        rel = str(path)
+    return rel.replace(os.sep, "/")
+
+
+def _command(claim_id: str, context: Mapping[str, Any]) -> str:
+    parts = ["radius verify", f"--theorem {claim_id}"]
+    name = context.get("dataset")
+    if name and name != "synthetic":
+        parts.append(f"--data {name}")
+    seed = context.get("seed")
+    if isinstance(seed, int) and seed != 0:
+        parts.append(f"--seed {seed}")
+    if context.get("checkpoint"):
+        parts.append(f"--checkpoint {context['checkpoint']}")
+    return " ".join(parts)
+
+
+def _stamp(context: Mapping[str, Any], seconds: Any) -> str:
+    bits = [
+        f"data `{context.get('dataset', '?')}` (hash `{context.get('data_hash', '?')}`)",
+        f"seed {context.get('seed', '?')}",
+        f"code `{context.get('code_version', '?')}`",
+    ]
+    if context.get("checkpoint"):
+        bits.append(f"checkpoint `{context['checkpoint']}`")
+    if isinstance(seconds, (int, float)) and not isinstance(seconds, bool):
+        bits.append(f"{seconds:.1f} s")
+    return ", ".join(bits)
+
+
+_SKIP_DETAILS = ("seconds", "timings", "hooks", "rows")
+
+
+def _key_numbers(details: Any) -> list[tuple[str, Any]]:
+    """At most 12 scalar entries of ``details``.
+
+    ``details["key_numbers"]`` (a dict) chooses them when present; otherwise scalar
+    leaves up to two levels deep are taken in order, skipping timings, negative-control
+    hooks and row dumps (keys containing ``seconds``, ``timings``, ``hooks``, ``rows``).
+    """
+    if not isinstance(details, Mapping):
+        return []
+    chosen = details.get("key_numbers")
+    if isinstance(chosen, Mapping):
+        return [(str(k), v) for k, v in _flatten(chosen, depth=2)][:_MAX_KEY_NUMBERS]
+    out = []
+    for k, v in _flatten(details, depth=2):
+        if any(skip in part for part in k.split(".") for skip in _SKIP_DETAILS):
+            continue
+        if isinstance(v, str) and len(v) > 80:
+            continue
+        out.append((k, v))
+    return out[:_MAX_KEY_NUMBERS]
+
+
+def _figure_links(names: Sequence[str], figures_dir: Path, out_dir: Path) -> list[str]:
+    links = []
+    for name in names:
+        png = figures_dir / f"{name}.png"
+        if png.is_file():
+            extra = [
+                f"[{p.suffix[1:]}]({_rel(p, out_dir)})"
+                for p in (figures_dir / f"{name}.csv", figures_dir / f"{name}.json")
+                if p.is_file()
+            ]
+            tail = f" (data: {', '.join(extra)})" if extra else ""
+            links.append(f"![{name}]({_rel(png, out_dir)}){tail}")
+        else:
+            links.append(f"`{name}` not drawn yet: `radius figures {name}`")
+    return links
+
+
+# --------------------------------------------------------------------------- render
+def render_claim(
+    claim_id: str,
+    report: Mapping[str, Any] | None,
+    *,
+    source: Path | None = None,
+    verify_dir: Path = DEFAULT_VERIFY_DIR,
+    figures_dir: Path = DEFAULT_FIGURES_DIR,
+    out_dir: Path = Path("."),
+) -> str:
+    """Markdown of one ``results <claim id>`` block.
+
+    With a report: verdict, checks table (measured, bound, slack, n, tolerance,
+    verdict), key numbers from ``details``, the command that regenerates it, the
+    figure link, and the stamp (data hash, seed, code version) from ``context``.
+    Without one: "not run yet" and the command to run.
+    """
+    cmd_default = f"radius verify --theorem {claim_id}"
+    figs = CLAIM_FIGURES.get(claim_id, ())
+    if report is None:
+        return (
+            f"**Verdict: not run yet.** No report for claim {claim_id} in "
+            f"`{verify_dir.as_posix()}/`. Run `{cmd_default}`, then `radius report`."
+        )
+    if "error" in report:
+        return (
+            f"**Verdict: report unreadable.** {report['error']}. Rerun `{cmd_default}`, "
+            "then `radius report`."
+        )
+    checks = [c for c in report.get("checks") or [] if isinstance(c, Mapping)]
+    n_fail = sum(1 for c in checks if not c.get("passed"))
+    passed = bool(checks) and n_fail == 0
+    verdict = report.get("verdict") or ("PASS" if passed else "FAIL")
+    if not checks:
+        summary = "no checks recorded (no evidence)"
+    elif n_fail:
+        failed = ", ".join(f"`{c.get('name', '?')}`" for c in checks if not c.get("passed"))
+        summary = f"{n_fail} of {len(checks)} checks fail: {failed}"
+    else:
+        summary = f"all {len(checks)} checks pass"
+    context = report.get("context") or {}
+    recon = report.get("reconstruction")
+    form = {True: " Reconstruction.", False: " As stated in the paper."}.get(recon, "")
+    lines = [
+        f"**Verdict: {verdict}** ({summary}).{form}",
+        "",
+        f"Stamp: {_stamp(context, report.get('seconds'))}.",
+    ]
+    if checks:
+        rows = [
+            [
+                f"`{c.get('name', '?')}`",
+                c.get("description", ""),
+                c.get("measured"),
+                c.get("bound"),
+                c.get("slack"),
+                c.get("n"),
+                c.get("tolerance", ""),
+                "PASS" if c.get("passed") else "FAIL",
+            ]
+            for c in checks
+        ]
+        lines += [
+            "",
+            _md_table(
+                ["check", "what", "measured", "bound", "slack", "n", "tolerance", "verdict"],
+                rows,
+            ),
+        ]
+    keys = _key_numbers(report.get("details"))
+    if keys:
+        lines += ["", "Key numbers:", ""]
+        lines += [f"- `{k}`: {_num(v, 6)}" for k, v in keys]
+    where = f" (report: `{source.as_posix()}`)" if source is not None else ""
+    lines += ["", f"Regenerate: `{_command(claim_id, context)}`, then `radius report`{where}."]
+    if figs:
+        lines += ["", "Figure: " + "; ".join(_figure_links(figs, figures_dir, out_dir))]
+    return "\n".join(lines)
+
+
+def _pm(stat: Any) -> str:
+    """``mean ± std`` from a ``{"mean", "std"}`` dict (std omitted when NaN)."""
+    if not isinstance(stat, Mapping):
+        return _num(stat)
+    mean, std = stat.get("mean"), stat.get("std")
+    if not isinstance(mean, (int, float)) or (isinstance(mean, float) and math.isnan(mean)):
+        return "n/a"
+    if isinstance(std, (int, float)) and not (isinstance(std, float) and math.isnan(std)):
+        return f"{mean:.4f} ± {std:.4f}"
+    return f"{mean:.4f}"
+
+
+def _flatten(obj: Any, prefix: str = "", depth: int = 3) -> list[tuple[str, Any]]:
+    """Scalar leaves of nested dicts as dotted keys (lists skipped)."""
+    if isinstance(obj, Mapping) and depth > 0:
+        out = []
+        for k, v in obj.items():
+            out += _flatten(v, f"{prefix}{k}.", depth - 1)
+        return out
+    if isinstance(obj, (bool, int, float)) or (isinstance(obj, str) and len(obj) <= 40):
+        return [(prefix[:-1], obj)]
+    return []
+
+
+def _ablation_known(data: Mapping[str, Any]) -> str:
+    """Tables of the ``radius.experiments.ablation`` layout (raises KeyError/TypeError)."""
+    settings = list(data["settings"])
+    summary = data["summary"]
+    metrics = list(data.get("metrics") or next(iter(summary.values())).keys())
+    dname = data.get("data", {}).get("name", "?") if isinstance(data.get("data"), Mapping) else "?"
+    dhash = data.get("data", {}).get("hash", "?") if isinstance(data.get("data"), Mapping) else "?"
+    seeds = data.get("seeds", [])
+    n_seeds = len(seeds) if isinstance(seeds, list) else seeds
+    lines = [
+        f"{data.get('model', '?')} on `{dname}` (hash `{dhash}`), {n_seeds} seed(s), "
+        f"{data.get('test_users', '?')} test users; mean ± sample std over seeds.",
+        "",
+        _md_table(
+            ["setting", *metrics], [[s, *(_pm(summary[s][m]) for m in metrics)] for s in settings]
+        ),
+    ]
+    cohorts = data.get("cohorts")
+    if isinstance(cohorts, Mapping) and settings[0] in cohorts:
+        metric = "ndcg@100" if "ndcg@100" in metrics else metrics[0]
+        gain = data.get("pia_gain") if isinstance(data.get("pia_gain"), Mapping) else None
+        rows = []
+        for label, entry in cohorts[settings[0]].items():
+            row = [label, entry.get("users", "?") if isinstance(entry, Mapping) else "?"]
+            row += [_pm(cohorts[s].get(label, {}).get(metric)) for s in settings]
+            if gain is not None:
+                g = gain.get("per_cohort", {}).get(label, {})
+                row.append(_pm({"mean": g.get("gain_mean"), "std": g.get("gain_std")}))
+            rows.append(row)
+        header = ["cohort", "users", *settings] + (["pia − masking"] if gain is not None else [])
+        lines += ["", f"{metric} per interaction-count cohort:", "", _md_table(header, rows)]
+    order = data.get("ordering")
+    if isinstance(order, Mapping):
+        holds = "holds" if order.get("holds") else "does NOT hold"
+        lines += ["", f"Ordering {order.get('order', '?')} on {order.get('metric', '?')}: {holds}."]
+        for st in order.get("steps") or []:
+            lines.append(
+                f"- {st.get('higher')} − {st.get('lower')}: "
+                f"{_pm({'mean': st.get('diff_mean'), 'std': st.get('diff_std')})}, positive on "
+                f"{st.get('seeds_holding')}/{st.get('n_seeds')} seeds"
+                + (" (beyond 2 s.e.)" if st.get("beyond_2se") else " (within 2 s.e.)")
+            )
+    gain = data.get("pia_gain")
+    if isinstance(gain, Mapping) and "largest_at_both_ends" in gain:
+        text = {True: "yes", False: "no", None: "undefined"}.get(gain["largest_at_both_ends"], "?")
+        lines += ["", f"PIA gain largest at both cohort ends: {text} ({gain.get('reason', '')})."]
+    paper = data.get("paper")
+    if isinstance(paper, Mapping):
+        for metric, vals in paper.items():
+            if isinstance(vals, Mapping):
+                ref = ", ".join(f"{k} {_num(v)}" for k, v in vals.items())
+                lines += ["", f"Paper (ML-20M, {metric}; direction only): {ref}."]
+    return "\n".join(lines)
+
+
+def _ablation_generic(data: Mapping[str, Any]) -> str:
+    """Any JSON object: per-entry rows of a dict-of-dicts, else its scalar fields."""
+    for key in ("summary", "results", "settings", "means"):
+        table = data.get(key)
+        if (
+            isinstance(table, Mapping)
+            and table
+            and all(isinstance(v, Mapping) for v in table.values())
+        ):
+            flat = {name: dict(_flatten(v)) for name, v in table.items()}
+            cols: list[str] = []
+            for f in flat.values():
+                cols += [c for c in f if c not in cols]
+            order = {c: i for i, c in enumerate(cols)}
+            cols = sorted(
+                cols, key=lambda c: (not any(m in c for m in ("ndcg", "recall")), order[c])
+            )
+            more = max(0, len(cols) - 8)
+            cols = cols[:8]
+            out = _md_table([key, *cols], [[n, *(f.get(c) for c in cols)] for n, f in flat.items()])
+            return out + (f"\n\n({more} more columns in the JSON.)" if more else "")
+    scalars = _flatten(data, depth=1)
+    if not scalars:
+        return "(no table could be read from this file)"
+    return "\n".join(f"- `{k}`: {_num(v)}" for k, v in scalars[:_MAX_KEY_NUMBERS])
+
+
+def render_ablation(
+    ablations: Mapping[Path, Mapping[str, Any]],
+    *,
+    figures_dir: Path = DEFAULT_FIGURES_DIR,
+    out_dir: Path = Path("."),
+) -> str:
+    """Markdown of the ``ablation`` block: one section per ablation JSON file."""
+    if not ablations:
+        return (
+            "**Not run yet.** No `ablation-*.json` found. Run `radius experiment ablation`, "
+            "then `radius report`."
+        )
+    parts = []
+    for path, data in ablations.items():
+        head = f"From `{path.as_posix()}` (`radius experiment ablation"
+        model = data.get("model") if isinstance(data, Mapping) else None
+        if model and model != "multvae":
+            head += f" --model {model}"
+        head += "`):"
+        if "error" in data:
+            parts.append(f"{head} **unreadable**: {data['error']}.")
+            continue
+        try:
+            body = _ablation_known(data)
+        except (KeyError, TypeError, AttributeError, StopIteration, IndexError):
+            body = _ablation_generic(data)
+        parts.append(f"{head}\n\n{body}")
+    figs = _figure_links(ABLATION_FIGURES, figures_dir, out_dir)
+    parts.append("Figures: " + "; ".join(figs))
+    return "\n\n".join(parts)
+
+
+def render_figures(figures_dir: Path = DEFAULT_FIGURES_DIR, *, out_dir: Path = Path(".")) -> str:
+    """Markdown of the ``figures`` block: every PNG in ``figures_dir`` and its data files."""
+    pngs = sorted(figures_dir.glob("*.png")) if figures_dir.is_dir() else []
+    if not pngs:
+        return (
+            f"**No figures drawn yet** in `{figures_dir.as_posix()}/`. Run `radius figures all`, "
+            "then `radius report`."
+        )
+    rows = []
+    for png in pngs:
+        data = [
+            f"[{p.name}]({_rel(p, out_dir)})"
+            for p in (png.with_suffix(".csv"), png.with_suffix(".json"))
+            if p.is_file()
+        ]
+        rows.append(
+            [
+                f"[{png.name}]({_rel(png, out_dir)})",
+                ", ".join(data) or "—",
+                f"`radius figures {png.stem}`",
+            ]
+        )
+    return _md_table(["figure", "data", "command"], rows)
+
+
+def render_blocks(inputs: ReportInputs, *, out_dir: Path = Path(".")) -> dict[str, str]:
+    """Content of every block the generator knows, keyed by block key."""
+    from radius.verify import CLAIMS
+
+    blocks: dict[str, str] = {}
+    for cid in [*CLAIMS, *(c for c in inputs.claims if c not in CLAIMS)]:
+        blocks[f"results {cid}"] = render_claim(
+            cid,
+            inputs.claims.get(cid),
+            source=inputs.sources.get(cid),
+            verify_dir=inputs.verify_dir,
+            figures_dir=inputs.figures_dir,
+            out_dir=out_dir,
+        )
+    blocks["ablation"] = render_ablation(
+        inputs.ablations, figures_dir=inputs.figures_dir, out_dir=out_dir
+    )
+    blocks["figures"] = render_figures(inputs.figures_dir, out_dir=out_dir)
+    return blocks
+
+
+# --------------------------------------------------------------------------- skeleton
+SKELETON_INTRO = """# Paper checks
+
+What `radius` verifies of "On the Mechanisms of Collaborative Learning in VAE
+Recommenders" (ICLR 2026, arXiv 2511.06781), claim by claim. The paper's full text was
+not available; statements marked *reconstruction* are precise versions derived in
+`theory.md`, consistent with the paper's summary, not quotations.
+
+Text outside the `radius:begin` / `radius:end` comment markers is written by hand
+and kept as is. Text between them is regenerated by `radius report` from
+the JSON reports of `radius verify` (`runs/synthetic/verify/`), the ablation JSON
+(`runs/synthetic/ablation-multvae.json`) and the figures (`figures/out/`).
+"""
+
+
+def _claim_section(cid: str, info: Mapping[str, Any]) -> str:
+    title = info.get("title") or "(title to be written)"
+    recon = info.get("reconstruction")
+    form = {
+        True: "reconstruction (a precise version derived in `theory.md`, not the paper's text)",
+        False: "as stated in the paper",
+    }.get(recon, "(to be stated)")
+    return "\n".join(
+        [
+            f"## Claim {cid}: {title}",
+            "",
+            f"- **Statement verified:** {info.get('statement') or '(to be written)'}",
+            f"- **Form:** {form}",
+            f"- **Method:** {info.get('method') or '(to be written)'}",
+            "",
+            "### Results",
+            "",
+            begin_marker(f"results {cid}"),
+            end_marker(f"results {cid}"),
+            "",
+        ]
+    )
+
+
+def skeleton(infos: Mapping[str, Mapping[str, Any]]) -> str:
+    """A full ``paper_checks.md`` with empty blocks: one section per claim id of ``infos``."""
+    parts = [SKELETON_INTRO]
+    parts += [_claim_section(cid, info) for cid, info in infos.items()]
+    parts.append(
+        "\n".join(
+            [
+                "## Ablation: clean, masking, masking + PIA",
+                "",
+                begin_marker("ablation"),
+                end_marker("ablation"),
+                "",
+                "## Figures",
+                "",
+                begin_marker("figures"),
+                end_marker("figures"),
+                "",
+            ]
+        )
+    )
+    return "\n".join(parts)
+
+
+# --------------------------------------------------------------------------- generate
+@dataclass
+class ReportSummary:
+    """What ``generate`` did: the file, whether it was created, the blocks it filled."""
+
+    path: Path
+    created: bool
+    filled: list[str]
+    appended: list[str]
+    unknown: list[str]
+    verdicts: dict[str, str]
+    changed: bool
+
+
+def generate(
+    output: str | os.PathLike,
+    *,
+    verify_dir: str | os.PathLike = DEFAULT_VERIFY_DIR,
+    figures_dir: str | os.PathLike = DEFAULT_FIGURES_DIR,
+    ablation_dir: str | os.PathLike | None = None,
+) -> ReportSummary:
+    """Regenerate the blocks of ``output`` (a skeleton first when it does not exist).
+
+    Parameters
+    ----------
+    output : the markdown file (``paper_checks.md``).
+    verify_dir : folder of the claim JSON reports.
+    figures_dir : folder of the figures.
+    ablation_dir : folder holding ``ablation-*.json``; None means the parent of
+        ``verify_dir`` (``runs/synthetic`` for the default).
+
+    Claims of ``radius.verify.CLAIMS`` with no section in an existing file get one
+    appended at the end (nothing else outside the blocks changes). The file is
+    written atomically, and only when its content changes.
+    """
+    from radius.verify import CLAIMS
+
+    out = Path(output)
+    vdir = Path(verify_dir)
+    claims, sources = load_claim_reports(vdir)
+    inputs = ReportInputs(
+        claims=claims,
+        sources=sources,
+        ablations=load_ablations(Path(ablation_dir) if ablation_dir is not None else vdir.parent),
+        verify_dir=vdir,
+        figures_dir=Path(figures_dir),
+    )
+    created = not out.is_file()
+    if created:
+        text = skeleton({cid: claim_info(cid, claims.get(cid)) for cid in CLAIMS})
+        old = None
+    else:
+        text = out.read_bytes().decode("utf-8")  # no newline translation: CRLF kept
+        old = text
+    present = {b.key for b in parse_blocks(text)}
+    missing = [cid for cid in CLAIMS if f"results {cid}" not in present]
+    if missing:
+        text = (
+            text.rstrip("\n")
+            + "\n\n"
+            + "\n".join(_claim_section(cid, claim_info(cid, claims.get(cid))) for cid in missing)
+        )
+    blocks = render_blocks(inputs, out_dir=out.parent)
+    keys = [b.key for b in parse_blocks(text)]
+    new = replace_blocks(text, blocks)
+    changed = new != old
+    if changed:
+        atomic_write_text(out, new)
+    verdicts = {}
+    for cid in CLAIMS:
+        rep = claims.get(cid)
+        verdicts[cid] = (
+            "not run yet"
+            if rep is None
+            else "unreadable"
+            if "error" in rep
+            else str(rep.get("verdict", "?"))
+        )
+    return ReportSummary(
+        path=out,
+        created=created,
+        filled=[k for k in keys if k in blocks],
+        appended=missing if not created else [],
+        unknown=[k for k in keys if k not in blocks],
+        verdicts=verdicts,
+        changed=changed,
+    )
+
+
+def run_report(args: argparse.Namespace) -> int:
+    """``radius report``: regenerate the results blocks, print one line per claim, return 0."""
+    verify_dir = getattr(args, "verify_dir", None) or DEFAULT_VERIFY_DIR
+    output = getattr(args, "output", None) or "paper_checks.md"
+    figures_dir = getattr(args, "figures_dir", None) or DEFAULT_FIGURES_DIR
+    ablation_dir = getattr(args, "ablation_dir", None)
+    if not Path(verify_dir).is_dir():
+        print(f"note: no verify reports folder {verify_dir}/; every claim renders 'not run yet'")
+    summ = generate(
+        output, verify_dir=verify_dir, figures_dir=figures_dir, ablation_dir=ablation_dir
+    )
+    width = max(len(c) for c in summ.verdicts) if summ.verdicts else 5
+    print("claim".ljust(width) + "  verdict")
+    print("-" * width + "  -------")
+    for cid, verdict in summ.verdicts.items():
+        print(cid.ljust(width) + "  " + verdict)
+    action = "created (skeleton)" if summ.created else "updated" if summ.changed else "unchanged"
+    print(f"\n{summ.path}: {action}; {len(summ.filled)} block(s) regenerated")
+    if summ.appended:
+        print(f"appended sections for claims {', '.join(summ.appended)}")
+    if summ.unknown:
+        print(f"left as they are (unknown blocks): {', '.join(summ.unknown)}")
+    return 0

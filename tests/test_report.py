@@ -1,0 +1,404 @@
+"""``radius report``: fills the generated blocks of paper_checks.md, keeps the rest."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from radius.cli import main
+from radius.errors import RadiusError
+from radius.io import atomic_write_json
+from radius.report import (
+    begin_marker,
+    check_structure,
+    end_marker,
+    generate,
+    parse_blocks,
+    render_ablation,
+    render_claim,
+    replace_blocks,
+)
+from radius.verify import CLAIMS
+from radius.verify.base import Check, ClaimResult
+
+ROOT = Path(__file__).resolve().parent.parent
+CONTEXT = {
+    "dataset": "synthetic",
+    "data_hash": "abcdef0123456789",
+    "seed": 0,
+    "code_version": "0.1.0+gdeadbee",
+    "checkpoint": None,
+    "base_config": {"latent_dim": 8},
+}
+
+
+def _pass_result() -> ClaimResult:
+    return ClaimResult(
+        claim="2.6",
+        title="Masking law",
+        statement="D ~ Bin(d, rho) + Bin(s, 2 rho (1 - rho))",
+        reconstruction=True,
+        checks=[
+            Check(
+                "pair_exact_in_mc_ci", "exact inside MC CI", 1.0, 1.0, 0.0, "all inside", True, 96
+            ),
+            Check(
+                "pair_hoeffding_bound", "bound >= exact", 0.031, 0.2, 0.169, "every case", True, 7
+            ),
+        ],
+        method="exact convolution vs Monte Carlo",
+        details={
+            "n_pairs": 40,
+            "max_rel_error": 1.5e-12,
+            "pair_rows": [{"d": 1, "s": 2}],
+            "hooks": {"bound_scale": 1.0},
+            "timings_s": {"total": 3.0},
+        },
+        context=CONTEXT,
+    )
+
+
+def _fail_result() -> ClaimResult:
+    return ClaimResult(
+        claim="3.1",
+        title="Anchor loss decomposition",
+        statement="L_A = ||mu - e||^2 + tr Sigma + spread",
+        reconstruction=False,
+        checks=[
+            Check(
+                "closed_form", "closed = direct", 1e-9, 1e-6, 9.99e-7, "rel err <= 1e-6", True, 50
+            ),
+            Check(
+                "gradient | mu", "autograd = 2 (mu - e)", 0.5, 1e-6, -0.5, "abs <= 1e-6", False, 50
+            ),
+        ],
+        details={"summary": {"worst": 0.5}},
+        context={**CONTEXT, "seed": 3},
+    )
+
+
+def _write_reports(folder: Path, results: list[ClaimResult]) -> None:
+    """As ``radius verify`` writes them: one ``<module>.json`` per claim, plus seconds."""
+    for res in results:
+        data = res.to_dict()
+        data["seconds"] = 1.25
+        atomic_write_json(folder / f"{CLAIMS[res.claim]}.json", data)
+
+
+HAND = """# My checks  \r
+Intro with trailing spaces   and unicode: ρ ≤ 1 — “quotes”.
+
+## T2.6 masking (hand-written)
+Statement: my words. Mentions `<!-- radius:begin results 2.6 -->` inline, which is no marker.
+
+<!-- radius:begin results 2.6 -->
+stale content
+<!-- radius:end results 2.6 -->
+Between blocks, hand-written.
+
+## P3.1 anchors
+<!-- radius:begin results 3.1 -->
+<!-- radius:end results 3.1 -->
+
+## 2.3 radius
+<!-- radius:begin results 2.3 -->
+old
+<!-- radius:end results 2.3 -->
+<!-- radius:begin custom thing -->
+kept as is
+<!-- radius:end custom thing -->
+trailing text without newline"""
+
+
+def _outside(text: str) -> list[str]:
+    """The text outside every block's content (markers included)."""
+    parts, pos = [], 0
+    for b in parse_blocks(text):
+        parts.append(text[pos : b.start])
+        pos = b.end
+    parts.append(text[pos:])
+    return parts
+
+
+@pytest.fixture
+def inputs(tmp_path: Path) -> dict[str, Path]:
+    vdir = tmp_path / "runs" / "synthetic" / "verify"
+    _write_reports(vdir, [_pass_result(), _fail_result()])
+    out = tmp_path / "paper_checks.md"
+    out.write_bytes(HAND.encode("utf-8"))
+    return {"verify": vdir, "out": out, "figures": tmp_path / "figures" / "out"}
+
+
+def _gen(inp: dict[str, Path]):
+    return generate(inp["out"], verify_dir=inp["verify"], figures_dir=inp["figures"])
+
+
+def test_fills_markers_from_reports(inputs):
+    """PASS and FAIL reports fill their blocks; a claim without a report says so."""
+    _gen(inputs)
+    text = inputs["out"].read_bytes().decode()
+    blocks = {b.key: text[b.start : b.end] for b in parse_blocks(text)}
+    b26 = blocks["results 2.6"]
+    assert "stale content" not in b26
+    assert "**Verdict: PASS** (all 2 checks pass)" in b26
+    assert (
+        "| `pair_hoeffding_bound` | bound >= exact | 0.031 | 0.2 | 0.169 | 7 | every case | PASS |"
+        in b26
+    )
+    assert "`radius verify --theorem 2.6`" in b26
+    assert "abcdef0123456789" in b26 and "seed 0" in b26 and "0.1.0+gdeadbee" in b26
+    assert "- `max_rel_error`: 1.5e-12" in b26
+    assert "rows" not in b26 and "bound_scale" not in b26 and "timings" not in b26
+    assert "`masking` not drawn yet: `radius figures masking`" in b26
+    b31 = blocks["results 3.1"]
+    assert "**Verdict: FAIL** (1 of 2 checks fail: `gradient | mu`)" in b31
+    assert "| `gradient \\| mu` |" in b31  # pipes escaped inside the table
+    assert "`radius verify --theorem 3.1 --seed 3`" in b31
+    assert "- `summary.worst`: 0.5" in b31
+    assert "not run yet" in blocks["results 2.3"] and "old" not in blocks["results 2.3"]
+    assert blocks["custom thing"] == "\nkept as is\n"
+
+
+def test_keeps_hand_written_text_byte_for_byte(inputs):
+    """Every byte outside the blocks' contents (CRLF, unicode, no final newline) is kept."""
+    before = inputs["out"].read_bytes().decode()
+    _gen(inputs)
+    after = inputs["out"].read_bytes().decode()
+    outside_before = _outside(before)
+    outside_after = _outside(after)
+    # claims of CLAIMS missing from the hand-written file are appended at the very end
+    k = len(outside_before) - 1
+    assert outside_after[:k] == outside_before[:k]
+    assert outside_after[k].startswith(outside_before[k])
+    assert "\r\n" in after and "ρ ≤ 1 — “quotes”" in after
+
+
+def test_idempotent(inputs):
+    """Running the generator twice gives the same file, and the second run changes nothing."""
+    first = _gen(inputs)
+    text1 = inputs["out"].read_bytes()
+    second = _gen(inputs)
+    assert inputs["out"].read_bytes() == text1
+    assert first.changed and not second.changed
+    assert second.appended == []
+
+
+def test_missing_claim_sections_are_appended(inputs):
+    """A claim of the registry with no block in the file gets a section at the end."""
+    summ = _gen(inputs)
+    assert summ.appended == [c for c in CLAIMS if c not in ("2.6", "3.1", "2.3")]
+    assert summ.unknown == ["custom thing"]
+    text = inputs["out"].read_bytes().decode()
+    assert check_structure(text) == []
+
+
+def test_skeleton_when_missing(tmp_path):
+    """No file: a skeleton with one section and one block per claim id is generated."""
+    out = tmp_path / "paper_checks.md"
+    summ = generate(out, verify_dir=tmp_path / "none", figures_dir=tmp_path / "figs")
+    text = out.read_text()
+    assert summ.created
+    assert check_structure(text) == []
+    for cid in CLAIMS:
+        assert begin_marker(f"results {cid}") in text and end_marker(f"results {cid}") in text
+    assert text.count("**Verdict: not run yet.**") == len(CLAIMS)
+    assert begin_marker("ablation") in text and begin_marker("figures") in text
+
+
+def test_skeleton_takes_statements_from_reports(tmp_path):
+    """Title, statement and reconstruction label of a claim come from its report."""
+    vdir = tmp_path / "verify"
+    _write_reports(vdir, [_pass_result()])
+    out = tmp_path / "paper_checks.md"
+    generate(out, verify_dir=vdir, figures_dir=tmp_path / "figs")
+    text = out.read_text()
+    assert "## Claim 2.6: Masking law" in text
+    assert "- **Statement verified:** D ~ Bin(d, rho) + Bin(s, 2 rho (1 - rho))" in text
+    assert "- **Method:** exact convolution vs Monte Carlo" in text
+
+
+def test_key_numbers_chosen_by_the_claim():
+    """details["key_numbers"], when a claim provides it, chooses the key numbers shown."""
+    data = _pass_result().to_dict()
+    data["details"]["key_numbers"] = {"fraction_inside": 0.995}
+    text = render_claim("2.6", data)
+    assert "- `fraction_inside`: 0.995" in text and "n_pairs" not in text
+
+
+def test_unreadable_report_is_said(tmp_path):
+    """A corrupt report renders 'report unreadable', not 'not run yet' nor a verdict."""
+    vdir = tmp_path / "verify"
+    vdir.mkdir()
+    (vdir / f"{CLAIMS['2.6']}.json").write_text("{not json")
+    out = tmp_path / "p.md"
+    summ = generate(out, verify_dir=vdir, figures_dir=tmp_path / "figs")
+    assert summ.verdicts["2.6"] == "unreadable"
+    assert "**Verdict: report unreadable.**" in out.read_text()
+
+
+def test_figure_links_relative_to_output(inputs):
+    """A drawn figure is linked relative to the output file, with its data files."""
+    figs = inputs["figures"]
+    figs.mkdir(parents=True)
+    for ext in ("png", "csv"):
+        (figs / f"masking.{ext}").write_bytes(b"x")
+    _gen(inputs)
+    text = inputs["out"].read_text()
+    assert "![masking](figures/out/masking.png) (data: [csv](figures/out/masking.csv))" in text
+
+
+def _ablation_json() -> dict:
+    """A result in the layout of ``radius.experiments.ablation`` (values made up)."""
+    stat = lambda m, s: {"mean": m, "std": s, "se": s / 2, "n": 2, "values": [m - s, m + s]}
+    coh = lambda m: {"users": 10, "ndcg@100": {"mean": m, "std": 0.01, "n": 2}}
+    return {
+        "experiment": "ablation",
+        "data": {"name": "synthetic", "hash": "abcdef0123456789"},
+        "model": "multvae",
+        "seeds": [0, 1],
+        "settings": ["clean", "masking", "pia"],
+        "metrics": ["ndcg@100", "recall@20"],
+        "test_users": 500,
+        "summary": {
+            s: {"ndcg@100": stat(m, 0.002), "recall@20": stat(m - 0.1, float("nan"))}
+            for s, m in (("clean", 0.30), ("masking", 0.32), ("pia", 0.33))
+        },
+        "cohorts": {s: {"5-10": coh(0.2), "100+": coh(0.4)} for s in ("clean", "masking", "pia")},
+        "ordering": {
+            "metric": "ndcg@100",
+            "order": "clean < masking < pia",
+            "holds": True,
+            "steps": [
+                {
+                    "lower": "clean",
+                    "higher": "masking",
+                    "diff_mean": 0.02,
+                    "diff_std": 0.001,
+                    "seeds_holding": 2,
+                    "n_seeds": 2,
+                    "beyond_2se": True,
+                }
+            ],
+        },
+        "paper": {"ndcg@100": {"clean": 0.409, "masking": 0.426, "pia": 0.437}},
+    }
+
+
+def test_ablation_table(tmp_path):
+    """runs/<data>/ablation-multvae.json renders a settings x metrics table (mean ± std)."""
+    vdir = tmp_path / "runs" / "synthetic" / "verify"
+    vdir.mkdir(parents=True)
+    atomic_write_json(vdir.parent / "ablation-multvae.json", _ablation_json())
+    out = tmp_path / "p.md"
+    generate(out, verify_dir=vdir, figures_dir=tmp_path / "figs")
+    text = out.read_text()
+    block = next(text[b.start : b.end] for b in parse_blocks(text) if b.key == "ablation")
+    assert "| setting | ndcg@100 | recall@20 |" in block
+    assert "| masking | 0.3200 ± 0.0020 | 0.2200 |" in block  # NaN std omitted
+    assert "Ordering clean < masking < pia on ndcg@100: holds." in block
+    assert "| 100+ | 10 | 0.4000 ± 0.0100 |" in block
+
+
+def test_ablation_unknown_layout_falls_back():
+    """An ablation JSON of another shape still renders a table of its per-setting numbers."""
+    data = {
+        "results": {
+            "clean": {"ndcg@100": 0.3, "extra": {"recall@20": 0.2}},
+            "pia": {"ndcg@100": 0.31},
+        }
+    }
+    text = render_ablation({Path("runs/x/ablation-multvae.json"): data})
+    assert "| results | ndcg@100 | extra.recall@20 |" in text
+    assert "| pia | 0.31 | — |" in text
+
+
+@pytest.mark.parametrize(
+    "doc, message",
+    [
+        (
+            "<!-- radius:begin a -->\nx\n",
+            "line 1: block 'a' has no end marker (<!-- radius:end a -->)",
+        ),
+        ("x\n<!-- radius:end a -->\n", "line 2: end marker of 'a' without its begin marker"),
+        (
+            "<!-- radius:begin a -->\n<!-- radius:begin b -->\n<!-- radius:end b -->\n",
+            "line 2: block 'b' begins inside block 'a' (opened at line 1); blocks cannot nest",
+        ),
+        (
+            "<!-- radius:begin a -->\n<!-- radius:end a -->\n<!-- radius:begin a -->\n"
+            "<!-- radius:end a -->\n",
+            "line 3: block 'a' appears twice (first at line 1)",
+        ),
+    ],
+)
+def test_malformed_markers_raise(doc, message):
+    """Broken markers are refused with a message naming the line (nothing is written)."""
+    with pytest.raises(RadiusError) as e:
+        parse_blocks(doc)
+    assert str(e.value) == message
+    assert check_structure(doc, claim_ids=[]) == [message]
+
+
+def test_replace_blocks_only_named():
+    """Blocks not named in the contents keep their text; named ones get the new lines."""
+    doc = (
+        "a\n<!-- radius:begin x -->\nold\n<!-- radius:end x -->\n"
+        "<!-- radius:begin y -->\nkeep\n<!-- radius:end y -->\n"
+    )
+    new = replace_blocks(doc, {"x": "new"})
+    assert new == doc.replace("old", "new")
+
+
+def _committed_or_skeleton(tmp_path: Path) -> str:
+    path = ROOT / "paper_checks.md"
+    if path.is_file():
+        return path.read_bytes().decode("utf-8")
+    out = tmp_path / "paper_checks.md"
+    generate(out, verify_dir=tmp_path / "none", figures_dir=tmp_path / "figs")
+    return out.read_bytes().decode("utf-8")
+
+
+def test_committed_paper_checks_structure(tmp_path):
+    """The repo's paper_checks.md (or a fresh skeleton) has a section and a block per claim."""
+    text = _committed_or_skeleton(tmp_path)
+    assert check_structure(text) == []
+    # regenerating it from the same inputs is stable and leaves hand-written text alone
+    copy = tmp_path / "copy.md"
+    copy.write_bytes(text.encode("utf-8"))
+    kw = dict(verify_dir=tmp_path / "empty", figures_dir=tmp_path / "figs")
+    generate(copy, **kw)
+    once = copy.read_bytes()
+    generate(copy, **kw)
+    assert copy.read_bytes() == once
+    assert _outside(once.decode()) == _outside(text)
+
+
+def test_structure_negative_controls(tmp_path):
+    """The structure check fails a file missing a claim's block or the heading naming it."""
+    text = _committed_or_skeleton(tmp_path)
+    b = next(b for b in parse_blocks(text) if b.key == "results 2.6")
+    no_block = text.replace(begin_marker("results 2.6"), "").replace(end_marker("results 2.6"), "")
+    assert check_structure(no_block) == ["claim 2.6: no <!-- radius:begin results 2.6 --> block"]
+    region_start = max((o.end for o in parse_blocks(text) if o.end < b.start), default=0)
+    marker = text.rindex(begin_marker("results 2.6"), 0, b.start)
+    head = text[region_start:marker]
+    renamed = text[:region_start] + head.replace("2.6", "2.9") + text[marker:]
+    assert check_structure(renamed)[0].startswith("claim 2.6: no heading naming it")
+
+
+def test_cli_report(tmp_path, monkeypatch, capsys):
+    """`radius report` writes the file, prints one verdict line per claim and exits 0."""
+    monkeypatch.chdir(tmp_path)
+    _write_reports(tmp_path / "runs" / "synthetic" / "verify", [_pass_result(), _fail_result()])
+    assert main(["report"]) == 0
+    printed = capsys.readouterr().out
+    assert "2.6    PASS" in printed.replace("\t", "    ") or "2.6      PASS" in printed
+    assert "paper_checks.md: created (skeleton)" in printed
+    text = (tmp_path / "paper_checks.md").read_text()
+    assert "(report: `runs/synthetic/verify/t2_6.json`)" in text
+    assert main(["report"]) == 0
+    assert "unchanged" in capsys.readouterr().out
+    data = json.loads((tmp_path / "runs/synthetic/verify/p3_1.json").read_text())
+    assert data["verdict"] == "FAIL"
