@@ -49,6 +49,7 @@ KIND_LABELS = {
     "jaccard": "input neighbour (Jaccard)",
     "latent": "latent neighbour (W2)",
     "random": "random pair",
+    "edit": "edit probe (u minus one item)",
 }
 
 REQUIRED = ("u", "v", "w2", "inner", "norm_u", "r_share")

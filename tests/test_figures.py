@@ -175,7 +175,7 @@ def test_radius_figure(tiny_ctx, out_dir):
     header, got = _csv(res["csv"])
     assert header == list(RADIUS_COLUMNS)
     assert len(got) == len(data["rows"]) > 0
-    assert {r["kind"] for r in got} <= {"jaccard", "latent", "random"}
+    assert {r["kind"] for r in got} <= {"jaccard", "latent", "random", "edit"}
     for r, want in zip(got, data["rows"]):
         assert (int(r["u"]), int(r["v"])) == (want["u"], want["v"])
         w2, r_share = _f(r["w2"]), _f(r["r_share"])

@@ -59,8 +59,9 @@ def test_pointwise_gap_is_minimal_shared_excess(rows, wu, wv):
     pu, pv = x / x.sum(), y / y.sum()
     a, b = wu * x.sum(), wv * y.sum()
 
-    def excess(p):
-        return a * kl_categorical(pu, p) + b * kl_categorical(pv, p)
+    def excess(p):  # a zero-weight user contributes nothing (0 * KL, even where KL = inf)
+        out = a * kl_categorical(pu, p) if a > 0 else 0.0
+        return out + (b * kl_categorical(pv, p) if b > 0 else 0.0)
 
     p_bar = (a * pu + b * pv) / (a + b)
     delta = gap_pointwise(x, y, [wu], [wv])[0]

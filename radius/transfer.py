@@ -1,0 +1,912 @@
+r"""Gradient transfer between users and the latent sharing radius (T2.3).
+
+Glossary (``theory.md``, T2.3):
+
+- :math:`x_u \in \{0,1\}^I` the **clean** input of user u, :math:`n_u = \sum_i x_{ui}`.
+- :math:`q_u = q_\phi(\cdot \mid x_u) = \mathcal N(\mu_u, \operatorname{diag}\sigma_u^2)`
+  computed from the clean input.
+- :math:`l_u(\theta, z) = -\sum_i x_{ui}\log\operatorname{softmax}(f_\theta(z))_i`,
+  :math:`L_u(\theta) = \mathbb E_{z\sim q_u} l_u(\theta, z)`,
+  :math:`g_u = \nabla_\theta L_u` for a named set of decoder parameters
+  (``"output"``: the output layer (W, b); ``"decoder"``: all decoder layers).
+
+Every expectation is a Monte Carlo mean over M samples with **common random numbers**:
+one draw :math:`\varepsilon_1..\varepsilon_M \sim \mathcal N(0, I_d)` serves every user,
+:math:`z_{um} = \mu_u + \sigma_u \odot \varepsilon_m`. The estimate
+:math:`\hat g_u` is then the exact gradient of the Monte Carlo objective
+:math:`\hat L_u`, and :math:`z_{um}, z_{vm}` is the W2-optimal coupling of
+:math:`q_u, q_v` (a monotone map per coordinate).
+
+Output-layer factorisation: logits :math:`= h(z) W^\top + b` with ``h =
+model.decoder_features(z)`` (H,), and :math:`\partial l_u / \partial\,\mathrm{logits}
+= r_u(z) = n_u\,p(z) - x_u` with :math:`p = \operatorname{softmax}`. So with
+:math:`\tilde h = (h, 1)` (the 1 carries the bias),
+
+.. math::
+
+    \hat g_u = \frac1M \sum_m r_{um} \tilde h_{um}^\top = \frac1M R_u^\top \tilde H_u,
+    \qquad
+    \langle \hat g_u, \hat g_v\rangle = \frac1{M^2}\sum_{m,m'}
+        (r_{um}\cdot r_{vm'})\,(\tilde h_{um}\cdot \tilde h_{vm'}),
+
+so inner products need the factors :math:`R_u` (M, I) and :math:`\tilde H_u` (M, H+1)
+only: memory grows with users x M x (I + H), never with users x parameters.
+
+All decoder layers (``"decoder"``): per-user gradients come from
+``torch.func.vmap(torch.func.grad(...))`` over ``functional_call`` in chunks of users;
+``transfer_gram`` accumulates Gram blocks chunk by chunk (memory 2 x chunk x P + N^2,
+P = number of decoder parameters) and ``pair_transfer`` holds 3 x chunk x P.
+
+:math:`L_{\theta z}` (the Lipschitz constant of :math:`z \mapsto \nabla_\theta l_v`)
+is estimated, never certified: power iteration on the mixed Jacobian at points of the
+coupling segments (closed form for the output layer, ``radius.geometry`` for all
+decoder layers).
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import scipy.sparse as sp
+import torch
+from torch import Tensor, nn
+
+from radius.geometry import mixed_jacobian_lipschitz, w2_diag
+
+__all__ = [
+    "PARAM_SETS",
+    "PARAM_SET_NAMES",
+    "OutputFactors",
+    "PairTransfer",
+    "FirstOrderResult",
+    "common_eps",
+    "posterior",
+    "output_factors",
+    "transfer_gram",
+    "user_gradients",
+    "naive_user_gradients",
+    "pair_transfer",
+    "output_jacobian_norm",
+    "pair_lipschitz",
+    "transfer_bound",
+    "sharing_radius",
+    "first_order_residuals",
+    "loglog_slope",
+]
+
+PARAM_SETS = ("output", "decoder")
+PARAM_SET_NAMES = {"output": "output layer", "decoder": "all decoder layers"}
+
+
+# ---------------------------------------------------------------------------- input checks
+def _check_model(model: object) -> nn.Module:
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+    for name in ("encode", "decode", "decoder_features", "output_layer", "decoder_parameters"):
+        if not hasattr(model, name):
+            raise TypeError(f"model does not follow the VAEModel protocol: missing {name!r}")
+    return model
+
+
+def _check_param_set(param_set: str) -> None:
+    if param_set not in PARAM_SETS:
+        raise ValueError(f"param_set must be 'output' or 'decoder', got {param_set!r}")
+
+
+def _check_positive(name: str, value: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+        raise TypeError(f"{name} must be an int, got {type(value).__name__}")
+    if value < 1:
+        raise ValueError(f"{name} must be >= 1, got {value}")
+
+
+def _dtype(model: nn.Module) -> torch.dtype:
+    return next(model.parameters()).dtype
+
+
+def _n_rows(x: object, n_items: int) -> int:
+    if not isinstance(x, (Tensor, np.ndarray)) and not sp.issparse(x):
+        raise TypeError(
+            f"x must be a torch.Tensor, numpy array or scipy sparse matrix, got {type(x).__name__}"
+        )
+    if len(x.shape) != 2 or x.shape[1] != n_items:
+        raise ValueError(f"x must have shape (N, {n_items}), got {tuple(x.shape)}")
+    return int(x.shape[0])
+
+
+def _rows(x: Tensor | np.ndarray | sp.spmatrix, idx: np.ndarray, dtype: torch.dtype) -> Tensor:
+    """Dense rows ``x[idx]`` (len(idx), I) as a tensor of ``dtype``."""
+    if sp.issparse(x):
+        return torch.as_tensor(x[idx].toarray(), dtype=dtype)
+    if isinstance(x, np.ndarray):
+        return torch.as_tensor(x[idx], dtype=dtype)
+    return x[torch.as_tensor(idx, dtype=torch.long, device=x.device)].to(dtype)
+
+
+def _check_pairs(pairs: object, n: int) -> np.ndarray:
+    arr = np.asarray(pairs)
+    if arr.ndim != 2 or arr.shape[1] != 2:
+        raise ValueError(f"pairs must have shape (P, 2), got {arr.shape}")
+    if arr.size and not np.issubdtype(arr.dtype, np.integer):
+        raise TypeError(f"pairs must hold integer user indices, got dtype {arr.dtype}")
+    arr = arr.astype(np.int64)
+    if arr.size and (arr.min() < 0 or arr.max() >= n):
+        raise ValueError(f"pair indices must lie in [0, {n}), got range [{arr.min()}, {arr.max()}]")
+    return arr
+
+
+# ---------------------------------------------------------------------------- sampling
+def common_eps(
+    n_samples: int, latent_dim: int, *, seed: int = 0, dtype: torch.dtype = torch.float64
+) -> Tensor:
+    """The common random numbers :math:`\\varepsilon_{1..M}` (M, d) shared by all users.
+
+    Parameters
+    ----------
+    n_samples : M.
+    latent_dim : d.
+    seed : seed of a private ``torch.Generator`` (no global RNG state is touched).
+    dtype : dtype of the result.
+    """
+    _check_positive("n_samples", n_samples)
+    _check_positive("latent_dim", latent_dim)
+    gen = torch.Generator().manual_seed(int(seed))
+    return torch.randn(int(n_samples), int(latent_dim), generator=gen, dtype=torch.float64).to(
+        dtype
+    )
+
+
+@torch.no_grad()
+def posterior(model: nn.Module, x: Tensor) -> tuple[Tensor, Tensor]:
+    """Posterior mean and log-variance from the clean input: x (B, I) -> (B, d) x 2."""
+    mu, logvar = model.encode(x)
+    return mu, logvar
+
+
+def _samples(mu: Tensor, logvar: Tensor, eps: Tensor) -> Tensor:
+    """z_um = mu_u + sigma_u * eps_m: (B, d), (B, d), (M, d) -> (B, M, d)."""
+    return mu[:, None, :] + torch.exp(0.5 * logvar)[:, None, :] * eps[None, :, :]
+
+
+def _eps_for(model: nn.Module, n_samples: int, seed: int, eps: Tensor | None) -> Tensor:
+    d = int(model.latent_dim)
+    if eps is None:
+        return common_eps(n_samples, d, seed=seed, dtype=_dtype(model))
+    if not isinstance(eps, Tensor) or eps.ndim != 2 or eps.shape[1] != d:
+        shape = tuple(eps.shape) if isinstance(eps, Tensor) else type(eps).__name__
+        raise ValueError(f"eps must be a tensor of shape (M, {d}), got {shape}")
+    return eps.to(_dtype(model))
+
+
+# ---------------------------------------------------------------------------- output layer
+@dataclass(frozen=True)
+class OutputFactors:
+    """Factors of the output-layer gradients of B users (T2.3).
+
+    :math:`\\hat g_u = \\frac1M R_u^\\top \\tilde H_u` with :math:`R_u = n_u P_u - x_u`.
+
+    Attributes
+    ----------
+    p : (B, M, I) softmax of the logits at :math:`z_{um}`.
+    h : (B, M, H1) decoder features, with a column of ones appended when the output
+        layer has a bias (H1 = H + 1), else H1 = H.
+    x : (B, I) clean inputs.
+    n : (B,) interaction counts.
+    mu, logvar : (B, d) posterior parameters.
+    """
+
+    p: Tensor
+    h: Tensor
+    x: Tensor
+    n: Tensor
+    mu: Tensor
+    logvar: Tensor
+
+    def residual(self) -> Tensor:
+        """(B, M, I) :math:`r_{um} = n_u p_{um} - x_u`."""
+        return self.n[:, None, None] * self.p - self.x[:, None, :]
+
+
+@torch.no_grad()
+def output_factors(model: nn.Module, x: Tensor, *, eps: Tensor) -> OutputFactors:
+    """Output-layer gradient factors of the users in the dense batch ``x`` (B, I).
+
+    Memory: B x M x (I + H + 1) numbers.
+    """
+    mu, logvar = posterior(model, x)  # (B, d)
+    z = _samples(mu, logvar, eps)  # (B, M, d)
+    h = model.decoder_features(z)  # (B, M, H)
+    w, b = model.output_layer()  # (I, H), (I,)
+    logits = h @ w.T  # (B, M, I)
+    if b is not None:
+        logits = logits + b
+        h = torch.cat([h, torch.ones_like(h[..., :1])], dim=-1)  # (B, M, H + 1)
+    p = torch.softmax(logits, dim=-1)
+    return OutputFactors(p=p, h=h, x=x, n=x.sum(-1), mu=mu, logvar=logvar)
+
+
+def _block_inner(r_a: Tensor, h_a: Tensor, r_b: Tensor, h_b: Tensor) -> Tensor:
+    """All inner products between users of two factor blocks -> (A, B).
+
+    r_a (A, M, I), h_a (A, M, H1), r_b (B, M', I), h_b (B, M', H1).
+    """
+    a, m, _ = r_a.shape
+    bb, m2, _ = r_b.shape
+    rr = r_a.reshape(a * m, -1) @ r_b.reshape(bb * m2, -1).T  # (A M, B M')
+    hh = h_a.reshape(a * m, -1) @ h_b.reshape(bb * m2, -1).T  # (A M, B M')
+    return (rr * hh).reshape(a, m, bb, m2).sum(dim=(1, 3)) / (m * m2)
+
+
+def _paired_sq(r_a: Tensor, h_a: Tensor, r_b: Tensor, h_b: Tensor) -> Tensor:
+    """Row-paired inner products <R_a^T H_a, R_b^T H_b> / M^2 -> (C,).
+
+    r_a (C, M, I), h_a (C, M, H1), r_b (C, M', I), h_b (C, M', H1).
+    """
+    rr = torch.bmm(r_a, r_b.transpose(1, 2))  # (C, M, M')
+    hh = torch.bmm(h_a, h_b.transpose(1, 2))  # (C, M, M')
+    return (rr * hh).sum(dim=(1, 2)) / (r_a.shape[1] * r_b.shape[1])
+
+
+def _output_pair_sq(fu: OutputFactors, fv: OutputFactors) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    r"""Row-paired ||g_u||^2, ||g_v||^2, <g_u, g_v>, Delta_x^2 from base Grams -> 4 x (C,).
+
+    With :math:`r = n p - x` every M x M residual Gram expands into
+    :math:`P P'^\top`, the M-vectors :math:`P x'` and the scalar :math:`x\cdot x'`, so
+    no (C, M, I) residual is formed:
+    :math:`R_u R_v^\top = n_u n_v P_u P_v^\top - n_u (P_u x_v) 1^\top
+    - n_v 1 (P_v x_u)^\top + x_u\cdot x_v`.
+    """
+    pu, pv, hu, hv = fu.p, fv.p, fu.h, fv.h  # (C, M, I), (C, M, H1)
+    xu, xv = fu.x[:, :, None], fv.x[:, :, None]  # (C, I, 1)
+    nu, nv = fu.n[:, None, None], fv.n[:, None, None]  # (C, 1, 1)
+    m2 = pu.shape[1] * pv.shape[1]
+    pp_uu, pp_uv, pp_vv = (
+        torch.bmm(a, b.transpose(1, 2)) for a, b in ((pu, pu), (pu, pv), (pv, pv))
+    )
+    hh_uu, hh_uv, hh_vv = (
+        torch.bmm(a, b.transpose(1, 2)) for a, b in ((hu, hu), (hu, hv), (hv, hv))
+    )
+    a_uu, a_uv = torch.bmm(pu, xu), torch.bmm(pu, xv)  # (C, M, 1): P_u x_u, P_u x_v
+    a_vu, a_vv = torch.bmm(pv, xu), torch.bmm(pv, xv)
+    x_uu = (fu.x * fu.x).sum(-1)[:, None, None]  # (C, 1, 1)
+    x_uv = (fu.x * fv.x).sum(-1)[:, None, None]
+    x_vv = (fv.x * fv.x).sum(-1)[:, None, None]
+    rr_uu = nu * nu * pp_uu - nu * (a_uu + a_uu.transpose(1, 2)) + x_uu  # (C, M, M)
+    rr_vv = nv * nv * pp_vv - nv * (a_vv + a_vv.transpose(1, 2)) + x_vv
+    rr_uv = nu * nv * pp_uv - nu * a_uv - nv * a_vu.transpose(1, 2) + x_uv
+    dn = nv - nu
+    b = a_uv - a_uu  # (C, M, 1): P_u (x_v - x_u)
+    dd = dn * dn * pp_uu - dn * (b + b.transpose(1, 2)) + (x_vv - 2 * x_uv + x_uu)
+    return (
+        (rr_uu * hh_uu).sum(dim=(1, 2)) / m2,
+        (rr_vv * hh_vv).sum(dim=(1, 2)) / m2,
+        (rr_uv * hh_uv).sum(dim=(1, 2)) / m2,
+        (dd * hh_uu).sum(dim=(1, 2)) / m2,
+    )
+
+
+# ---------------------------------------------------------------------------- torch.func
+class _Decode(nn.Module):
+    """Wrapper whose forward is ``model.decode`` so ``functional_call`` can swap weights."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.m = model
+
+    def forward(self, z: Tensor) -> Tensor:
+        return self.m.decode(z)
+
+
+def _param_names(model: nn.Module, param_set: str) -> list[str]:
+    """Names (in ``_Decode(model)``) of the parameters of ``param_set``."""
+    _check_param_set(param_set)
+    by_id = {id(p): n for n, p in model.named_parameters()}
+    if param_set == "output":
+        w, b = model.output_layer()
+        params = [w] if b is None else [w, b]
+    else:
+        params = [p for _, p in model.decoder_parameters()]
+    names = []
+    for p in params:
+        if id(p) not in by_id:
+            raise TypeError(
+                "model's decoder parameters are not registered parameters of the module"
+            )
+        names.append("m." + by_id[id(p)])
+    return names
+
+
+def _params(model: nn.Module, param_set: str) -> tuple[_Decode, dict[str, Tensor]]:
+    wrap = _Decode(model)
+    own = dict(wrap.named_parameters())
+    return wrap, {n: own[n].detach() for n in _param_names(model, param_set)}
+
+
+def _mc_loss(wrap: _Decode, params: dict[str, Tensor], z: Tensor, x: Tensor) -> Tensor:
+    """:math:`\\hat L(\\theta) = \\frac1M\\sum_m l(\\theta, z_m)`, z (M, d), x (I,) -> scalar."""
+    logits = torch.func.functional_call(wrap, params, (z,))  # (M, I)
+    return -(torch.log_softmax(logits, dim=-1) * x).sum(-1).mean()
+
+
+def _flat(g: dict[str, Tensor], names: list[str], c: int) -> Tensor:
+    return torch.cat([g[k].reshape(c, -1) for k in names], dim=1)  # (C, P)
+
+
+def _vmap_grads(wrap: _Decode, params: dict[str, Tensor], z: Tensor, x: Tensor) -> Tensor:
+    """Flattened per-user gradients of the MC loss: z (C, M, d), x (C, I) -> (C, P)."""
+    grad_fn = torch.func.vmap(
+        torch.func.grad(lambda prm, zz, xx: _mc_loss(wrap, prm, zz, xx)), in_dims=(None, 0, 0)
+    )
+    return _flat(grad_fn(params, z, x), list(params), z.shape[0])
+
+
+def user_gradients(
+    model: nn.Module,
+    x: Tensor | np.ndarray | sp.spmatrix,
+    *,
+    n_samples: int = 8,
+    seed: int = 0,
+    eps: Tensor | None = None,
+    param_set: str = "output",
+    chunk_size: int = 64,
+) -> Tensor:
+    """Materialised gradients :math:`\\hat g_u` (N, P) via ``torch.func.vmap(grad)``.
+
+    Memory N x P: for small cases and tests only (P = number of parameters in the set).
+    """
+    model = _check_model(model)
+    _check_param_set(param_set)
+    _check_positive("chunk_size", chunk_size)
+    n = _n_rows(x, model.n_items)
+    eps = _eps_for(model, n_samples, seed, eps)
+    wrap, params = _params(model, param_set)
+    out = []
+    for s in range(0, n, chunk_size):
+        xb = _rows(x, np.arange(s, min(n, s + chunk_size)), eps.dtype)  # (C, I)
+        z = _samples(*posterior(model, xb), eps)  # (C, M, d)
+        out.append(_vmap_grads(wrap, params, z, xb).detach())
+    return torch.cat(out, dim=0)
+
+
+def naive_user_gradients(
+    model: nn.Module,
+    x: Tensor | np.ndarray | sp.spmatrix,
+    *,
+    n_samples: int = 8,
+    seed: int = 0,
+    eps: Tensor | None = None,
+    param_set: str = "output",
+) -> Tensor:
+    """Reference: one ``torch.autograd.grad`` per user, in a Python loop -> (N, P).
+
+    The baseline of ``bench/bench_transfer.py`` and the oracle of the tests. Memory
+    N x P (the output is preallocated, rows filled in place).
+    """
+    model = _check_model(model)
+    n = _n_rows(x, model.n_items)
+    eps = _eps_for(model, n_samples, seed, eps)
+    wrap, _ = _params(model, param_set)
+    own = dict(wrap.named_parameters())
+    plist = [own[k] for k in _param_names(model, param_set)]
+    out = torch.empty(n, sum(p.numel() for p in plist), dtype=eps.dtype)  # (N, P)
+    for u in range(n):
+        xu = _rows(x, np.array([u]), eps.dtype)  # (1, I)
+        z = _samples(*posterior(model, xu), eps)[0]  # (M, d)
+        loss = -(torch.log_softmax(model.decode(z), dim=-1) * xu).sum(-1).mean()
+        grads = torch.autograd.grad(loss, plist)
+        torch.cat([g.reshape(-1) for g in grads], out=out[u])
+    return out
+
+
+# ---------------------------------------------------------------------------- all pairs
+def transfer_gram(
+    model: nn.Module,
+    x: Tensor | np.ndarray | sp.spmatrix,
+    *,
+    n_samples: int = 8,
+    seed: int = 0,
+    eps: Tensor | None = None,
+    param_set: str = "output",
+    chunk_size: int = 256,
+) -> Tensor:
+    """All-pairs transfer matrix :math:`G_{uv} = \\langle \\hat g_u, \\hat g_v\\rangle` (N, N).
+
+    ``"output"``: from the factors, block by block over the upper triangle,
+
+    .. math::
+
+        G_{uv} = \\frac1{M^2}\\sum_{m,m'} (r_{um}\\cdot r_{vm'})
+                 (\\tilde h_{um}\\cdot \\tilde h_{vm'}),
+
+    memory N x M x (I + H + 1) for the factors plus chunk^2 x M^2 per block, time
+    N^2 M^2 (I + H) / 2 multiply-adds.
+
+    ``"decoder"``: flattened gradients of chunks of users by ``torch.func.vmap(grad)``;
+    block (i, j) recomputes chunk j, so memory is 2 x chunk x P (P = decoder
+    parameters) plus N^2, time (N / chunk)^2 / 2 chunk gradient passes.
+
+    Returns
+    -------
+    (N, N) symmetric tensor in the model's dtype.
+    """
+    model = _check_model(model)
+    _check_param_set(param_set)
+    _check_positive("chunk_size", chunk_size)
+    n = _n_rows(x, model.n_items)
+    eps = _eps_for(model, n_samples, seed, eps)
+    gram = torch.empty(n, n, dtype=eps.dtype)
+    starts = list(range(0, n, chunk_size))
+    if param_set == "output":
+        rs, hs = [], []
+        for s in starts:
+            f = output_factors(
+                model, _rows(x, np.arange(s, min(n, s + chunk_size)), eps.dtype), eps=eps
+            )
+            rs.append(f.residual())  # (C, M, I)
+            hs.append(f.h)  # (C, M, H1)
+        for i, si in enumerate(starts):
+            for j in range(i, len(starts)):
+                sj = starts[j]
+                blk = _block_inner(rs[i], hs[i], rs[j], hs[j])
+                gram[si : si + blk.shape[0], sj : sj + blk.shape[1]] = blk
+                gram[sj : sj + blk.shape[1], si : si + blk.shape[0]] = blk.T
+        return gram
+    wrap, params = _params(model, param_set)
+
+    def grads(s: int) -> Tensor:
+        xb = _rows(x, np.arange(s, min(n, s + chunk_size)), eps.dtype)
+        return _vmap_grads(wrap, params, _samples(*posterior(model, xb), eps), xb).detach()
+
+    for i, si in enumerate(starts):
+        gi = grads(si)  # (C, P)
+        for j in range(i, len(starts)):
+            sj = starts[j]
+            gj = gi if j == i else grads(sj)
+            blk = gi @ gj.T
+            gram[si : si + blk.shape[0], sj : sj + blk.shape[1]] = blk
+            gram[sj : sj + blk.shape[1], si : si + blk.shape[0]] = blk.T
+    return gram
+
+
+# ---------------------------------------------------------------------------- pairs
+@dataclass(frozen=True)
+class PairTransfer:
+    """Transfer statistics of P ordered pairs (u, v): u receives, v takes the step.
+
+    Attributes (all (P,) float64 arrays)
+    ----------
+    inner : :math:`\\langle \\hat g_u, \\hat g_v\\rangle`.
+    norm_u, norm_v : :math:`\\|\\hat g_u\\|`, :math:`\\|\\hat g_v\\|`.
+    diff_norm : :math:`\\|\\hat g_v - \\hat g_u\\|`.
+    delta_x : :math:`\\Delta_x(u,v) = \\|\\hat{\\mathbb E}_{z\\sim q_u}
+        [\\nabla l_v(\\theta,z) - \\nabla l_u(\\theta,z)]\\|` on u's samples.
+    w2 : :math:`W_2(q_u, q_v)` in closed form (:func:`radius.geometry.w2_diag`).
+    mu_dist : :math:`\\|\\mu_u - \\mu_v\\|` (lower end of the W1 sandwich).
+    """
+
+    inner: np.ndarray
+    norm_u: np.ndarray
+    norm_v: np.ndarray
+    diff_norm: np.ndarray
+    delta_x: np.ndarray
+    w2: np.ndarray
+    mu_dist: np.ndarray
+
+
+def pair_transfer(
+    model: nn.Module,
+    x: Tensor | np.ndarray | sp.spmatrix,
+    pairs: np.ndarray | Sequence[tuple[int, int]],
+    *,
+    n_samples: int = 32,
+    seed: int = 0,
+    eps: Tensor | None = None,
+    param_set: str = "output",
+    chunk_size: int = 64,
+) -> PairTransfer:
+    """Inner products, norms, differences and :math:`\\Delta_x` for listed pairs (T2.3).
+
+    With :math:`z` from :math:`q_u` the per-sample difference of gradients factorises:
+    :math:`\\nabla_W l_v - \\nabla_W l_u = (r_v(z) - r_u(z))\\tilde h(z)^\\top`,
+    :math:`r_v(z) - r_u(z) = (n_v - n_u) p(z) - (x_v - x_u)`, so
+
+    .. math::
+
+        \\Delta_x(u, v)^2 = \\frac1{M^2}\\sum_{m,m'} (d_{m}\\cdot d_{m'})
+            (\\tilde h_{um}\\cdot\\tilde h_{um'}),\\quad d_m = (n_v - n_u)p_{um} - (x_v - x_u),
+
+    and :math:`\\|\\hat g_v - \\hat g_u\\|^2 = \\|\\hat g_u\\|^2 + \\|\\hat g_v\\|^2
+    - 2\\langle \\hat g_u, \\hat g_v\\rangle` (use float64: this cancels when
+    :math:`\\hat g_u \\approx \\hat g_v`). ``"decoder"`` materialises three gradients per pair
+    with ``torch.func`` (memory 3 x chunk x P).
+
+    Parameters
+    ----------
+    model : a VAEModel (``nn.Module``); its dtype sets the precision (use float64).
+    x : (N, I) clean inputs (dense tensor/array or scipy sparse).
+    pairs : (P, 2) row indices into ``x``, ordered (u, v).
+    n_samples : M; ignored when ``eps`` is given.
+    seed : seed of the common random numbers.
+    eps : (M, d) explicit common random numbers.
+    param_set : ``"output"`` or ``"decoder"``.
+    chunk_size : pairs per chunk (memory chunk x M x (I + H) for ``"output"``).
+    """
+    model = _check_model(model)
+    _check_param_set(param_set)
+    _check_positive("chunk_size", chunk_size)
+    n = _n_rows(x, model.n_items)
+    pairs = _check_pairs(pairs, n)
+    eps = _eps_for(model, n_samples, seed, eps)
+    keys = ("inner", "norm_u", "norm_v", "diff_norm", "delta_x", "w2", "mu_dist")
+    out: dict[str, list[Tensor]] = {k: [] for k in keys}
+    if param_set == "decoder":
+        wrap, params = _params(model, param_set)
+    for s in range(0, len(pairs), chunk_size):
+        pc = pairs[s : s + chunk_size]
+        xu, xv = _rows(x, pc[:, 0], eps.dtype), _rows(x, pc[:, 1], eps.dtype)  # (C, I)
+        if param_set == "output":
+            fu, fv = output_factors(model, xu, eps=eps), output_factors(model, xv, eps=eps)
+            sq_u, sq_v, inner, sq_dx = _output_pair_sq(fu, fv)
+            sq_diff = sq_u + sq_v - 2 * inner
+            mu_u, lv_u, mu_v, lv_v = fu.mu, fu.logvar, fv.mu, fv.logvar
+        else:
+            mu_u, lv_u = posterior(model, xu)
+            mu_v, lv_v = posterior(model, xv)
+            zu, zv = _samples(mu_u, lv_u, eps), _samples(mu_v, lv_v, eps)  # (C, M, d)
+            gu = _vmap_grads(wrap, params, zu, xu).detach()  # (C, P)
+            gv = _vmap_grads(wrap, params, zv, xv).detach()
+            gvu = _vmap_grads(wrap, params, zu, xv).detach()  # grad of l_v on q_u's samples
+            sq_u, sq_v = (gu * gu).sum(1), (gv * gv).sum(1)
+            inner = (gu * gv).sum(1)
+            sq_diff = ((gv - gu) ** 2).sum(1)
+            sq_dx = ((gvu - gu) ** 2).sum(1)
+        out["inner"].append(inner)
+        out["norm_u"].append(sq_u.clamp_min(0).sqrt())
+        out["norm_v"].append(sq_v.clamp_min(0).sqrt())
+        out["diff_norm"].append(sq_diff.clamp_min(0).sqrt())
+        out["delta_x"].append(sq_dx.clamp_min(0).sqrt())
+        out["w2"].append(w2_diag(mu_u, lv_u, mu_v, lv_v))
+        out["mu_dist"].append((mu_u - mu_v).norm(dim=-1))
+    arrays = {
+        k: (torch.cat(v).detach().double().numpy() if v else np.zeros(0)) for k, v in out.items()
+    }
+    return PairTransfer(**arrays)
+
+
+# ---------------------------------------------------------------------------- Lipschitz
+def _power_output(model: nn.Module, z: Tensor, x: Tensor, w: Tensor, n_iter: int) -> Tensor:
+    """Power iteration on :math:`J^\\top J` for the output layer, analytically.
+
+    :math:`G(z) = (r h^\\top, r)`, :math:`r = n p - x`; with :math:`\\dot h = B w`
+    (B = dh/dz), :math:`a = W \\dot h`, :math:`\\dot r = S a`,
+    :math:`S = n(\\operatorname{diag}p - pp^\\top)`:
+
+    .. math::
+
+        \\|Jw\\|^2 = \\|\\dot r\\|^2(\\|h\\|^2 + 1) + 2(\\dot r\\cdot r)(h\\cdot\\dot h)
+                    + \\|r\\|^2\\|\\dot h\\|^2,\\qquad
+        J^\\top J w = B^\\top\\big[W^\\top S\\,y_I + y_H\\big],
+
+    :math:`y_I = \\dot r(\\|h\\|^2 + 1) + r(\\dot h\\cdot h)`,
+    :math:`y_H = h(\\dot r\\cdot r) + \\dot h\\|r\\|^2` (the +1 only with a bias).
+    z (Q, d), x (Q, I), w (Q, d) unit -> (Q,) largest Rayleigh quotient's square root.
+    """
+    wmat, b = model.output_layer()
+    wmat = wmat.detach()
+    h, vjp_fn = torch.func.vjp(model.decoder_features, z)  # (Q, H)
+    h = h.detach()
+    with torch.no_grad():
+        logits = h @ wmat.T + (0 if b is None else b.detach())
+        p = torch.softmax(logits, dim=-1)  # (Q, I)
+        n = x.sum(-1, keepdim=True)  # (Q, 1)
+        r = n * p - x  # (Q, I)
+        hh1 = (h * h).sum(-1, keepdim=True) + (0.0 if b is None else 1.0)
+        rr = (r * r).sum(-1, keepdim=True)
+
+        def s_apply(y: Tensor) -> Tensor:
+            return n * (p * y - p * (p * y).sum(-1, keepdim=True))
+
+    best = torch.zeros(z.shape[0], dtype=z.dtype)
+    for _ in range(n_iter + 1):
+        _, dh = torch.func.jvp(model.decoder_features, (z,), (w,))  # (Q, H)
+        with torch.no_grad():
+            dh = dh.detach()
+            dr = s_apply(dh @ wmat.T)  # (Q, I)
+            dr_r = (dr * r).sum(-1, keepdim=True)
+            h_dh = (h * dh).sum(-1, keepdim=True)
+            sq = (
+                (dr * dr).sum(-1, keepdim=True) * hh1
+                + 2 * dr_r * h_dh
+                + rr * (dh * dh).sum(-1, keepdim=True)
+            )
+            best = torch.maximum(best, sq[:, 0].clamp_min(0))
+            y_i = dr * hh1 + r * h_dh
+            y_h = h * dr_r + dh * rr
+            t = s_apply(y_i) @ wmat + y_h  # (Q, H)
+        (v,) = vjp_fn(t)
+        v = v.detach()
+        w = v / v.norm(dim=-1, keepdim=True).clamp_min(torch.finfo(v.dtype).tiny)
+    return best.sqrt()
+
+
+def output_jacobian_norm(
+    model: nn.Module,
+    z: Tensor,
+    x: Tensor,
+    *,
+    n_iter: int = 10,
+    seed: int = 0,
+    chunk_size: int = 2048,
+) -> Tensor:
+    """Spectral norm of the output-layer mixed Jacobian
+    :math:`J(z) = \\partial_z \\nabla_{(W, b)} l(\\theta, z)` at each point (T2.3).
+
+    Power iteration on the d x d matrix :math:`J^\\top J` from a seeded random start,
+    with :math:`Jw` and :math:`J^\\top J w` in closed form (see ``_power_output``;
+    memory chunk x (I + H)). Each iterate's Rayleigh quotient is a lower bound on
+    :math:`\\|J\\|_2^2`; the largest is returned: an **estimate**, not a certified value.
+    For all decoder layers use :func:`radius.geometry.mixed_jacobian_lipschitz`.
+
+    Parameters
+    ----------
+    model : a VAEModel ``nn.Module`` (its dtype sets the precision).
+    z : (Q, d) points.
+    x : (Q, I) the clean input whose loss :math:`l` is differentiated at each point.
+    n_iter : power iterations.
+    seed : seed of the random start.
+    chunk_size : points per chunk.
+
+    Returns
+    -------
+    (Q,) tensor of estimated spectral norms.
+    """
+    model = _check_model(model)
+    _check_positive("n_iter", n_iter)
+    _check_positive("chunk_size", chunk_size)
+    if not isinstance(z, Tensor) or not isinstance(x, Tensor):
+        raise TypeError("z and x must be torch tensors")
+    if z.ndim != 2 or x.ndim != 2 or z.shape[0] != x.shape[0]:
+        raise ValueError(
+            f"z (Q, d) and x (Q, I) must agree on Q, got {tuple(z.shape)} and {tuple(x.shape)}"
+        )
+    dtype = _dtype(model)
+    gen = torch.Generator().manual_seed(int(seed))
+    w0 = torch.randn(z.shape, generator=gen, dtype=torch.float64).to(dtype)
+    w0 = w0 / w0.norm(dim=-1, keepdim=True)
+    out = []
+    for s in range(0, z.shape[0], chunk_size):
+        sl = slice(s, s + chunk_size)
+        out.append(_power_output(model, z[sl].to(dtype), x[sl].to(dtype), w0[sl], n_iter))
+    return torch.cat(out) if out else torch.zeros(0, dtype=dtype)
+
+
+def pair_lipschitz(
+    model: nn.Module,
+    x: Tensor | np.ndarray | sp.spmatrix,
+    pairs: np.ndarray | Sequence[tuple[int, int]],
+    *,
+    n_samples: int = 32,
+    seed: int = 0,
+    eps: Tensor | None = None,
+    n_paths: int = 2,
+    n_segment: int = 3,
+    n_iter: int = 10,
+    param_set: str = "output",
+    chunk_size: int = 64,
+) -> np.ndarray:
+    """Estimated :math:`L_{\\theta z}` of :math:`z \\mapsto \\nabla_\\theta l_v(\\theta, z)`
+    per pair (u, v): the largest mixed-Jacobian norm over the points
+
+    .. math::
+
+        z = (1 - t) z_{um} + t z_{vm},\\quad m = 1..\\text{n\\_paths},\\;
+        t \\in \\{0, \\tfrac1{k-1}, .., 1\\},\\; k = \\text{n\\_segment},
+
+    the segments of the common-random-number (W2-optimal) coupling of :math:`q_u` and
+    :math:`q_v`, which are the paths the transfer bound integrates along. A maximum
+    over finitely many points of a power-iteration lower bound: an **estimate** of the
+    supremum, not a certified constant.
+
+    ``"output"`` uses :func:`output_jacobian_norm` (closed form, batched over pairs);
+    ``"decoder"`` calls :func:`radius.geometry.mixed_jacobian_lipschitz` (``torch.func``,
+    float32, one call per pair and path: slow, for small pair sets).
+
+    Returns
+    -------
+    (P,) float64 array.
+    """
+    model = _check_model(model)
+    _check_param_set(param_set)
+    _check_positive("n_paths", n_paths)
+    _check_positive("n_segment", n_segment)
+    _check_positive("chunk_size", chunk_size)
+    if n_segment < 2:
+        raise ValueError(f"n_segment must be >= 2 (both endpoints), got {n_segment}")
+    n = _n_rows(x, model.n_items)
+    pairs = _check_pairs(pairs, n)
+    eps = _eps_for(model, n_samples, seed, eps)[:n_paths]  # (K, d)
+    k = eps.shape[0]
+    ts = torch.linspace(0.0, 1.0, n_segment, dtype=eps.dtype)  # (T,)
+    out = []
+    for s in range(0, len(pairs), chunk_size):
+        pc = pairs[s : s + chunk_size]
+        c = len(pc)
+        xu, xv = _rows(x, pc[:, 0], eps.dtype), _rows(x, pc[:, 1], eps.dtype)
+        zu = _samples(*posterior(model, xu), eps)  # (C, K, d)
+        zv = _samples(*posterior(model, xv), eps)
+        if param_set == "decoder":
+            # radius.geometry works in float32
+            m32 = model if _dtype(model) == torch.float32 else copy.deepcopy(model).float()
+            for j in range(c):
+                best = max(
+                    mixed_jacobian_lipschitz(
+                        m32,
+                        xv[j],
+                        torch.stack([zu[j, m], zv[j, m]]),
+                        n_iter=n_iter,
+                        n_segment=n_segment - 2,
+                        seed=seed + s + j,
+                    ).max
+                    for m in range(k)
+                )
+                out.append(torch.tensor([best], dtype=torch.float64))
+            continue
+        pts = zu[:, :, None] + ts[None, None, :, None] * (zv - zu)[:, :, None]  # (C, K, T, d)
+        q = k * len(ts)
+        xq = xv[:, None, :].expand(c, q, xv.shape[1]).reshape(c * q, -1)  # (C Q, I)
+        norms = output_jacobian_norm(
+            model, pts.reshape(c * q, -1), xq, n_iter=n_iter, seed=seed + s
+        )
+        out.append(norms.reshape(c, q).max(dim=1).values)
+    return torch.cat(out).double().numpy() if out else np.zeros(0)
+
+
+# ---------------------------------------------------------------------------- bound
+def transfer_bound(lipschitz: np.ndarray, w2: np.ndarray, delta_x: np.ndarray) -> np.ndarray:
+    """:math:`D_{uv} = L_{\\theta z} W_2(q_u, q_v) + \\Delta_x(u, v)` (T2.3, 2.).
+
+    With W2 >= W1 the bound :math:`\\|g_v - g_u\\| \\le D_{uv}` stays valid for the true
+    :math:`L_{\\theta z}`; with an estimated one it is an estimate.
+    """
+    lipschitz, w2, delta_x = (np.asarray(a, dtype=np.float64) for a in (lipschitz, w2, delta_x))
+    if not (lipschitz.shape == w2.shape == delta_x.shape):
+        raise ValueError(
+            f"lipschitz, w2 and delta_x must have the same shape, got "
+            f"{lipschitz.shape}, {w2.shape}, {delta_x.shape}"
+        )
+    return lipschitz * w2 + delta_x
+
+
+def sharing_radius(norm_u: np.ndarray, delta_x: np.ndarray, lipschitz: np.ndarray) -> np.ndarray:
+    """:math:`r_{share}(u, v) = [\\|g_u\\| - \\Delta_x(u, v)]_+ / L_{\\theta z}` (T2.3, 3.).
+
+    If :math:`W_1(q_u, q_v) < r_{share}` then :math:`D_{uv} < \\|g_u\\|`, so
+    :math:`\\langle g_u, g_v\\rangle \\ge \\|g_u\\|(\\|g_u\\| - D_{uv}) > 0`. A zero
+    Lipschitz constant gives an infinite radius when the numerator is positive.
+    """
+    norm_u, delta_x, lipschitz = (
+        np.asarray(a, dtype=np.float64) for a in (norm_u, delta_x, lipschitz)
+    )
+    if not (norm_u.shape == delta_x.shape == lipschitz.shape):
+        raise ValueError(
+            f"norm_u, delta_x and lipschitz must have the same shape, got "
+            f"{norm_u.shape}, {delta_x.shape}, {lipschitz.shape}"
+        )
+    if np.any(lipschitz < 0):
+        raise ValueError("lipschitz must be >= 0")
+    num = np.maximum(norm_u - delta_x, 0.0)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        r = num / lipschitz
+    return np.where(lipschitz > 0, r, np.where(num > 0, np.inf, 0.0))
+
+
+# ---------------------------------------------------------------------------- first order
+@dataclass(frozen=True)
+class FirstOrderResult:
+    """One-step finite-difference test of T2.3, 1. for a pair (u, v).
+
+    Attributes
+    ----------
+    etas : (K,) step sizes.
+    delta_loss : (K,) :math:`\\hat L_u(\\theta - \\eta \\hat g_v) - \\hat L_u(\\theta)`.
+    predicted : (K,) the first-order prediction, :math:`-s\\,\\eta\\langle \\hat g_u,
+        \\hat g_v\\rangle` with ``s = first_order_scale`` (1 is the claim).
+    residual : (K,) :math:`|\\text{delta\\_loss} - \\text{predicted}|`.
+    inner : :math:`\\langle \\hat g_u, \\hat g_v\\rangle` from materialised gradients.
+    norm_v : :math:`\\|\\hat g_v\\|`.
+    slope : log-log slope of residual against eta (2 when the claim holds).
+    """
+
+    etas: np.ndarray
+    delta_loss: np.ndarray
+    predicted: np.ndarray
+    residual: np.ndarray
+    inner: float
+    norm_v: float
+    slope: float
+
+
+def loglog_slope(etas: np.ndarray, residuals: np.ndarray) -> float:
+    """Least-squares slope of log(residual) on log(eta); NaN if a residual is not > 0.
+
+    A residual of exactly zero (a first-order prediction exact to rounding) has no
+    logarithm, so the slope is undefined and reported as NaN.
+    """
+    etas = np.asarray(etas, dtype=np.float64)
+    residuals = np.asarray(residuals, dtype=np.float64)
+    if etas.ndim != 1 or etas.shape != residuals.shape or len(etas) < 2:
+        raise ValueError(
+            "etas and residuals must be 1-d of equal length >= 2, "
+            f"got {etas.shape} and {residuals.shape}"
+        )
+    if np.any(etas <= 0) or not np.all(np.isfinite(etas)):
+        raise ValueError("etas must be finite and > 0")
+    if np.any(~np.isfinite(residuals)) or np.any(residuals <= 0):
+        return float("nan")
+    return float(np.polyfit(np.log(etas), np.log(residuals), 1)[0])
+
+
+def first_order_residuals(
+    model: nn.Module,
+    x: Tensor | np.ndarray | sp.spmatrix,
+    pair: tuple[int, int],
+    *,
+    etas: np.ndarray,
+    n_samples: int = 32,
+    seed: int = 0,
+    eps: Tensor | None = None,
+    param_set: str = "output",
+    first_order_scale: float = 1.0,
+    relative_step: bool = False,
+) -> FirstOrderResult:
+    """Finite-difference test of :math:`\\hat L_u(\\theta - \\eta \\hat g_v) - \\hat L_u(\\theta)
+    = -\\eta\\langle \\hat g_u, \\hat g_v\\rangle + O(\\eta^2)` (T2.3, 1.).
+
+    The same common random numbers define :math:`\\hat L_u` before and after the step,
+    so the only change is :math:`\\theta` and the residual is exactly second order:
+    its log-log slope against :math:`\\eta` is 2 (use float64: the smallest residual
+    must stay above the rounding of :math:`\\hat L_u`). ``first_order_scale`` != 1
+    (e.g. -1, 2) plants a wrong formula: the residual is then first order (slope 1).
+    With ``relative_step`` the given ``etas`` are step lengths
+    :math:`\\|\\eta \\hat g_v\\|` and are divided by :math:`\\|\\hat g_v\\|`.
+    """
+    model = _check_model(model)
+    _check_param_set(param_set)
+    n = _n_rows(x, model.n_items)
+    ((u, v),) = _check_pairs([pair], n)
+    etas = np.asarray(etas, dtype=np.float64)
+    if etas.ndim != 1 or len(etas) < 2 or np.any(etas <= 0) or not np.all(np.isfinite(etas)):
+        raise ValueError("etas must be a 1-d array of at least 2 finite values > 0")
+    eps = _eps_for(model, n_samples, seed, eps)
+    wrap, params = _params(model, param_set)
+    xu, xv = _rows(x, np.array([u]), eps.dtype), _rows(x, np.array([v]), eps.dtype)  # (1, I)
+    zu, zv = _samples(*posterior(model, xu), eps)[0], _samples(*posterior(model, xv), eps)[0]
+    loss_u = lambda prm: _mc_loss(wrap, prm, zu, xu[0])
+    gu = {k: t.detach() for k, t in torch.func.grad(loss_u)(params).items()}
+    gv = torch.func.grad(lambda prm: _mc_loss(wrap, prm, zv, xv[0]))(params)
+    gv = {k: t.detach() for k, t in gv.items()}
+    inner = float(sum((gu[k] * gv[k]).sum() for k in params))
+    norm_v = float(torch.sqrt(sum((gv[k] ** 2).sum() for k in params)))
+    if relative_step:
+        if norm_v == 0:
+            raise ValueError("relative_step needs g_v != 0")
+        etas = etas / norm_v
+    with torch.no_grad():
+        base = float(loss_u(params))
+        delta = np.array(
+            [float(loss_u({k: params[k] - float(e) * gv[k] for k in params})) - base for e in etas]
+        )
+    predicted = -float(first_order_scale) * etas * inner
+    residual = np.abs(delta - predicted)
+    return FirstOrderResult(
+        etas=etas,
+        delta_loss=delta,
+        predicted=predicted,
+        residual=residual,
+        inner=inner,
+        norm_v=norm_v,
+        slope=loglog_slope(etas, residual),
+    )
