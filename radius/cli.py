@@ -271,6 +271,7 @@ def cmd_experiment(args: argparse.Namespace) -> int:
 
     if args.set:
         args.base_config = TrainConfig().replace(**_parse_set(args.set))
+    args.command_line = "radius " + " ".join(args.argv)
     return run_experiment(args)
 
 
@@ -410,6 +411,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    args.argv = list(sys.argv[1:] if argv is None else argv)
     if args.command is None:
         parser.print_help()
         return 0

@@ -378,6 +378,8 @@ def run_experiment(args: argparse.Namespace) -> int:
         cache_dir=cache,
         progress=bool(getattr(args, "progress", True)),
     )
+    if getattr(args, "command_line", None):
+        result["command"] = args.command_line
     print(format_ablation(result))
     out = Path(getattr(args, "out", None) or Path("runs") / ds.name / f"ablation-{model}.json")
     atomic_write_json(out, result)

@@ -632,6 +632,8 @@ def render_ablation(
         if model and model != "multvae":
             head += f" --model {model}"
         head += "`):"
+        if isinstance(data, Mapping) and data.get("command"):
+            head = f"From `{path.as_posix()}` (`{data['command']}`):"
         if "error" in data:
             parts.append(f"{head} **unreadable**: {data['error']}.")
             continue
@@ -688,7 +690,52 @@ def render_blocks(inputs: ReportInputs, *, out_dir: Path = Path(".")) -> dict[st
         inputs.ablations, figures_dir=inputs.figures_dir, out_dir=out_dir
     )
     blocks["figures"] = render_figures(inputs.figures_dir, out_dir=out_dir)
+    runs = inputs.verify_dir.parent.parent  # runs/<data>/verify -> runs
+    if runs.is_dir():
+        for vdir in sorted(runs.glob("*/verify")):
+            blocks[f"data {vdir.parent.name}"] = render_data(
+                vdir.parent, figures_dir=inputs.figures_dir, out_dir=out_dir
+            )
     return blocks
+
+
+def render_data(data_dir: Path, *, figures_dir: Path, out_dir: Path = Path(".")) -> str:
+    """Markdown of a ``data NAME`` block: every claim's verdict and the ablations of one
+    data folder (``runs/NAME``), for datasets beside the default."""
+    from radius.verify import CLAIMS
+
+    claims, _ = load_claim_reports(data_dir / "verify")
+    rows = []
+    for cid in CLAIMS:
+        rep = claims.get(cid)
+        if rep is None:
+            rows.append([cid, "not run yet", "", ""])
+            continue
+        if "error" in rep:
+            rows.append([cid, "unreadable", "", ""])
+            continue
+        checks = rep.get("checks", [])
+        failed = [c["name"] for c in checks if not c.get("passed")]
+        rows.append(
+            [
+                cid,
+                f"**{rep.get('verdict', '?')}**",
+                f"{sum(bool(c.get('passed')) for c in checks)}/{len(checks)}",
+                ", ".join(f"`{n}`" for n in failed) or "-",
+            ]
+        )
+    stamp = ""
+    any_rep = next((r for r in claims.values() if "context" in r), None)
+    if any_rep is not None:
+        c = any_rep["context"]
+        stamp = (
+            f"\n\nData `{c.get('dataset')}` (hash `{c.get('data_hash')}`), seed "
+            f"{c.get('seed')}, code `{c.get('code_version')}`; JSON in "
+            f"`{(data_dir / 'verify').as_posix()}/`."
+        )
+    table = _md_table(["claim", "verdict", "checks passed", "failed checks"], rows)
+    abl = render_ablation(load_ablations(data_dir), figures_dir=figures_dir, out_dir=out_dir)
+    return f"{table}{stamp}\n\n{abl}"
 
 
 # --------------------------------------------------------------------------- skeleton

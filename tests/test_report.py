@@ -402,3 +402,57 @@ def test_cli_report(tmp_path, monkeypatch, capsys):
     assert "unchanged" in capsys.readouterr().out
     data = json.loads((tmp_path / "runs/synthetic/verify/p3_1.json").read_text())
     assert data["verdict"] == "FAIL"
+
+
+def test_data_block_lists_verdicts_of_a_second_dataset(tmp_path):
+    """A `data NAME` block shows each claim's verdict for runs/NAME, failed checks named."""
+    from radius.report import generate
+
+    runs = tmp_path / "runs"
+    main_dir = runs / "synthetic" / "verify"
+    other = runs / "ml-100k" / "verify"
+    main_dir.mkdir(parents=True)
+    other.mkdir(parents=True)
+    rep = {
+        "claim": "2.6",
+        "title": "t",
+        "statement": "s",
+        "reconstruction": True,
+        "verdict": "FAIL",
+        "passed": False,
+        "method": "m",
+        "checks": [
+            {
+                "name": "ok_check",
+                "description": "d",
+                "measured": 1.0,
+                "bound": 1.0,
+                "slack": 0.0,
+                "tolerance": "t",
+                "passed": True,
+                "n": 3,
+            },
+            {
+                "name": "bad_check",
+                "description": "d",
+                "measured": 2.0,
+                "bound": 1.0,
+                "slack": -1.0,
+                "tolerance": "t",
+                "passed": False,
+                "n": 3,
+            },
+        ],
+        "details": {},
+        "context": {"dataset": "ml-100k", "data_hash": "abc", "seed": 0, "code_version": "0.1.0"},
+    }
+    import json as _json
+
+    (other / "t2_6.json").write_text(_json.dumps(rep))
+    out = tmp_path / "pc.md"
+    out.write_text("# x\n\n<!-- radius:begin data ml-100k -->\n<!-- radius:end data ml-100k -->\n")
+    generate(out, verify_dir=main_dir, figures_dir=tmp_path / "figs")
+    text = out.read_text()
+    assert "| 2.6 | **FAIL** | 1/2 | `bad_check` |" in text
+    assert "| 2.3 | not run yet |" in text
+    assert "hash `abc`" in text
