@@ -129,7 +129,7 @@ def _ordering(
                 "seeds_holding": int(np.sum(np.asarray(diffs) > 0)),
                 "n_seeds": len(diffs),
                 "holds": bool(st["mean"] > 0),
-                "beyond_2se": bool(st["n"] > 1 and st["mean"] > 2 * st["se"]),
+                "beyond_2se": bool(st["n"] > 1 and abs(st["mean"]) > 2 * st["se"]),
                 "user_paired_mean": users["mean"],
                 "user_paired_se": users["se"],
                 "n_users": users["n_users"],

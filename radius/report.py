@@ -618,6 +618,7 @@ def render_ablation(
     *,
     figures_dir: Path = DEFAULT_FIGURES_DIR,
     out_dir: Path = Path("."),
+    with_figures: bool = True,
 ) -> str:
     """Markdown of the ``ablation`` block: one section per ablation JSON file."""
     if not ablations:
@@ -642,8 +643,9 @@ def render_ablation(
         except (KeyError, TypeError, AttributeError, StopIteration, IndexError):
             body = _ablation_generic(data)
         parts.append(f"{head}\n\n{body}")
-    figs = _figure_links(ABLATION_FIGURES, figures_dir, out_dir)
-    parts.append("Figures: " + "; ".join(figs))
+    if with_figures:
+        figs = _figure_links(ABLATION_FIGURES, figures_dir, out_dir)
+        parts.append("Figures: " + "; ".join(figs))
     return "\n\n".join(parts)
 
 
@@ -734,7 +736,9 @@ def render_data(data_dir: Path, *, figures_dir: Path, out_dir: Path = Path("."))
             f"`{(data_dir / 'verify').as_posix()}/`."
         )
     table = _md_table(["claim", "verdict", "checks passed", "failed checks"], rows)
-    abl = render_ablation(load_ablations(data_dir), figures_dir=figures_dir, out_dir=out_dir)
+    abl = render_ablation(
+        load_ablations(data_dir), figures_dir=figures_dir, out_dir=out_dir, with_figures=False
+    )
     return f"{table}{stamp}\n\n{abl}"
 
 

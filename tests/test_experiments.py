@@ -130,6 +130,13 @@ def test_ordering_fails_when_a_step_falls():
     assert o["steps"][1]["seeds_holding"] == 0
 
 
+def test_clear_drop_is_beyond_two_standard_errors():
+    """A consistent fall is as significant as a rise: |mean| > 2 s.e. either way."""
+    runs = _fake_runs({"clean": [0.40, 0.41, 0.42], "masking": [0.38, 0.392, 0.401]})
+    o = ex._ordering(runs, "ndcg@100", ["clean", "masking"])
+    assert not o["holds"] and o["steps"][0]["beyond_2se"]
+
+
 def test_pia_gain_largest_at_both_ends():
     """Gains 0.03, 0.01, 0.0, 0.02 over the cohorts: largest at both ends."""
     gains = dict(zip(COHORT_LABELS, [0.03, 0.01, 0.0, 0.02]))
