@@ -262,6 +262,27 @@ def train(
 
         bar = tqdm(total=config.epochs, initial=start_epoch, desc="train", unit="epoch")
     stale = 0 if not history else history[-1].get("stale", 0)
+
+    def save(epoch_done: int, *, val, test, finished: bool) -> None:
+        """Checkpoint (atomically) with the current best weights and training state."""
+        if ckpt_path is not None:
+            _write(
+                ckpt_path,
+                model,
+                trainer,
+                gen,
+                np_rng,
+                config,
+                dataset,
+                history,
+                best,
+                step,
+                epoch_done,
+                val=val,
+                test=test,
+                finished=finished,
+            )
+
     for epoch in epochs:
         t0 = time.perf_counter()
         model.train()
@@ -296,23 +317,8 @@ def train(
             bar.set_postfix(loss=f"{rec['loss']:.2f}", val_ndcg100=f"{val.means['ndcg@100']:.4f}")
         done = stale >= config.patience or epoch == config.epochs - 1
         paused = stop_after is not None and epoch - start_epoch + 1 >= stop_after and not done
-        if ckpt_path is not None and not done:
-            _write(
-                ckpt_path,
-                model,
-                trainer,
-                gen,
-                np_rng,
-                config,
-                dataset,
-                history,
-                best,
-                step,
-                epoch,
-                val=None,
-                test=None,
-                finished=False,
-            )
+        if not done:
+            save(epoch, val=None, test=None, finished=False)
         if done or paused:
             break
     if bar is not None:
@@ -333,23 +339,7 @@ def train(
     val_final = evaluate(model, dataset.val_tr, dataset.val_te).means
     test = evaluate(model, dataset.test_tr, dataset.test_te).to_dict() if evaluate_test else None
     meta = {"best_epoch": best["epoch"], "data_hash": dataset.hash, "code_version": code_version()}
-    if ckpt_path is not None:
-        _write(
-            ckpt_path,
-            model,
-            trainer,
-            gen,
-            np_rng,
-            config,
-            dataset,
-            history,
-            best,
-            step,
-            history[-1]["epoch"],
-            val=val_final,
-            test=test,
-            finished=True,
-        )
+    save(history[-1]["epoch"], val=val_final, test=test, finished=True)
     return TrainResult(
         model=model,
         config=config,
