@@ -736,9 +736,10 @@ def render_data(data_dir: Path, *, figures_dir: Path, out_dir: Path = Path("."))
             f"`{(data_dir / 'verify').as_posix()}/`."
         )
     table = _md_table(["claim", "verdict", "checks passed", "failed checks"], rows)
-    abl = render_ablation(
-        load_ablations(data_dir), figures_dir=figures_dir, out_dir=out_dir, with_figures=False
-    )
+    ablations = load_ablations(data_dir)
+    if not ablations:
+        return f"{table}{stamp}"
+    abl = render_ablation(ablations, figures_dir=figures_dir, out_dir=out_dir, with_figures=False)
     return f"{table}{stamp}\n\n{abl}"
 
 

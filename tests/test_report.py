@@ -456,3 +456,4 @@ def test_data_block_lists_verdicts_of_a_second_dataset(tmp_path):
     assert "| 2.6 | **FAIL** | 1/2 | `bad_check` |" in text
     assert "| 2.3 | not run yet |" in text
     assert "hash `abc`" in text
+    assert "ablation" not in text.split("radius:begin data ml-100k")[1]  # none there: no stub
