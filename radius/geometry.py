@@ -331,13 +331,133 @@ def _spectral_norm(w: Tensor) -> float:
     return float(torch.linalg.eigvalsh(g)[-1].clamp_min(0).sqrt()) * (1.0 + 1e-12)
 
 
-def _check_multvae(model: Any) -> None:
+SILU_LIPSCHITZ = 1.0999
+"""Upper bound on sup |silu'(t)|: silu'(t) = s(t)(1 + t(1 - s(t))), s the logistic
+function, takes values in [-0.09984, 1.09984] (extremes at t = -/+2.3994)."""
+
+
+def _is_multvae(model: Any) -> bool:
     need = ("enc_in_weight", "enc_in_bias", "enc_layers", "latent_dim")
-    if not all(hasattr(model, n) for n in need):
+    return all(hasattr(model, n) for n in need)
+
+
+def _is_recvae(model: Any) -> bool:
+    from radius.model.recvae import RecVAEEncoder
+
+    return isinstance(getattr(model, "encoder", None), RecVAEEncoder)
+
+
+def _check_supported(model: Any) -> None:
+    if not (_is_multvae(model) or _is_recvae(model)):
         raise TypeError(
             f"encoder_lipschitz_bound supports MultVAE-style encoders (enc_in_weight, "
-            f"enc_layers), got {type(model).__name__}"
+            f"enc_layers) and RecVAE encoders, got {type(model).__name__}"
         )
+
+
+def layernorm_lipschitz(ln: nn.LayerNorm) -> float:
+    r"""Certified l2 Lipschitz constant of a LayerNorm over its last dimension.
+
+    :math:`\mathrm{LN}(y) = \gamma\odot f(Py) + \beta`, P the centring projection
+    (non-expansive) and :math:`f(c) = c / r(c)`, :math:`r = \sqrt{\lVert c\rVert^2/H +
+    \epsilon}`. The Jacobian of f is :math:`(I - cc^\top/(H r^2))/r`, with eigenvalues
+    :math:`1/r` (across c) and :math:`\epsilon/r^3` (along c), both :math:`\le
+    1/\sqrt\epsilon`; the domain is convex, so
+    :math:`\mathrm{Lip}(\mathrm{LN}) \le \max_k|\gamma_k| / \sqrt\epsilon`, attained at
+    c = 0 when :math:`\gamma` is constant.
+    """
+    if len(ln.normalized_shape) != 1:
+        raise ValueError(f"LayerNorm over one dimension expected, got {ln.normalized_shape}")
+    g = 1.0 if ln.weight is None else float(ln.weight.detach().double().abs().max())
+    return g / math.sqrt(ln.eps) * (1.0 + 1e-12)
+
+
+def _multvae_trunk(model: Any) -> tuple[float, Tensor, Tensor, Tensor, dict[str, Any]]:
+    """B with ||dh_L||_2 <= B ||dx~||_1, the (2d, H_L) head weight and bias, the
+    certified logvar range G (d,), and the factors (tanh is 1-Lipschitz, h_L in [-1, 1])."""
+    d = int(model.latent_dim)
+    w_in = model.enc_in_weight.detach().double()  # (I, H0)
+    first = float(torch.linalg.vector_norm(w_in, dim=1).max())
+    layers = list(model.enc_layers)
+    hidden = [_spectral_norm(lin.weight) for lin in layers[:-1]]
+    head = layers[-1]
+    w_head = head.weight.detach().double()  # (2d, H_L)
+    b_head = (
+        head.bias.detach().double()
+        if head.bias is not None
+        else torch.zeros(2 * d, dtype=torch.float64)
+    )
+    global_max = w_head[d:].abs().sum(dim=1) + b_head[d:]  # (d,)
+    trunk = first * (float(np.prod(hidden)) if hidden else 1.0)
+    return (
+        trunk,
+        w_head[:d],
+        w_head[d:],
+        global_max,
+        {
+            "encoder": "multvae",
+            "first_layer": first,
+            "hidden": hidden,
+        },
+    )
+
+
+def _recvae_trunk(model: Any) -> tuple[float, Tensor, Tensor, Tensor, dict[str, Any]]:
+    r"""RecVAE's densely connected trunk (``radius.model.recvae.RecVAEEncoder``).
+
+    :math:`h_1 = \mathrm{LN}_0(\mathrm{silu}(\tilde x W_{in} + b))`,
+    :math:`h_{k+1} = \mathrm{LN}_k(\mathrm{silu}((W_k + I) h_k + \sum_{j<k} h_j + b_k))`.
+    With :math:`\ell_k` the LayerNorm constants (``layernorm_lipschitz``) and
+    :math:`s` = ``SILU_LIPSCHITZ``, by the triangle inequality
+    :math:`\lVert\Delta h_j\rVert_2 \le B_j \lVert\Delta\tilde x\rVert_1` with
+    :math:`B_1 = \ell_0 s \max_i\lVert W_{in}[i,:]\rVert_2` and
+    :math:`B_{k+1} = \ell_k s (\lVert W_k + I\rVert_2 B_k + \sum_{j<k} B_j)`.
+    Logvar range: the last layer's output is :math:`\gamma\odot f + \beta` with f
+    centred and :math:`\lVert f\rVert_2 < \sqrt H`, so
+    :math:`\mathrm{logvar}_k \le W_\ell[k]\cdot\beta + b_k + \sqrt H\,\lVert
+    P(W_\ell[k]\odot\gamma)\rVert_2` for every input.
+    """
+    enc = model.encoder
+    first = float(torch.linalg.vector_norm(enc.in_weight.detach().double(), dim=1).max())
+    lns = [layernorm_lipschitz(ln) for ln in enc.lns]
+    dense = []
+    b = [lns[0] * SILU_LIPSCHITZ * first]
+    for k, fc in enumerate(enc.fcs, start=1):
+        w = fc.weight.detach().double()
+        if w.shape[0] != w.shape[1]:
+            raise ValueError(f"dense RecVAE layers must be square, got {tuple(w.shape)}")
+        dense.append(_spectral_norm(w + torch.eye(w.shape[0], dtype=torch.float64)))
+        b.append(lns[k] * SILU_LIPSCHITZ * (dense[-1] * b[-1] + sum(b[:-1])))
+    last = enc.lns[-1]
+    h = int(last.normalized_shape[0])
+    gamma = (
+        torch.ones(h, dtype=torch.float64) if last.weight is None else last.weight.detach().double()
+    )
+    beta = torch.zeros(h, dtype=torch.float64) if last.bias is None else last.bias.detach().double()
+    w_mu = enc.fc_mu.weight.detach().double()  # (d, H)
+    w_lv = enc.fc_logvar.weight.detach().double()  # (d, H)
+    b_lv = (
+        enc.fc_logvar.bias.detach().double()
+        if enc.fc_logvar.bias is not None
+        else torch.zeros(w_lv.shape[0], dtype=torch.float64)
+    )
+    wg = w_lv * gamma  # (d, H)
+    wg = wg - wg.mean(dim=1, keepdim=True)  # P(W_l[k] * gamma): f is centred
+    global_max = w_lv @ beta + b_lv + math.sqrt(h) * torch.linalg.vector_norm(wg, dim=1)
+    return (
+        b[-1],
+        w_mu,
+        w_lv,
+        global_max,
+        {
+            "encoder": "recvae",
+            "first_layer": first,
+            "hidden": dense,
+            "layernorm": lns,
+            "silu": SILU_LIPSCHITZ,
+            "trunk": b,
+        },
+    )
 
 
 @torch.no_grad()
@@ -414,40 +534,41 @@ def encoder_lipschitz_bound(
     particular for the observed encodings themselves), and for all inputs where
     :math:`G_k` is the smaller.
 
+    RecVAE (``radius.model.recvae.RecVAE``): the same head factor, and in place of
+    :math:`\max_i\lVert W_{in}[i,:]\rVert_2 \prod_k\lVert W_k\rVert_2` the bound
+    :math:`B_L` of its densely connected swish / layer-norm trunk (``_recvae_trunk``:
+    swish is ``SILU_LIPSCHITZ``-Lipschitz, a layer norm ``layernorm_lipschitz``, a dense
+    connection adds the earlier layers' bounds); its global logvar range comes from the
+    last layer norm's output norm. RecVAE normalises its input exactly as Multi-VAE does,
+    so ``normalization_factor`` applies unchanged.
+
     Parameters
     ----------
-    model : a MultVAE (``enc_in_weight`` (I, H0), ``enc_layers``), in eval mode.
+    model : a MultVAE (``enc_in_weight`` (I, H0), ``enc_layers``) or a RecVAE, in eval
+        mode.
     logvar_observed : (B, d) observed logvars, or None for the global range.
     logvar_margin : added to the observed per-coordinate maximum (>= 0).
 
     Returns
     -------
     (L_phi, details) : the constant (float) and a JSON-able dict of its factors:
-    ``first_layer``, ``hidden`` (list), ``head``, ``mu_head``, ``logvar_head``,
+    ``encoder`` ("multvae" / "recvae"), ``first_layer``, ``hidden`` (list: spectral norms
+    of the hidden layers; for RecVAE of W_k + I), ``trunk_bound``, ``head``, ``mu_head``,
+    ``logvar_head``,
     ``sigma_factor_max`` (max_k e^{M_k/2}/2), ``logvar_max`` (max_k M_k),
     ``logvar_range`` ("global" / "observed+margin" / "mixed"), ``l_mu`` (the constant of
-    x -> mu alone), ``input`` ("normalised").
+    x -> mu alone), ``input`` ("normalised"); for RecVAE also ``layernorm`` (list),
+    ``silu`` and ``trunk`` (the B_j).
     """
-    _check_multvae(model)
+    _check_supported(model)
     if logvar_margin < 0:
         raise ValueError(f"logvar_margin must be >= 0, got {logvar_margin}")
     drop = getattr(model, "drop", None)
     if model.training and isinstance(drop, nn.Dropout) and drop.p > 0:
         raise ValueError("encoder_lipschitz_bound needs the model in eval mode (dropout is active)")
     d = int(model.latent_dim)
-    w_in = model.enc_in_weight.detach().double()  # (I, H0)
-    first = float(torch.linalg.vector_norm(w_in, dim=1).max())
-    layers = list(model.enc_layers)
-    hidden = [_spectral_norm(lin.weight) for lin in layers[:-1]]
-    head = layers[-1]
-    w_head = head.weight.detach().double()  # (2d, H_L)
-    b_head = (
-        head.bias.detach().double()
-        if head.bias is not None
-        else torch.zeros(2 * d, dtype=torch.float64)
-    )
-    w_mu, w_lv = w_head[:d], w_head[d:]  # (d, H_L) each
-    global_max = w_lv.abs().sum(dim=1) + b_head[d:]  # (d,)
+    trunk_fn = _multvae_trunk if _is_multvae(model) else _recvae_trunk
+    trunk, w_mu, w_lv, global_max, details = trunk_fn(model)
     if logvar_observed is None:
         lv_max, rng_kind = global_max, "global"
     else:
@@ -464,23 +585,23 @@ def encoder_lipschitz_bound(
     joint = torch.cat([w_mu, factor[:, None] * w_lv], dim=0)  # (2d, H_L)
     head_norm = _spectral_norm(joint)
     mu_norm = _spectral_norm(w_mu)
-    prod_hidden = float(np.prod(hidden)) if hidden else 1.0
-    value = first * prod_hidden * head_norm
-    details = {
-        "input": "normalised",
-        "first_layer": first,
-        "hidden": hidden,
-        "head": head_norm,
-        "mu_head": mu_norm,
-        "logvar_head": _spectral_norm(w_lv),
-        "sigma_factor_max": float(factor.max()),
-        "logvar_max": float(lv_max.max()),
-        "logvar_global_max": float(global_max.max()),
-        "logvar_margin": float(logvar_margin),
-        "logvar_range": rng_kind,
-        "l_mu": first * prod_hidden * mu_norm,
-        "l_phi": value,
-    }
+    value = trunk * head_norm
+    details.update(
+        {
+            "input": "normalised",
+            "trunk_bound": trunk,
+            "head": head_norm,
+            "mu_head": mu_norm,
+            "logvar_head": _spectral_norm(w_lv),
+            "sigma_factor_max": float(factor.max()),
+            "logvar_max": float(lv_max.max()),
+            "logvar_global_max": float(global_max.max()),
+            "logvar_margin": float(logvar_margin),
+            "logvar_range": rng_kind,
+            "l_mu": trunk * mu_norm,
+            "l_phi": value,
+        }
+    )
     return value, details
 
 

@@ -57,3 +57,17 @@ def tiny_ctx(tiny_dataset, tiny_config, tmp_path_factory):
         base_config=tiny_config,
         cache_dir=tmp_path_factory.mktemp("models"),
     )
+
+
+@pytest.fixture(scope="session")
+def tiny_recvae_ctx(tiny_dataset, tiny_config, tmp_path_factory):
+    """The tiny context with RecVAE models (one encoder pass per epoch, a few seconds)."""
+    from radius.verify.base import VerifyOptions
+    from radius.verify.context import VerifyContext
+
+    return VerifyContext(
+        dataset=tiny_dataset,
+        options=VerifyOptions(seed=0, n_pairs=80, n_users=40, n_mc=800, quick=True),
+        base_config=tiny_config.replace(model="recvae", enc_epochs=1, epochs=6, patience=6),
+        cache_dir=tmp_path_factory.mktemp("recvae-models"),
+    )

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pytest
 import scipy.sparse as sp
@@ -12,10 +14,12 @@ from hypothesis.extra.numpy import arrays
 from scipy.stats import norm, wasserstein_distance
 
 from radius.geometry import (
+    SILU_LIPSCHITZ,
     binary_l1_nearest,
     empirical_local_lipschitz,
     encode_double,
     encoder_lipschitz_bound,
+    layernorm_lipschitz,
     mixed_jacobian_lipschitz,
     normalization_factor,
     w1_bias_table,
@@ -328,6 +332,117 @@ def test_encoder_bound_errors():
         encoder_lipschitz_bound(_model(), logvar_margin=-1)
     with pytest.raises(ValueError, match=r"logvar_observed must be \(B, 4\) with B >= 1"):
         encoder_lipschitz_bound(_model(), logvar_observed=np.zeros((3, 5)))
+
+
+# --------------------------------------------------------------------------- RecVAE encoder
+def _recvae(seed: int = 0, items: int = 40, hidden: int = 16, d: int = 4, n_layers: int = 5):
+    """A RecVAE with non-trivial layer-norm scales and shifts (trained ones are not 1, 0)."""
+    from radius.model.recvae import RecVAE, RecVAEEncoder
+
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        m = RecVAE(items, hidden, d)
+        m.encoder = RecVAEEncoder(items, hidden, d, n_layers=n_layers)
+        with torch.no_grad():
+            for ln in m.encoder.lns:
+                ln.weight.uniform_(-2.0, 2.0)
+                ln.bias.uniform_(-1.0, 1.0)
+            for fc in m.encoder.fcs:
+                fc.bias.uniform_(-0.5, 0.5)
+            m.encoder.fc_logvar.bias.uniform_(-1.0, 1.0)
+    return m.eval()
+
+
+def test_silu_constant_bounds_derivative():
+    """SILU_LIPSCHITZ >= sup |silu'| (a fine grid) and is within 1e-3 of it."""
+    t = torch.linspace(-30, 30, 600_001, dtype=torch.float64)
+    s = torch.sigmoid(t)
+    deriv = s * (1 + t * (1 - s))
+    sup = float(deriv.abs().max())
+    assert sup <= SILU_LIPSCHITZ < sup + 1e-3
+
+
+def test_layernorm_constant_is_certified_and_tight():
+    """Jacobian norms of a LayerNorm stay below max|gamma|/sqrt(eps), reached at c = 0."""
+    ln = torch.nn.LayerNorm(8, eps=0.1).double()
+    const = layernorm_lipschitz(ln)
+    assert const == pytest.approx(1 / math.sqrt(0.1), rel=1e-9)
+    jac = torch.autograd.functional.jacobian(ln, torch.full((8,), 0.7, dtype=torch.float64))
+    assert float(torch.linalg.matrix_norm(jac, ord=2)) == pytest.approx(const, rel=1e-9)
+    with torch.no_grad():
+        ln.weight.uniform_(-3, 3)
+    const = layernorm_lipschitz(ln)
+    gen = torch.Generator().manual_seed(0)
+    for scale in (1e-3, 0.1, 1.0, 10.0):
+        y = scale * torch.randn(8, generator=gen, dtype=torch.float64)
+        jac = torch.autograd.functional.jacobian(ln, y)
+        assert float(torch.linalg.matrix_norm(jac, ord=2)) <= const
+
+
+def test_recvae_trunk_recursion():
+    """B_1 = l_0 s first, B_2 = l_1 s ||W_1 + I|| B_1, B_3 = l_2 s (||W_2 + I|| B_2 + B_1)."""
+    m = _recvae(1, n_layers=3)
+    _, det = encoder_lipschitz_bound(m)
+    enc = m.encoder
+    ls = [float(ln.weight.abs().max()) / math.sqrt(ln.eps) for ln in enc.lns]
+    eye = torch.eye(16, dtype=torch.float64)
+    dense = [float(torch.linalg.matrix_norm(fc.weight.double() + eye, ord=2)) for fc in enc.fcs]
+    first = float(enc.in_weight.double().norm(dim=1).max())
+    b1 = ls[0] * SILU_LIPSCHITZ * first
+    b2 = ls[1] * SILU_LIPSCHITZ * dense[0] * b1
+    b3 = ls[2] * SILU_LIPSCHITZ * (dense[1] * b2 + b1)
+    assert det["encoder"] == "recvae" and len(det["hidden"]) == 2
+    assert det["trunk"] == pytest.approx([b1, b2, b3], rel=1e-9)
+    assert det["l_phi"] == pytest.approx(b3 * det["head"], rel=1e-9)
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_recvae_bound_holds_on_random_inputs(seed):
+    """RecVAE: W2 <= L_phi ||x~_u - x~_v||_1 <= L_phi c ||x_u - x_v||_1, observed and global."""
+    m = _recvae(seed)
+    rng = np.random.default_rng(seed)
+    xu = _binary(rng, 64, 40)
+    xv = xu.copy()
+    flip = rng.integers(0, 40, 64)
+    xv[np.arange(64), flip] = 1 - xv[np.arange(64), flip]
+    xv[:32] = _binary(rng, 32, 40)
+    xv[xv.sum(1) == 0, 0] = 1.0
+    mu_u, lv_u = encode_double(m, xu)
+    mu_v, lv_v = encode_double(m, xv)
+    w2 = w2_diag(mu_u, lv_u, mu_v, lv_v).numpy()
+    dxn = np.array([_norm_l1(a, b) for a, b in zip(xu, xv)])
+    c = normalization_factor(xu, xv).numpy()
+    for lv_obs in (None, torch.cat([lv_u, lv_v])):
+        L, det = encoder_lipschitz_bound(m, logvar_observed=lv_obs)
+        assert np.all(w2 <= L * dxn * (1 + 1e-9))
+        assert np.all(w2 <= L * c * np.abs(xu - xv).sum(1) * (1 + 1e-9))
+        assert det["l_mu"] <= det["l_phi"]
+
+
+def test_recvae_bound_above_directional_derivatives():
+    """The RecVAE constant bounds W2(x~ + t e_i) / t for tiny t (local rates)."""
+    m = _recvae(3).double()
+    L, _ = encoder_lipschitz_bound(m)
+    rng = np.random.default_rng(0)
+    rates = []
+    with torch.no_grad():
+        for _ in range(4):
+            xn = torch.from_numpy(_binary(rng, 1, 40))
+            h0 = (xn / xn.norm()) @ m.encoder.in_weight
+            mu0, lv0 = m.encoder.forward_hidden(h0)
+            for i in range(40):
+                mu1, lv1 = m.encoder.forward_hidden(h0 + 1e-6 * m.encoder.in_weight[i])
+                rates.append(float(w2_diag(mu0, lv0, mu1, lv1)) / 1e-6)
+    assert 0 < max(rates) <= L
+
+
+def test_recvae_logvar_global_range_is_certified():
+    """Every RecVAE encoding's logvar lies below the global (layer-norm-bounded) range."""
+    m = _recvae(4)
+    _, det = encoder_lipschitz_bound(m)
+    rng = np.random.default_rng(1)
+    _, lv = encode_double(m, rng.random((300, 40)) * 5)
+    assert float(lv.max()) <= det["logvar_global_max"] and det["logvar_range"] == "global"
 
 
 def test_binary_l1_nearest():

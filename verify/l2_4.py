@@ -46,16 +46,20 @@ __all__ = ["CLAIM_ID", "TITLE", "STATEMENT", "RECONSTRUCTION", "run", "sample_pa
 CLAIM_ID = "2.4"
 TITLE = "Encoder Lipschitz: similar inputs stay close (L2.4)"
 STATEMENT = (
-    "Reconstruction. For the trained Multi-VAE encoder q_phi(z|x) = N(mu(x), diag sigma(x)^2) "
+    "Reconstruction. For the trained encoder q_phi(z|x) = N(mu(x), diag sigma(x)^2) "
     "and every pair of inputs, W1(q_u, q_v) <= W2(q_u, q_v) <= L_phi ||x~_u - x~_v||_1 "
     "<= L_phi c(x_u, x_v) ||x_u - x_v||_1, where x~ = x / (||x||_2 + eps) is the encoder's "
-    "normalised input, L_phi = max_i ||W_in[i,:]||_2 * prod_k ||W_k||_2 * "
-    "||[W_mu; D W_logvar]||_2 (D = diag(exp(M_k/2)/2), M_k the logvar range: observed "
-    "maximum + 0.5, capped by the certified tanh range), and c(x, y) = min((1 + ||y||_1/b)/a, "
+    "normalised input, L_phi = B * ||[W_mu; D W_logvar]||_2 (D = diag(exp(M_k/2)/2), M_k the "
+    "logvar range: observed maximum + 0.5, capped by the certified global range) and B bounds "
+    "the trunk: for Multi-VAE (tanh MLP) B = max_i ||W_in[i,:]||_2 * prod_k ||W_k||_2; for "
+    "RecVAE (dense swish / layer-norm layers) B = B_L from B_1 = l_0 s max_i ||W_in[i,:]||_2, "
+    "B_{k+1} = l_k s (||W_k + I||_2 B_k + sum_{j<k} B_j), l_k = max|gamma_k| / sqrt(eps_k) "
+    "the layer norm's constant, s = 1.0999 >= sup |swish'|. c(x, y) = min((1 + ||y||_1/b)/a, "
     "(1 + ||x||_1/a)/b), a = ||x||_2 + eps, b = ||y||_2 + eps, for general rows, c <= 1 for "
     "binary rows with >= 1 item (normalisation is l1 non-expansive there), so on binary "
-    "input W2 <= L_phi ||x_u - x_v||_1 as the paper states. The pair factor and the "
-    "normalisation step are derived here (radius.geometry.normalization_factor)."
+    "input W2 <= L_phi ||x_u - x_v||_1 as the paper states. The pair factor, the "
+    "normalisation step and the RecVAE trunk bound are derived here "
+    "(radius.geometry.normalization_factor, radius.geometry.encoder_lipschitz_bound)."
 )
 RECONSTRUCTION = True
 
@@ -347,7 +351,8 @@ def run(
         reconstruction=RECONSTRUCTION,
         checks=checks,
         method=(
-            "Certified constant from the weights (first layer max row 2-norm, spectral norms, "
+            "Certified constant from the weights (first layer max row 2-norm, spectral norms; "
+            "for RecVAE also layer-norm and swish constants through the dense connections; "
             "sigma head bounded over the observed logvar range + margin), closed-form W2 of "
             "float64 encodings, on edit / nearest-neighbour / random pairs of test users; "
             "the bound must hold on every pair, slack and empirical local constants reported."
