@@ -8,6 +8,9 @@ import math
 
 import numpy as np
 import pytest
+import scipy.sparse as sp
+import torch
+from scipy.stats import spearmanr
 
 from radius.decomposition import kl_decomposition, mixture_log_density
 from radius.verify import beta_kl
@@ -18,6 +21,8 @@ from radius.verify.beta_kl import (
     check_identity,
     check_mi_upper_bound,
     check_terms_nonnegative,
+    kl_field,
+    mean_count,
     sweep_config,
 )
 
@@ -151,6 +156,64 @@ def test_sweep_config(tiny_config):
     assert sweep_config(base, 1.0, sweep_epochs=80, n_train=100) == base.replace(beta_cap=1.0)
     short = sweep_config(base, 2.0, sweep_epochs=12, n_train=100)
     assert (short.beta_cap, short.epochs, short.patience, short.anneal_epochs) == (2.0, 12, 10, 6.0)
+    assert short.gamma == base.gamma
+
+
+def test_sweep_config_multvae_ignores_mean_count(tiny_config):
+    """Multi-VAE sweep configs (hence cache keys) are the same with or without mean_count."""
+    base = tiny_config.replace(epochs=60, patience=10, anneal_epochs=20.0)
+    stepped = base.replace(anneal_steps=500)
+    for cfg in (base, stepped):
+        for beta, epochs in [(0.0, None), (0.5, 20), (2.0, 12), (1.0, 80)]:
+            kw = dict(sweep_epochs=epochs, n_train=480)
+            assert sweep_config(cfg, beta, **kw) == sweep_config(cfg, beta, **kw, mean_count=24.3)
+    # anneal_steps: at most half the sweep's steps (5 batches x 20 epochs / 2 = 50)
+    assert sweep_config(stepped, 1.0, sweep_epochs=20, n_train=480).anneal_steps == 50
+
+
+def test_kl_field_and_mean_count(tiny_dataset):
+    """The swept field per model; the mean count is the mean row sum of the training matrix."""
+    assert (kl_field("multvae"), kl_field("recvae")) == ("beta_cap", "gamma")
+    with pytest.raises(ValueError, match=r"^no KL weight field for model 'svd'"):
+        kl_field("svd")
+    x = sp.csr_matrix(np.array([[1, 1, 0, 1], [0, 1, 0, 0], [1, 1, 1, 1]], dtype=np.float32))
+    assert mean_count(x) == pytest.approx(8 / 3)
+    rows = np.asarray(tiny_dataset.train.sum(axis=1)).ravel()
+    assert mean_count(tiny_dataset.train) == pytest.approx(rows.mean())
+    with pytest.raises(ValueError, match="no training users"):
+        mean_count(sp.csr_matrix((0, 4)))
+
+
+def test_sweep_config_recvae(tiny_config, tiny_dataset):
+    """RecVAE: gamma = beta / mean count (mean gamma |x_u| = beta); beta_cap and annealing kept."""
+    base = tiny_config.replace(model="recvae", epochs=60, patience=10, anneal_epochs=20.0)
+    assert sweep_config(base, 1.0, sweep_epochs=None, n_train=100, mean_count=25.0) == (
+        base.replace(gamma=0.04)
+    )
+    assert sweep_config(base, 1.0, sweep_epochs=80, n_train=100, mean_count=25.0) == (
+        base.replace(gamma=0.04)
+    )
+    short = sweep_config(base, 2.0, sweep_epochs=12, n_train=100, mean_count=25.0)
+    assert short == base.replace(gamma=0.08, epochs=12, patience=10)
+    assert (short.beta_cap, short.anneal_epochs, short.anneal_steps) == (
+        base.beta_cap,
+        base.anneal_epochs,
+        base.anneal_steps,
+    )
+    assert sweep_config(base, 2.0, sweep_epochs=5, n_train=100, mean_count=25.0).patience == 5
+    # the mean effective per-user KL weight gamma * |x_u| over the training users is beta
+    n_bar = mean_count(tiny_dataset.train)
+    counts = np.asarray(tiny_dataset.train.sum(axis=1)).ravel()
+    gammas = []
+    for beta in (0.0, 0.2, 0.5, 2.0):
+        cfg = sweep_config(base, beta, sweep_epochs=20, n_train=480, mean_count=n_bar)
+        assert np.mean(cfg.gamma * counts) == pytest.approx(beta)
+        assert cfg.beta_cap == base.beta_cap
+        gammas.append(cfg.gamma)
+    assert len(set(gammas)) == 4  # the old beta_cap sweep left all four configs equal here
+    for bad in (None, 0.0, float("nan")):
+        with pytest.raises(ValueError, match=r"^a RecVAE sweep needs mean_count > 0"):
+            sweep_config(base, 1.0, sweep_epochs=None, n_train=100, mean_count=bad)
 
 
 # --------------------------------------------------------------------------- run
@@ -180,3 +243,87 @@ def test_run_on_tiny_context(tiny_ctx):
     json.dumps(res.to_dict())
     with pytest.raises(ValueError, match=r"^betas must be >= 0, got \[-1.0\]$"):
         beta_kl.run(tiny_ctx, betas=[-1.0])
+
+
+@pytest.fixture(scope="module")
+def recvae_ctx(tiny_dataset, tiny_config, tmp_path_factory):
+    """A VerifyContext whose models are tiny RecVAEs (one encoder pass per epoch, CPU)."""
+    from radius.verify.base import VerifyOptions
+    from radius.verify.context import VerifyContext
+
+    return VerifyContext(
+        dataset=tiny_dataset,
+        options=VerifyOptions(seed=0, n_pairs=80, n_users=40, n_mc=800, quick=True),
+        base_config=tiny_config.replace(
+            model="recvae", enc_epochs=1, epochs=3, patience=3, device="cpu"
+        ),
+        cache_dir=tmp_path_factory.mktemp("recvae-models"),
+    )
+
+
+@pytest.mark.slow
+def test_run_on_tiny_recvae_context(recvae_ctx):
+    """On RecVAE the sweep varies gamma, its models differ, and verdicts match the numbers."""
+    betas = (0.0, 0.5, 2.0)
+    res = beta_kl.run(recvae_ctx, betas=betas, sweep_epochs=2)
+    n_bar = float(np.asarray(recvae_ctx.dataset.train.sum(axis=1)).mean())
+    assert res.details["kl_field"] == "gamma"
+    assert res.details["mean_count"] == pytest.approx(n_bar)
+    assert "gamma = beta / " in res.method and "N(0, I)" in res.method
+    rows = res.details["sweep"]
+    assert [r["beta"] for r in rows] == list(betas)
+    for r, b in zip(rows, betas):
+        assert r["kl_field"] == "gamma" and "beta_cap" not in r
+        assert r["gamma"] == pytest.approx(b / n_bar)
+        assert r["gamma_at_best_epoch"] == pytest.approx(r["gamma"])  # the weight trained with
+    assert len({r["gamma"] for r in rows}) == 3
+    # the sweep models differ: every pair of sweep points measures differently
+    for key in ("mean_logvar", "mutual_info", "e_kl"):
+        vals = [r[key] for r in rows]
+        assert len(set(vals)) == 3, (key, vals)
+    by = {c.name: c for c in res.checks}
+    for name in ("identity", "mi_upper_bound", "terms_nonnegative"):
+        assert by[name].passed and by[name].n > 0
+    # sweep verdicts: consistent with the measured rows (not asserted to PASS on this fixture)
+    for name, key in [
+        ("sweep_mi_falls", "mutual_info"),
+        ("sweep_kl_aggregate_falls", "kl_aggregate"),
+    ]:
+        vals = [r[key] for r in rows]
+        rho = spearmanr(betas, vals).statistic
+        assert by[name].measured == pytest.approx(rho)
+        assert by[name].passed == bool(rho < 0 and vals[-1] < vals[0])
+    for name, key in [
+        ("sweep_w2_contracts", "mean_pairwise_w2"),
+        ("sweep_active_units_drop", "active_units"),
+    ]:
+        lo, hi = rows[0][key], rows[-1][key]
+        assert (by[name].measured, by[name].bound) == (hi, lo)
+        assert by[name].passed == bool(hi < lo)
+    json.dumps(res.to_dict())
+
+
+@pytest.mark.slow
+def test_beta_cap_sweep_on_recvae_is_degenerate(recvae_ctx):
+    """Negative control: varying beta_cap (the old sweep) trains identical RecVAEs; no trend."""
+    base = recvae_ctx.config("masking")
+    users = np.arange(20)
+    kw = dict(n_masks=2, keep_rate=base.keep_rate, n_samples=2, threshold=0.01)
+    models = [
+        recvae_ctx.model_for(base.replace(beta_cap=b, epochs=2, patience=2)) for b in (0.0, 2.0)
+    ]
+    states = [m.state_dict() for m in models]
+    assert all(torch.equal(states[0][k], states[1][k]) for k in states[0])
+    rows = [beta_kl._measure(m, recvae_ctx, users, **kw)[1] for m in models]
+    assert rows[0]["mutual_info"] == rows[1]["mutual_info"]
+    assert not check_decreases(
+        "w", [0.0, 2.0], [r["mean_pairwise_w2"] for r in rows], what="W2"
+    ).passed
+    # the same two points on the gamma sweep do differ
+    n_bar = mean_count(recvae_ctx.dataset.train)
+    swept = [
+        recvae_ctx.model_for(sweep_config(base, b, sweep_epochs=2, n_train=480, mean_count=n_bar))
+        for b in (0.0, 2.0)
+    ]
+    sw = [s.state_dict() for s in swept]
+    assert not all(torch.equal(sw[0][k], sw[1][k]) for k in sw[0])

@@ -16,7 +16,7 @@ On the ``masking`` model:
    terms).
 3. ``terms_nonnegative``: :math:`\hat I,\ \widehat{\mathrm{KL}} \ge -k\,\mathrm{se}`.
 
-Over a beta sweep (``ctx.model_for(masking.replace(beta_cap=b, ...))``, the same users
+Over a beta sweep (``ctx.model_for(sweep_config(masking, b, ...))``, the same users
 and masks for every beta):
 
 4. ``sweep_mi_falls`` / 5. ``sweep_kl_aggregate_falls``: Spearman rho(beta, term) < 0
@@ -25,6 +25,24 @@ and masks for every beta):
    beta < at the smallest.
 7. ``sweep_active_units_drop``: active units (Var_x mu_k > 0.01) at the largest beta <
    at the smallest (posterior collapse).
+
+The swept field is the model's own KL weight (``KL_FIELDS``). Multi-VAE: ``beta_cap``
+(the cap of its annealed beta), so a sweep point beta sets ``beta_cap = beta`` (with
+the epochs and annealing shortened as ``sweep_config`` says). RecVAE ignores
+``beta_cap``: its KL term of user u is weighted by :math:`\gamma\,|x_u|` (``gamma``
+times the user's interaction count), so a sweep point beta is mapped to
+:math:`\gamma = \beta / \bar n`, with :math:`\bar n` the mean interaction count of
+the training users (``mean_count``: the mean row sum of ``ctx.dataset.train``); the
+mean effective per-user KL weight :math:`\gamma\,\overline{|x_u|}` is then beta.
+RecVAE has no annealing, so only ``gamma`` (and the shortened epochs and patience)
+change; the annealing fields are left as they are. Each sweep row records the field
+swept and its value (``kl_field``, e.g. ``"gamma"``, and ``gamma``), and ``details``
+the mean count.
+
+For RecVAE the decomposition is measured against N(0, I), the theory's reference prior,
+not RecVAE's composite training prior (a mixture of N(0, I), the previous encoder's
+posterior and a wide Gaussian): the checks are about the encoder's posteriors relative
+to the standard normal, whatever prior they were trained against.
 """
 
 from __future__ import annotations
@@ -56,6 +74,9 @@ __all__ = [
     "RECONSTRUCTION",
     "DEFAULT_BETAS",
     "DEFAULT_SWEEP_EPOCHS",
+    "KL_FIELDS",
+    "kl_field",
+    "mean_count",
     "check_identity",
     "check_mi_upper_bound",
     "check_terms_nonnegative",
@@ -72,7 +93,11 @@ STATEMENT = (
     "sampled users and masks), E_{x,b} KL(q(z|x_h) || N(0, I)) = I_q(X_h; Z) + KL(q_h || N(0, I)), "
     "with 0 <= I_q <= log N and KL(q_h || p) >= 0. As the KL weight beta grows, both terms "
     "fall, the mean pairwise W2 between posteriors contracts and active units "
-    "(Var_x E_q[z_k] > 0.01) drop (posterior collapse). Reconstruction: the identity is "
+    "(Var_x E_q[z_k] > 0.01) drop (posterior collapse). The sweep varies the model's own KL "
+    "weight: beta_cap for Multi-VAE; for RecVAE, whose KL weight of user u is gamma * |x_u|, "
+    "gamma = beta / (mean interaction count of the training users), so the mean effective "
+    "per-user weight is beta, and the decomposition is taken against N(0, I) (the theory's "
+    "reference prior), not RecVAE's composite training prior. Reconstruction: the identity is "
     "exact for the sampled mixture (derived here); the sweep directions are the summary's "
     "qualitative statements made into checks."
 )
@@ -81,6 +106,8 @@ RECONSTRUCTION = True
 DEFAULT_BETAS: tuple[float, ...] = (0.0, 0.2, 0.5, 1.0, 2.0)
 DEFAULT_SWEEP_EPOCHS = 20  # epochs of each sweep model (the base config's when None)
 MAX_INPUTS = 2000  # cap on N = users x masks (the mixture costs N^2 S d)
+# The config field that is each model's KL weight (what a sweep point beta sets).
+KL_FIELDS: dict[str, str] = {"multvae": "beta_cap", "recvae": "gamma"}
 
 
 # --------------------------------------------------------------------------- checks
@@ -208,6 +235,27 @@ def check_decreases(
 
 
 # --------------------------------------------------------------------------- sweep
+def kl_field(model: str) -> str:
+    """The config field a sweep point sets: ``beta_cap`` (Multi-VAE) or ``gamma`` (RecVAE)."""
+    try:
+        return KL_FIELDS[model]
+    except KeyError:
+        raise ValueError(
+            f"no KL weight field for model {model!r} (known: {sorted(KL_FIELDS)})"
+        ) from None
+
+
+def mean_count(train: Any) -> float:
+    """Mean interaction count per training user: the mean row sum of ``train`` (users x items).
+
+    The same count RecVAE scales its KL weight by (the row sum of the user's values).
+    """
+    n_users = int(train.shape[0])
+    if n_users < 1:
+        raise ValueError("no training users to take the mean interaction count over")
+    return float(train.sum()) / n_users
+
+
 def sweep_config(
     base: TrainConfig,
     beta: float,
@@ -215,18 +263,37 @@ def sweep_config(
     sweep_epochs: int | None,
     n_train: int,
     anneal_fraction: float = 0.5,
+    mean_count: float | None = None,
 ) -> TrainConfig:
-    """The masking config at beta cap ``beta`` for the sweep.
+    """The masking config at sweep point ``beta``, for the model ``base.model``.
 
-    With ``sweep_epochs`` set, epochs (and patience, capped) are reduced and the
-    annealing is shortened to at most ``anneal_fraction`` of the sweep's epochs, so beta
-    reaches its cap inside the shortened training; with None the base config is used
-    unchanged apart from ``beta_cap`` (also when ``sweep_epochs`` >= the base epochs).
+    Multi-VAE: ``beta_cap = beta``. With ``sweep_epochs`` set, epochs (and patience,
+    capped) are reduced and the annealing is shortened to at most ``anneal_fraction`` of
+    the sweep's epochs, so beta reaches its cap inside the shortened training; with None
+    the base config is used unchanged apart from ``beta_cap`` (also when
+    ``sweep_epochs`` >= the base epochs).
+
+    RecVAE: ``gamma = beta / mean_count`` (``mean_count``, required, is the mean
+    interaction count of the training users), so the mean effective per-user KL weight
+    ``gamma * |x_u|`` is ``beta``; epochs and patience are shortened as for Multi-VAE and
+    nothing else changes (RecVAE has no annealing; ``beta_cap`` and the annealing fields
+    are left as they are).
     """
-    cfg = base.replace(beta_cap=float(beta))
+    field = kl_field(base.model)
+    if field == "gamma":
+        if mean_count is None or not (math.isfinite(mean_count) and mean_count > 0):
+            raise ValueError(
+                f"a RecVAE sweep needs mean_count > 0 (the mean interaction count of the "
+                f"training users), got {mean_count}"
+            )
+        cfg = base.replace(gamma=float(beta) / float(mean_count))
+    else:
+        cfg = base.replace(beta_cap=float(beta))
     if sweep_epochs is None or sweep_epochs >= base.epochs:
         return cfg
     cfg = cfg.replace(epochs=int(sweep_epochs), patience=min(base.patience, int(sweep_epochs)))
+    if field == "gamma":
+        return cfg
     if base.anneal_steps is not None:
         steps = math.ceil(n_train / base.batch_size) * sweep_epochs
         return cfg.replace(
@@ -236,7 +303,11 @@ def sweep_config(
 
 
 def _training_record(ctx: VerifyContext, config: TrainConfig) -> dict[str, Any]:
-    """Best epoch and the beta reached by it, read back from the cached checkpoint."""
+    """Best epoch and the KL weight reached by it, read back from the cached checkpoint.
+
+    The history's ``beta`` is the annealed beta for Multi-VAE and ``gamma`` for RecVAE;
+    the key says which (``beta_at_best_epoch`` or ``gamma_at_best_epoch``).
+    """
     try:
         from radius.train import cache_key, default_cache_dir, load_checkpoint
 
@@ -247,7 +318,8 @@ def _training_record(ctx: VerifyContext, config: TrainConfig) -> dict[str, Any]:
         best = int(payload["best_epoch"])
         hist = payload.get("history") or []
         rec = next((h for h in hist if h.get("epoch") == best), {})
-        return {"best_epoch": best, "beta_at_best_epoch": rec.get("beta"), "epochs_run": len(hist)}
+        key = "gamma_at_best_epoch" if kl_field(config.model) == "gamma" else "beta_at_best_epoch"
+        return {"best_epoch": best, key: rec.get("beta"), "epochs_run": len(hist)}
     except Exception as e:  # noqa: BLE001 - bookkeeping only, never the verdict
         return {"record_error": f"{type(e).__name__}: {e}"}
 
@@ -279,6 +351,36 @@ def _measure(
     return dec, row
 
 
+def _sweep_method(
+    field: str,
+    betas: Sequence[float],
+    sweep_epochs: int | None,
+    *,
+    n_bar: float,
+    base_gamma: float,
+) -> str:
+    """The middle of the method text: what the sweep varies (model-specific)."""
+    if field == "beta_cap":
+        return f"form. Sweep: beta caps {list(betas)}, " + (
+            f"{sweep_epochs} epochs each, beta annealed over at most the first half of them"
+            if sweep_epochs is not None
+            else "the base config's epochs and annealing"
+        )
+    return (
+        "form, all against N(0, I) (the theory's reference prior, not RecVAE's composite "
+        "training prior). Sweep: RecVAE's KL weight of user u is gamma x |x_u|, so each beta "
+        f"in {list(betas)} sets gamma = beta / {n_bar:.4g} (the mean interaction count of "
+        "the training users) and the mean effective per-user KL weight is beta (the masking "
+        f"model's gamma {base_gamma:g} is beta {base_gamma * n_bar:.4g}); "
+        + (
+            f"{sweep_epochs} epochs each"
+            if sweep_epochs is not None
+            else "the base config's epochs"
+        )
+        + " (no annealing in RecVAE)"
+    )
+
+
 def run(
     ctx: VerifyContext,
     *,
@@ -293,8 +395,10 @@ def run(
 
     Parameters
     ----------
-    ctx : the verify context (users: ``ctx.options.n_users``, capped so N <= 2000).
-    betas : beta caps of the sweep (>= 3 distinct values, each >= 0).
+    ctx : the verify context (users: ``ctx.options.n_users``, capped so N <= 2000); the
+        model is ``ctx.base_config.model``.
+    betas : sweep points (>= 3 distinct values, each >= 0): Multi-VAE beta caps; for
+        RecVAE mean effective KL weights, gamma = beta / mean interaction count.
     sweep_epochs : epochs of each sweep model (None: the base config's epochs).
     n_masks : masks per user (N = users x masks).
     n_samples : Monte Carlo draws per mixture component and term.
@@ -313,6 +417,8 @@ def run(
     rng = np.random.default_rng(ctx.options.seed)
     users = np.sort(rng.choice(n_train, size=n_users, replace=False))
     kw = dict(n_masks=n_masks, keep_rate=base.keep_rate, n_samples=n_samples, threshold=threshold)
+    field = kl_field(base.model)
+    n_bar = mean_count(ctx.dataset.train)
 
     dec, main_row = _measure(ctx.model("masking"), ctx, users, **kw)
     t_main = time.perf_counter() - t0
@@ -325,14 +431,22 @@ def run(
     rows: list[dict[str, Any]] = []
     t_train = t_measure = 0.0
     for b in betas:
-        cfg = sweep_config(base, b, sweep_epochs=sweep_epochs, n_train=n_train)
+        cfg = sweep_config(base, b, sweep_epochs=sweep_epochs, n_train=n_train, mean_count=n_bar)
         t1 = time.perf_counter()
         model = ctx.model_for(cfg)
         t2 = time.perf_counter()
         _, row = _measure(model, ctx, users, **kw)
         t_measure += time.perf_counter() - t2
         t_train += t2 - t1
-        rows.append({"beta": b, **row, **_training_record(ctx, cfg)})
+        rows.append(
+            {
+                "beta": b,
+                "kl_field": field,
+                field: getattr(cfg, field),
+                **row,
+                **_training_record(ctx, cfg),
+            }
+        )
     bs = [r["beta"] for r in rows]
     checks += [
         check_falls("sweep_mi_falls", bs, [r["mutual_info"] for r in rows], what="I_q(X_h;Z)"),
@@ -364,18 +478,15 @@ def run(
             f"N = {n_users * n_masks} posteriors; aggregate posterior = their uniform mixture "
             f"(every component, log-density by logsumexp in float64); {n_samples} stratified "
             "draws per component for I and, independently, for KL(q_h||p); E KL in closed "
-            f"form. Sweep: beta caps {betas}, "
-            + (
-                f"{sweep_epochs} epochs each, beta annealed over at most the first half of them"
-                if sweep_epochs is not None
-                else "the base config's epochs and annealing"
-            )
+            + _sweep_method(field, betas, sweep_epochs, n_bar=n_bar, base_gamma=base.gamma)
             + "; the same users and masks for every beta."
         ),
         details={
             "masking_model": main_row,
             "sweep": rows,
             "sweep_epochs": sweep_epochs,
+            "kl_field": field,
+            "mean_count": n_bar,
             "n_users": n_users,
             "n_masks": n_masks,
             "seconds": {
