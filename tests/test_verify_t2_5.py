@@ -94,3 +94,16 @@ def test_bad_options(tiny_ctx):
         t2_5.run(tiny_ctx, min_monotone_fraction=0)
     with pytest.raises(ValueError, match=r"alpha must be in \(0, 1\), got 1"):
         t2_5.run(tiny_ctx, alpha=1)
+
+
+@pytest.mark.slow
+def test_runs_on_recvae_with_baseline(tiny_recvae_ctx):
+    """RecVAE: the claim runs unchanged and its untrained baseline is a fresh RecVAE."""
+    from radius.model.recvae import RecVAE
+
+    r = t2_5.run(tiny_recvae_ctx)
+    sp = r.details["spearman"]
+    assert {"untrained_baseline", "masking", "pia"} <= set(sp)
+    assert isinstance(t2_5._untrained_like(tiny_recvae_ctx, 0), RecVAE)
+    c = _by_name(r)["spearman_input_vs_latent_clean"]
+    assert c.passed == bool(sp["checked"]["rho"] > 0 and sp["checked"]["p_value"] < 1e-3)
