@@ -176,11 +176,9 @@ def recvae_loss(
     with_anchor: bool,
 ) -> tuple[Tensor, dict[str, float]]:
     """Negative ELBO with the composite prior and count-scaled KL (+ lambda_A L_A)."""
-    if keep_rate < 1.0:
-        keep = torch.rand(batch.values.shape, generator=gen, device=batch.values.device) < keep_rate
-        masked = batch.with_values(batch.values * keep.to(batch.values.dtype))
-    else:
-        masked = batch
+    from radius.train import mask_batch
+
+    masked = mask_batch(batch, keep_rate, gen)
     mu, logvar = model.encode_sparse(masked)
     eps = torch.randn(mu.shape, generator=gen, device=mu.device)
     z = mu + torch.exp(0.5 * logvar) * eps
