@@ -30,3 +30,20 @@ def test_written_file_has_umask_permissions(tmp_path):
     umask = os.umask(0)
     os.umask(umask)
     assert target.stat().st_mode & 0o777 == 0o666 & ~umask
+
+
+@pytest.mark.parametrize(("status", "suffix"), [("", ""), (" M radius/train.py\n", ".dirty")])
+def test_code_version_marks_uncommitted_code(monkeypatch, status, suffix):
+    """code_version names the commit, with .dirty when tracked code differs from it."""
+    import subprocess
+
+    import radius
+
+    def fake_run(cmd, **kwargs):
+        out = "abc1234\n" if "rev-parse" in cmd else status
+        if "status" in cmd:
+            assert {"radius", "verify", "figures"} <= set(cmd)
+        return subprocess.CompletedProcess(cmd, 0, stdout=out, stderr="")
+
+    monkeypatch.setattr(subprocess, "run", fake_run)
+    assert radius.code_version() == f"{radius.__version__}+gabc1234{suffix}"
