@@ -727,14 +727,20 @@ def render_data(data_dir: Path, *, figures_dir: Path, out_dir: Path = Path("."))
             ]
         )
     stamp = ""
-    any_rep = next((r for r in claims.values() if "context" in r), None)
-    if any_rep is not None:
-        c = any_rep["context"]
+    contexts = [r["context"] for r in claims.values() if "context" in r]
+    if contexts:
+        c = contexts[0]
+
+        def values(key: str) -> str:
+            return ", ".join(f"`{v}`" for v in sorted({str(x.get(key)) for x in contexts}))
+
         stamp = (
-            f"\n\nData `{c.get('dataset')}` (hash `{c.get('data_hash')}`), seed "
-            f"{c.get('seed')}, code `{c.get('code_version')}`; JSON in "
+            f"\n\nData `{c.get('dataset')}` (hash {values('data_hash')}), seed "
+            f"{values('seed').replace('`', '')}, code {values('code_version')}; JSON in "
             f"`{(data_dir / 'verify').as_posix()}/`."
         )
+        if len({str(x.get("data_hash")) for x in contexts}) > 1:
+            stamp += " **The reports come from different data (hashes differ).**"
     table = _md_table(["claim", "verdict", "checks passed", "failed checks"], rows)
     ablations = load_ablations(data_dir)
     if not ablations:

@@ -457,3 +457,44 @@ def test_data_block_lists_verdicts_of_a_second_dataset(tmp_path):
     assert "| 2.3 | not run yet |" in text
     assert "hash `abc`" in text
     assert "ablation" not in text.split("radius:begin data ml-100k")[1]  # none there: no stub
+
+
+def test_data_block_names_every_code_version_and_flags_mixed_data(tmp_path):
+    """The data stamp lists every code version of its reports and flags differing data."""
+    import json as _json
+
+    main_dir = tmp_path / "runs" / "synthetic" / "verify"
+    main_dir.mkdir(parents=True)
+    other = tmp_path / "runs" / "ml-100k" / "verify"
+    other.mkdir(parents=True)
+
+    def rep(claim, version, data_hash):
+        return {
+            "claim": claim,
+            "title": "t",
+            "statement": "s",
+            "verdict": "PASS",
+            "passed": True,
+            "reconstruction": True,
+            "method": "m",
+            "checks": [],
+            "details": {},
+            "context": {
+                "dataset": "ml-100k",
+                "data_hash": data_hash,
+                "seed": 0,
+                "code_version": version,
+            },
+        }
+
+    (other / "t2_6.json").write_text(_json.dumps(rep("2.6", "0.1.0+gaaa", "abc")))
+    (other / "p3_1.json").write_text(_json.dumps(rep("3.1", "0.1.0+gbbb", "abc")))
+    out = tmp_path / "pc.md"
+    out.write_text("# x\n\n<!-- radius:begin data ml-100k -->\n<!-- radius:end data ml-100k -->\n")
+    generate(out, verify_dir=main_dir, figures_dir=tmp_path / "figs")
+    text = out.read_text()
+    assert "code `0.1.0+gaaa`, `0.1.0+gbbb`" in text and "hash `abc`)" in text
+    assert "different data" not in text
+    (other / "p3_1.json").write_text(_json.dumps(rep("3.1", "0.1.0+gbbb", "xyz")))
+    generate(out, verify_dir=main_dir, figures_dir=tmp_path / "figs")
+    assert "**The reports come from different data (hashes differ).**" in out.read_text()
