@@ -9,6 +9,12 @@ Carlo terms with their standard errors; (b) mean pairwise W2 between posteriors 
 different users; (c) active units (:math:`\operatorname{Var}_x \mu_k > 0.01`) out of d.
 The data are the ``sweep`` rows of ``radius.verify.beta_kl.run(ctx).details`` (same
 users and masks for every beta), and the sweep checks' verdicts are written beside.
+
+The model is the context's (``ctx.base_config.model``). Multi-VAE: beta is the cap of
+its annealed KL weight (``beta_cap``). RecVAE weights user u's KL term by
+:math:`\gamma\,|x_u|`, so the sweep point beta is the mean effective KL weight
+:math:`\gamma\,\overline{|x_u|}` (``gamma = beta / mean_count``, see
+``radius.verify.beta_kl``); the x axis says which, and the CSV carries ``gamma``.
 """
 
 from __future__ import annotations
@@ -20,7 +26,14 @@ from typing import Any
 
 import numpy as np
 
-from radius.figures.common import new_figure, save_png, write_csv, write_json
+from radius.figures.common import (
+    figure_model,
+    model_label,
+    new_figure,
+    save_png,
+    write_csv,
+    write_json,
+)
 
 __all__ = ["BETA_COLUMNS", "collect_beta", "draw_beta"]
 
@@ -38,17 +51,27 @@ BETA_COLUMNS = (
 )
 
 
+def _columns(field: str) -> tuple[str, ...]:
+    """CSV columns: ``BETA_COLUMNS``, plus the swept field when it is not beta itself."""
+    return BETA_COLUMNS if field == "beta_cap" else (*BETA_COLUMNS, field)
+
+
 def collect_beta(ctx: Any, *, betas: Sequence[float] | None = None) -> dict[str, Any]:
     """Run the beta-KL claim (its sweep models are cached) and keep the sweep rows."""
     from radius.verify import beta_kl
 
     kw = {} if betas is None else {"betas": tuple(betas)}
     res = beta_kl.run(ctx, **kw)
-    missing = [c for c in BETA_COLUMNS if res.details["sweep"] and c not in res.details["sweep"][0]]
+    field = str(res.details.get("kl_field", "beta_cap"))
+    columns = _columns(field)
+    missing = [c for c in columns if res.details["sweep"] and c not in res.details["sweep"][0]]
     if missing:
         raise KeyError(f"beta_kl details['sweep'] rows lack {missing}")
     return {
-        "rows": [{c: row[c] for c in BETA_COLUMNS} for row in res.details["sweep"]],
+        "model": ctx.config("masking").model,
+        "kl_field": field,
+        "mean_count": res.details.get("mean_count"),
+        "rows": [{c: row[c] for c in columns} for row in res.details["sweep"]],
         "checks": [
             {"name": c.name, "passed": c.passed, "measured": c.measured, "tolerance": c.tolerance}
             for c in res.checks
@@ -66,6 +89,10 @@ def draw_beta(data: dict[str, Any], out_dir: str | os.PathLike) -> dict[str, Any
     rows = sorted(data["rows"], key=lambda r: r["beta"])
     if not rows:
         raise ValueError("no sweep rows to draw")
+    model = figure_model(data)
+    field = str(data.get("kl_field") or ("gamma" if model == "recvae" else "beta_cap"))
+    columns = _columns(field) if all(field in r for r in rows) else BETA_COLUMNS
+    gamma = field == "gamma"
     col = {c: np.array([float(r[c]) for r in rows]) for c in BETA_COLUMNS}
     b = col["beta"]
     verdict = {c["name"]: c["passed"] for c in data.get("checks", [])}
@@ -102,8 +129,9 @@ def draw_beta(data: dict[str, Any], out_dir: str | os.PathLike) -> dict[str, Any
     terms = np.concatenate([col["e_kl"], col["mutual_info"], col["kl_aggregate"]])
     if np.all(terms > 0) and terms.max() / terms.min() > 30:
         ax_kl.set_yscale("log")  # beta = 0 leaves the KL terms orders of magnitude larger
+    what = "KL to N(0, I)" if gamma else "prior term"
     ax_kl.set_title(
-        f"decomposition of the prior term (I ≤ log N = {float(np.median(col['log_n'])):.2f})\n"
+        f"decomposition of the {what} (I ≤ log N = {float(np.median(col['log_n'])):.2f})\n"
         f"I falls{tag('sweep_mi_falls')}, KL(q_h || p) falls{tag('sweep_kl_aggregate_falls')}",
         fontsize=10,
     )
@@ -127,13 +155,33 @@ def draw_beta(data: dict[str, Any], out_dir: str | os.PathLike) -> dict[str, Any
             ax.set_xscale("log")
         ax.set_xticks(b, [f"{v:g}" for v in b])
         ax.minorticks_off()
-        ax.set_xlabel("β (KL weight cap)")
-    fig.suptitle("β sweep of the masking model: E KL = I_q(X_h; Z) + KL(q_h || p)", fontsize=11)
+        ax.set_xlabel(
+            "β = γ · mean |x_u| (mean effective KL weight)" if gamma else "β (KL weight cap)"
+        )
+    title = f"β sweep of the {model_label(model)} masking model: E KL = I_q(X_h; Z) + KL(q_h || p)"
+    if gamma:
+        n_bar = data.get("mean_count")
+        if n_bar is None and "gamma" in rows[-1] and float(rows[-1]["gamma"]) > 0:
+            n_bar = float(rows[-1]["beta"]) / float(rows[-1]["gamma"])
+        per = f"γ = β / {float(n_bar):.4g} (mean |x_u|)" if n_bar else "γ swept"
+        if all("gamma" in r for r in rows):
+            per += f", γ from {float(rows[0]['gamma']):.3g} to {float(rows[-1]['gamma']):.3g}"
+        title += f", p = N(0, I)\nKL weight of user u is γ · |x_u|; {per}"
+    fig.suptitle(title, fontsize=11)
     png = save_png(fig, out_dir / "beta.png")
-    csv = write_csv(
-        out_dir / "beta.csv", BETA_COLUMNS, [[r[c] for c in BETA_COLUMNS] for r in rows]
-    )
+    csv = write_csv(out_dir / "beta.csv", columns, [[r[c] for c in columns] for r in rows])
     js = write_json(
-        out_dir / "beta.json", {"figure": "beta", **{k: v for k, v in data.items() if k != "rows"}}
+        out_dir / "beta.json",
+        {
+            "figure": "beta",
+            **{k: v for k, v in data.items() if k != "rows"},
+            "model": model,
+            "kl_field": field,
+            "x_axis": (
+                "beta = gamma x mean |x_u|, the mean effective per-user KL weight"
+                if gamma
+                else "beta = beta_cap, the cap of the annealed KL weight"
+            ),
+        },
     )
-    return {"png": png, "csv": csv, "json": js, "header": list(BETA_COLUMNS), "rows": rows}
+    return {"png": png, "csv": csv, "json": js, "header": list(columns), "rows": rows}

@@ -1,4 +1,7 @@
-"""nDCG@100 per interaction-count cohort: Multi-VAE (masking) vs + PIA, over seeds.
+"""nDCG@100 per interaction-count cohort: masking vs masking + PIA, over seeds.
+
+The model is the context's (``ctx.base_config.model``): Multi-VAE or RecVAE, named in
+the labels and recorded in the JSON.
 
 Left: nDCG@100 per cohort for each setting, error bars the sample standard deviation
 over seeds. Right: the PIA gain (pia - masking, paired by seed) per cohort with its
@@ -18,9 +21,11 @@ import numpy as np
 from radius.data.dataset import COHORTS
 from radius.figures.common import (
     SETTING_COLORS,
-    SETTING_LABELS,
+    figure_model,
+    model_label,
     new_figure,
     save_png,
+    setting_label,
     write_csv,
     write_json,
 )
@@ -64,6 +69,7 @@ def draw_cohorts(
     if missing:
         raise ValueError(f"the ablation result has no setting(s) {missing}")
     labels = [c[0] for c in COHORTS]
+    model = figure_model(result)
     n_seeds = len(result["seeds"])
     x = np.arange(len(labels))
     width = 0.8 / len(settings)
@@ -86,7 +92,7 @@ def draw_cohorts(
             yerr=np.nan_to_num(std) if n_seeds > 1 else None,
             capsize=3,
             color=SETTING_COLORS.get(s),
-            label=SETTING_LABELS.get(s, s),
+            label=setting_label(s, model),
         )
     ax.set_xticks(x, [f"{c}\n(n={u})" for c, u in zip(labels, users)])
     ax.set_xlabel("interaction-count cohort")
@@ -113,7 +119,9 @@ def draw_cohorts(
     ax_gain.set_xticks(x, labels)
     ax_gain.set_xlabel("interaction-count cohort")
     ax_gain.set_ylabel(f"Δ {metric} (pia − masking, paired by seed)")
-    fig.suptitle(f"{result['model']} on {result['data']['name']}: per-cohort {metric}", fontsize=11)
+    fig.suptitle(
+        f"{model_label(model)} on {result['data']['name']}: per-cohort {metric}", fontsize=11
+    )
     png = save_png(fig, out_dir / "cohorts.png")
     header = ["cohort", "users"]
     for s in all_settings:
@@ -128,5 +136,14 @@ def draw_cohorts(
         rows.append(row)
     csv = write_csv(out_dir / "cohorts.csv", header, rows)
     summary = {k: result[k] for k in ("ordering", "pia_gain", "summary", "seeds") if k in result}
-    js = write_json(out_dir / "cohorts.json", {"figure": "cohorts", "metric": metric, **summary})
+    js = write_json(
+        out_dir / "cohorts.json",
+        {
+            "figure": "cohorts",
+            "model": model,
+            "labels": {s: setting_label(s, model) for s in settings},
+            "metric": metric,
+            **summary,
+        },
+    )
     return {"png": png, "csv": csv, "json": js, "header": header, "rows": rows}

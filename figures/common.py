@@ -22,7 +22,11 @@ from matplotlib.figure import Figure
 from radius.io import atomic_path, atomic_write_json, atomic_write_text
 
 __all__ = [
+    "MODEL_LABELS",
     "SETTING_LABELS",
+    "model_label",
+    "setting_label",
+    "figure_model",
     "SETTING_COLORS",
     "COHORT_COLORS",
     "new_figure",
@@ -32,11 +36,42 @@ __all__ = [
     "encode_mean",
 ]
 
-SETTING_LABELS: dict[str, str] = {
-    "clean": "clean input",
-    "masking": "Multi-VAE (masking)",
-    "pia": "Multi-VAE + PIA",
-}
+MODEL_LABELS: dict[str, str] = {"multvae": "Multi-VAE", "recvae": "RecVAE"}
+
+
+def model_label(model: str) -> str:
+    """Display name of a model (``multvae`` -> ``Multi-VAE``, ``recvae`` -> ``RecVAE``)."""
+    return MODEL_LABELS.get(model, model)
+
+
+def setting_label(setting: str, model: str = "multvae") -> str:
+    """Legend / title label of a setting of ``model``, e.g. ``RecVAE + PIA``."""
+    name = model_label(model)
+    return {
+        "clean": "clean input",
+        "masking": f"{name} (masking)",
+        "pia": f"{name} + PIA",
+    }.get(setting, setting)
+
+
+def figure_model(data: dict[str, Any], default: str = "multvae") -> str:
+    """The model a figure's data were computed with.
+
+    ``data["model"]`` (the collectors record it), else the context's base config
+    (``data["context"]["base_config"]["model"]``), else ``default``.
+    """
+    model = data.get("model")
+    if model:
+        return str(model)
+    ctx = data.get("context")
+    base = ctx.get("base_config") if isinstance(ctx, dict) else None
+    if isinstance(base, dict) and base.get("model"):
+        return str(base["model"])
+    return default
+
+
+# The Multi-VAE labels (kept for callers that predate ``setting_label``).
+SETTING_LABELS: dict[str, str] = {s: setting_label(s) for s in ("clean", "masking", "pia")}
 SETTING_COLORS: dict[str, str] = {"clean": "#7f7f7f", "masking": "#1f77b4", "pia": "#d62728"}
 # Ordered light -> dark so the activity order reads off the colour (viridis-like).
 COHORT_COLORS: tuple[str, ...] = ("#fde725", "#35b779", "#31688e", "#440154")

@@ -6,6 +6,11 @@ shared model cache and draws into ``--out``. Models are trained once and cached
 behind ``cohorts`` and the beta-sweep models of ``radius.verify.beta_kl``. With them
 cached, the figures only evaluate, sample and draw. ``--quick`` uses smaller samples
 (t-SNE users, Monte Carlo sizes, rho grid, beta points).
+
+``--model multvae|recvae`` (default ``multvae``) picks the model every figure is drawn
+for (``TrainConfig(model=...)`` as the context's base config); the RecVAE figures go to
+``figures/out/recvae`` unless ``--out`` says otherwise, so they never overwrite the
+Multi-VAE ones in ``figures/out``.
 """
 
 from __future__ import annotations
@@ -20,7 +25,21 @@ from typing import Any
 
 from radius.errors import RadiusError
 
-__all__ = ["FIGURES", "FigureOptions", "resolve_figures", "draw_figure", "run_figures"]
+__all__ = [
+    "FIGURES",
+    "MODELS",
+    "DEFAULT_OUT",
+    "FigureOptions",
+    "resolve_figures",
+    "resolve_model",
+    "figures_base_config",
+    "figures_out_dir",
+    "draw_figure",
+    "run_figures",
+]
+
+MODELS: tuple[str, ...] = ("multvae", "recvae")
+DEFAULT_OUT = Path("figures/out")  # Multi-VAE; other models in a subfolder named after them
 
 
 @dataclass(frozen=True)
@@ -98,6 +117,37 @@ def resolve_figures(name: str) -> list[str]:
     return list(dict.fromkeys(out))
 
 
+def resolve_model(model: str | None) -> str | None:
+    """A ``--model`` value checked against ``MODELS`` (None stays None: not given)."""
+    if model is None:
+        return None
+    key = str(model).strip().lower()
+    if key not in MODELS:
+        close = difflib.get_close_matches(key, MODELS, n=1, cutoff=0.5)
+        hint = f"; did you mean {close[0]!r}?" if close else ""
+        raise RadiusError(f"unknown model {model!r} (choose from {', '.join(MODELS)}){hint}")
+    return key
+
+
+def figures_base_config(args: argparse.Namespace) -> Any:
+    """The context's base ``TrainConfig``: ``args.base_config`` (programmatic callers) or
+    ``TrainConfig()``, with ``args.model`` when given (default ``multvae``)."""
+    from radius.config import TrainConfig
+
+    model = resolve_model(getattr(args, "model", None))
+    base = getattr(args, "base_config", None)
+    if base is None:
+        return TrainConfig(model=model or "multvae")
+    return base if model is None or model == base.model else base.replace(model=model)
+
+
+def figures_out_dir(out: str | Path | None, model: str) -> Path:
+    """``out`` when given, else ``figures/out`` (Multi-VAE) or ``figures/out/MODEL``."""
+    if out:
+        return Path(out)
+    return DEFAULT_OUT if model == "multvae" else DEFAULT_OUT / model
+
+
 def draw_figure(
     name: str, ctx: Any, out_dir: str | Path, *, options: FigureOptions = FigureOptions()
 ) -> dict[str, Any]:
@@ -113,8 +163,8 @@ def draw_figure(
 
 def run_figures(args: argparse.Namespace) -> int:
     """``radius figures NAME|all``: draw, print what was written, return 0."""
-    from radius.config import TrainConfig
     from radius.experiments import load_dataset
+    from radius.figures.common import model_label
     from radius.train import default_cache_dir
     from radius.verify.base import VerifyOptions
     from radius.verify.context import VerifyContext
@@ -124,6 +174,7 @@ def run_figures(args: argparse.Namespace) -> int:
     if seeds < 1:
         raise RadiusError(f"--seeds must be >= 1, got {seeds}")
     quick = bool(getattr(args, "quick", False))
+    base = figures_base_config(args)  # checks --model before any data is loaded
     ds = load_dataset(getattr(args, "data", "default") or "default")
     options = (
         VerifyOptions(n_pairs=120, n_users=100, n_mc=1000, quick=True) if quick else VerifyOptions()
@@ -132,15 +183,15 @@ def run_figures(args: argparse.Namespace) -> int:
     ctx = VerifyContext(
         dataset=ds,
         options=options,
-        base_config=getattr(args, "base_config", None) or TrainConfig(),
+        base_config=base,
         cache_dir=getattr(args, "cache_dir", None) or default_cache_dir(),
         progress=bool(getattr(args, "progress", True)),
     )
-    out = Path(getattr(args, "out", None) or "figures/out")
+    out = figures_out_dir(getattr(args, "out", None), base.model)
     opt = FigureOptions(seeds=seeds, quick=quick)
     print(
-        f"drawing {', '.join(names)} on {ds.name} [{ds.hash}] into {out}/"
-        + (" (quick)" if quick else "")
+        f"drawing {', '.join(names)} for {model_label(base.model)} on {ds.name} [{ds.hash}] "
+        f"into {out}/" + (" (quick)" if quick else "")
     )
     for name in names:
         t0 = time.perf_counter()

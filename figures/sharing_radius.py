@@ -9,6 +9,8 @@ with the latent distance :math:`W_2(q_u, q_v)` and is positive for every pair wi
 The data are the pair rows of the T2.3 claim, ``radius.verify.t2_3.run(ctx).details``
 (all pairs inside the radius plus up to 300 spread evenly over the W2 order), so the
 picture shows the pairs behind the verdict; the claim's checks are written beside.
+The model is the claim's (the ``pia`` setting of ``ctx.base_config.model``: Multi-VAE or
+RecVAE), named in the title and recorded in the JSON.
 """
 
 from __future__ import annotations
@@ -21,7 +23,14 @@ import numpy as np
 from matplotlib.ticker import NullFormatter
 from scipy.stats import spearmanr
 
-from radius.figures.common import new_figure, save_png, write_csv, write_json
+from radius.figures.common import (
+    figure_model,
+    new_figure,
+    save_png,
+    setting_label,
+    write_csv,
+    write_json,
+)
 
 __all__ = [
     "RADIUS_COLUMNS",
@@ -88,6 +97,7 @@ def collect_radius(ctx: Any) -> dict[str, Any]:
     from radius.verify import t2_3
 
     res = t2_3.run(ctx)
+    setting = t2_3.SETTING
     rows = pair_rows_from_details(res.details)
     if rows is None:
         raise KeyError(
@@ -107,6 +117,8 @@ def collect_radius(ctx: Any) -> dict[str, Any]:
         },
     }
     return {
+        "model": ctx.config(setting).model,
+        "setting": setting,
         "rows": rows,
         "source": "radius.verify.t2_3.run(ctx).details['pairs']",
         "claim": claim,
@@ -249,8 +261,10 @@ def draw_radius(data: dict[str, Any], out_dir: str | os.PathLike) -> dict[str, A
         if claim
         else ""
     )
+    model = figure_model(data)
+    trained = setting_label(str(data.get("setting", "pia")), model)
     fig.suptitle(
-        "T2.3: gradient transfer and the latent sharing radius\n"
+        f"T2.3: gradient transfer and the latent sharing radius ({trained})\n"
         f"(data: {data.get('source', '?')}{verdict})",
         fontsize=10,
     )
@@ -260,6 +274,12 @@ def draw_radius(data: dict[str, Any], out_dir: str | os.PathLike) -> dict[str, A
     )
     js = write_json(
         out_dir / "radius.json",
-        {"figure": "radius", "summary": summary, **{k: v for k, v in data.items() if k != "rows"}},
+        {
+            "figure": "radius",
+            "summary": summary,
+            **{k: v for k, v in data.items() if k != "rows"},
+            "model": model,
+            "label": trained,
+        },
     )
     return {"png": png, "csv": csv, "json": js, "summary": summary, "rows": rows}

@@ -28,10 +28,12 @@ from scipy.stats import spearmanr
 from radius.data.dataset import COHORTS, cohort_of
 from radius.figures.common import (
     COHORT_COLORS,
-    SETTING_LABELS,
     encode_mean,
+    figure_model,
+    model_label,
     new_figure,
     save_png,
+    setting_label,
     write_csv,
     write_json,
 )
@@ -109,6 +111,7 @@ def collect_tsne(
     """Latent means of up to ``n_users`` test users per setting, their t-SNE and the numbers.
 
     Users (a seeded sample of the test users, clean fold-in) are the same in every panel.
+    The models are the context's (``ctx.base_config.model``: Multi-VAE or RecVAE).
     """
     from sklearn.manifold import TSNE
 
@@ -134,6 +137,7 @@ def collect_tsne(
             "stats": cohort_separation(mu, labels, k=k, counts=counts),
         }
     return {
+        "model": ctx.base_config.model,
         "users": users,
         "counts": counts,
         "cohorts": labels,
@@ -149,6 +153,7 @@ def draw_tsne(data: dict[str, Any], out_dir: str | os.PathLike) -> dict[str, Any
     out_dir = Path(out_dir)
     settings = data["settings"]
     labels = np.asarray(data["cohorts"])
+    model = figure_model(data)
     fig, axes = new_figure(4.2 * len(settings), 4.6, ncols=len(settings))
     axes = np.atleast_1d(axes)
     rows = []
@@ -169,7 +174,7 @@ def draw_tsne(data: dict[str, Any], out_dir: str | os.PathLike) -> dict[str, Any
                     label=f"{name} ({int(sel.sum())})",
                 )
         ax.set_title(
-            f"{SETTING_LABELS.get(setting, setting)}\n"
+            f"{setting_label(setting, model)}\n"
             f"silhouette {st['silhouette']:+.3f}, kNN purity {st['knn_purity']:.2f} "
             f"(chance {st['knn_purity_chance']:.2f})\n"
             f"neighbour activity Spearman {st['knn_log_count_spearman']:+.2f}",
@@ -183,7 +188,8 @@ def draw_tsne(data: dict[str, Any], out_dir: str | os.PathLike) -> dict[str, Any
             rows.append([setting, int(u), int(n), COHORTS[int(c)][0], float(e1), float(e2)])
     axes[0].legend(title="interactions", loc="best", fontsize=8, markerscale=2)
     fig.suptitle(
-        f"t-SNE of latent means of {len(labels)} test users, coloured by activity cohort "
+        f"t-SNE of {model_label(model)} latent means of {len(labels)} test users, "
+        "coloured by activity cohort "
         "(numbers computed on the latent means)",
         fontsize=10,
     )
@@ -196,6 +202,8 @@ def draw_tsne(data: dict[str, Any], out_dir: str | os.PathLike) -> dict[str, Any
         out_dir / "tsne.json",
         {
             "figure": "tsne",
+            "model": model,
+            "labels": {s: setting_label(s, model) for s in settings},
             "stats": stats,
             "cohort_sizes": {
                 name: int((labels == c).sum()) for c, (name, _, _) in enumerate(COHORTS)

@@ -378,7 +378,17 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("figures", help="draw a figure (tsne, cohorts, radius, masking, beta, all)")
     p.add_argument("name", nargs="?", default="all")
     p.add_argument("--data", default="default")
-    p.add_argument("--out", default="figures/out", help="folder for PNG + data")
+    p.add_argument(
+        "--model",
+        choices=["multvae", "recvae"],
+        default=None,
+        help="model the figures are drawn for (default multvae)",
+    )
+    p.add_argument(
+        "--out",
+        default=None,
+        help="folder for PNG + data (default figures/out; figures/out/recvae for --model recvae)",
+    )
     p.add_argument("--seeds", type=int, default=3)
     p.add_argument("--quick", action="store_true")
     p.set_defaults(func=cmd_figures)

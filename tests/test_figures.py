@@ -15,6 +15,7 @@ from radius.data.dataset import COHORTS
 from radius.errors import RadiusError
 
 COHORT_LABELS = [c[0] for c in COHORTS]
+FIGURE_NAMES = ["tsne", "cohorts", "radius", "masking", "beta"]
 
 
 def _png_ok(path: Path) -> tuple[int, int]:
@@ -103,6 +104,8 @@ def test_tsne_figure(tiny_ctx, out_dir):
         assert st["n"] == n
     sizes = json.loads(res["json"].read_text())["cohort_sizes"]
     assert sum(sizes.values()) == n
+    js = json.loads(res["json"].read_text())
+    assert js["model"] == "multvae" and js["labels"]["pia"] == "Multi-VAE + PIA"
     assert {r["cohort"] for r in rows} <= set(COHORT_LABELS)
 
 
@@ -246,6 +249,7 @@ def test_beta_figure(tiny_ctx, out_dir):
         assert abs(gap) <= 4 * se + 1e-6
     js = json.loads(res["json"].read_text())
     assert {c["name"] for c in js["checks"]} >= {"sweep_mi_falls", "sweep_w2_contracts"}
+    assert (js["model"], js["kl_field"]) == ("multvae", "beta_cap")
 
 
 # --------------------------------------------------------------------------- registry
@@ -294,3 +298,146 @@ def test_run_figures_draws_and_reports(tiny_dataset, tmp_path, monkeypatch, caps
     _png_ok(tmp_path / "masking.png")
     header, rows = _csv(tmp_path / "masking.csv")
     assert sorted({_f(r["rho"]) for r in rows}) == [0.2, 0.4, 0.6, 0.8, 1.0]  # quick grid
+
+
+# --------------------------------------------------------------------------- RecVAE
+def _capture_figure_text(monkeypatch) -> dict[str, str]:
+    """Record every text drawn in each saved PNG (titles, legends, labels), by file stem."""
+    from matplotlib.text import Text
+
+    import radius.figures.common as common
+
+    seen: dict[str, str] = {}
+    original = common.save_png
+
+    def save_png(fig, path, **kw):
+        seen[Path(path).stem] = "\n".join(t.get_text() for t in fig.findobj(Text))
+        return original(fig, path, **kw)
+
+    for mod in ("tsne", "cohorts", "sharing_radius", "masking", "beta"):
+        monkeypatch.setattr(f"radius.figures.{mod}.save_png", save_png)
+    return seen
+
+
+@pytest.mark.slow
+def test_every_figure_names_recvae(tiny_recvae_ctx, tmp_path, monkeypatch):
+    """On RecVAE models every figure's JSON says recvae and no drawn text says Multi-VAE."""
+    from radius.figures.registry import FIGURES, FigureOptions, draw_figure
+
+    seen = _capture_figure_text(monkeypatch)
+    opt = FigureOptions(seeds=1, quick=True)
+    res = {name: draw_figure(name, tiny_recvae_ctx, tmp_path, options=opt) for name in FIGURES}
+    assert set(seen) == set(FIGURES)
+    for name, r in res.items():
+        _png_ok(r["png"])
+        assert json.loads(r["json"].read_text())["model"] == "recvae", name
+        assert "Multi-VAE" not in seen[name], name
+    for name in ("tsne", "cohorts", "radius", "beta"):  # masking involves no model
+        assert "RecVAE" in seen[name], name
+    assert "RecVAE (masking)" in seen["tsne"] and "RecVAE + PIA" in seen["tsne"]
+    assert "RecVAE (masking)" in seen["cohorts"] and "RecVAE + PIA" in seen["cohorts"]
+    tsne = json.loads(res["tsne"]["json"].read_text())
+    assert tsne["labels"] == {
+        "clean": "clean input",
+        "masking": "RecVAE (masking)",
+        "pia": "RecVAE + PIA",
+    }
+    assert json.loads(res["cohorts"]["json"].read_text())["labels"]["pia"] == "RecVAE + PIA"
+    assert json.loads(res["radius"]["json"].read_text())["label"] == "RecVAE + PIA"
+    # beta: the sweep point is the mean effective KL weight gamma * mean |x_u|
+    beta = json.loads(res["beta"]["json"].read_text())
+    assert beta["kl_field"] == "gamma" and "gamma" in beta["x_axis"]
+    assert "γ · mean |x_u|" in seen["beta"] and "KL weight cap" not in seen["beta"]
+    header, rows = _csv(res["beta"]["csv"])
+    assert header[-1] == "gamma"
+    assert [_f(r["beta"]) for r in rows] == [0.0, 0.5, 2.0]
+    for r in rows:
+        assert _f(r["gamma"]) * beta["mean_count"] == pytest.approx(_f(r["beta"]), rel=1e-9)
+
+
+def test_setting_labels_name_the_model():
+    """Labels follow the model; the Multi-VAE table is unchanged for older callers."""
+    from radius.figures.common import SETTING_LABELS, figure_model, setting_label
+
+    assert setting_label("pia", "recvae") == "RecVAE + PIA"
+    assert setting_label("masking", "recvae") == "RecVAE (masking)"
+    assert SETTING_LABELS["pia"] == setting_label("pia") == "Multi-VAE + PIA"
+    assert figure_model({"context": {"base_config": {"model": "recvae"}}}) == "recvae"
+    assert figure_model({}) == "multvae"
+
+
+def _record_draws(monkeypatch, tiny_dataset) -> list[tuple[str, str, Path]]:
+    """Replace drawing by a record of (figure, model of the context, output folder)."""
+    import radius.experiments
+    import radius.figures.registry as registry
+
+    calls: list[tuple[str, str, Path]] = []
+
+    def draw(name, ctx, out, *, options):
+        calls.append((name, ctx.base_config.model, Path(out)))
+        return {}
+
+    monkeypatch.setattr(radius.experiments, "load_dataset", lambda spec: tiny_dataset)
+    monkeypatch.setattr(registry, "draw_figure", draw)
+    return calls
+
+
+def test_cli_figures_model_picks_the_output_folder(tiny_dataset, tmp_path, monkeypatch, capsys):
+    """--model recvae draws RecVAE into figures/out/recvae; multvae keeps figures/out;
+    an explicit --out wins."""
+    from radius.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    calls = _record_draws(monkeypatch, tiny_dataset)
+    assert main(["figures", "all", "--model", "recvae", "--quick"]) == 0
+    assert calls == [(n, "recvae", Path("figures/out/recvae")) for n in FIGURE_NAMES]
+    assert "for RecVAE" in capsys.readouterr().out
+    calls.clear()
+    assert main(["figures", "tsne", "--quick"]) == 0
+    assert calls == [("tsne", "multvae", Path("figures/out"))]
+    calls.clear()
+    assert main(["figures", "beta", "--model", "recvae", "--out", "elsewhere"]) == 0
+    assert calls == [("beta", "recvae", Path("elsewhere"))]
+
+
+def test_cli_figures_recvae_writes_beside_not_over_multvae(
+    tiny_dataset, tmp_path, monkeypatch, capsys
+):
+    """End to end: `radius figures masking --model recvae --quick` writes figures/out/recvae/."""
+    import radius.experiments
+    from radius.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(radius.experiments, "load_dataset", lambda spec: tiny_dataset)
+    assert main(["figures", "masking", "--model", "recvae", "--quick"]) == 0
+    out = tmp_path / "figures" / "out"
+    assert json.loads((out / "recvae" / "masking.json").read_text())["model"] == "recvae"
+    assert not (out / "masking.json").exists()
+    assert "figures/out/recvae/masking.png" in capsys.readouterr().out
+
+
+def test_cli_figures_rejects_unknown_model(capsys):
+    """A bad --model exits 2 naming the choices and the close match, drawing nothing."""
+    from radius.cli import main
+
+    with pytest.raises(SystemExit) as e:
+        main(["figures", "tsne", "--model", "recvea", "--out", "/nonexistent/never"])
+    assert e.value.code == 2
+    err = capsys.readouterr().err
+    assert "invalid choice: 'recvea'" in err and "did you mean 'recvae'" in err
+
+
+def test_run_figures_model_checks_and_base_config(tiny_config):
+    """Programmatic callers: a bad model raises before any data is loaded; a base_config
+    on the namespace is kept, with --model applied to it."""
+    import argparse
+
+    from radius.figures.registry import figures_base_config, run_figures
+
+    with pytest.raises(RadiusError, match=r"unknown model 'vae' \(choose from multvae, recvae\)"):
+        run_figures(argparse.Namespace(name="tsne", data="/nonexistent/never", model="vae"))
+    kept = figures_base_config(argparse.Namespace(base_config=tiny_config))
+    assert kept is tiny_config
+    rec = figures_base_config(argparse.Namespace(base_config=tiny_config, model="recvae"))
+    assert rec == tiny_config.replace(model="recvae")
+    assert figures_base_config(argparse.Namespace(model=None)).model == "multvae"
