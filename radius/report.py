@@ -650,25 +650,34 @@ def render_ablation(
 
 
 def render_figures(figures_dir: Path = DEFAULT_FIGURES_DIR, *, out_dir: Path = Path(".")) -> str:
-    """Markdown of the ``figures`` block: every PNG in ``figures_dir`` and its data files."""
+    """Markdown of the ``figures`` block: every PNG in ``figures_dir`` and its data files,
+    then those of its model subfolders (``radius figures --model recvae`` writes
+    ``figures_dir/recvae/``)."""
     pngs = sorted(figures_dir.glob("*.png")) if figures_dir.is_dir() else []
-    if not pngs:
+    sub_pngs = sorted(figures_dir.glob("*/*.png")) if figures_dir.is_dir() else []
+    if not pngs and not sub_pngs:
         return (
             f"**No figures drawn yet** in `{figures_dir.as_posix()}/`. Run `radius figures all`, "
             "then `radius report`."
         )
     rows = []
-    for png in pngs:
+    for png in pngs + sub_pngs:
         data = [
             f"[{p.name}]({_rel(p, out_dir)})"
             for p in (png.with_suffix(".csv"), png.with_suffix(".json"))
             if p.is_file()
         ]
+        if png.parent == figures_dir:
+            command = f"`radius figures {png.stem}`"
+        elif png.parent.name in ("multvae", "recvae"):
+            command = f"`radius figures {png.stem} --model {png.parent.name}`"
+        else:
+            command = f"`radius figures {png.stem} --out {png.parent.as_posix()}`"
         rows.append(
             [
-                f"[{png.name}]({_rel(png, out_dir)})",
+                f"[{_rel(png, figures_dir)}]({_rel(png, out_dir)})",
                 ", ".join(data) or "—",
-                f"`radius figures {png.stem}`",
+                command,
             ]
         )
     return _md_table(["figure", "data", "command"], rows)

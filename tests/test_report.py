@@ -498,3 +498,20 @@ def test_data_block_names_every_code_version_and_flags_mixed_data(tmp_path):
     (other / "p3_1.json").write_text(_json.dumps(rep("3.1", "0.1.0+gbbb", "xyz")))
     generate(out, verify_dir=main_dir, figures_dir=tmp_path / "figs")
     assert "**The reports come from different data (hashes differ).**" in out.read_text()
+
+
+def test_figures_block_lists_model_subfolders(tmp_path):
+    """PNGs in figures/out/recvae/ are listed with the --model command that draws them."""
+    from radius.report import render_figures
+
+    figs = tmp_path / "figures" / "out"
+    (figs / "recvae").mkdir(parents=True)
+    (figs / "tsne.png").write_bytes(b"png")
+    (figs / "recvae" / "tsne.png").write_bytes(b"png")
+    (figs / "recvae" / "tsne.json").write_text("{}")
+    text = render_figures(figs, out_dir=tmp_path)
+    assert "| [tsne.png](figures/out/tsne.png) | — | `radius figures tsne` |" in text
+    assert (
+        "| [recvae/tsne.png](figures/out/recvae/tsne.png) | [tsne.json](figures/out/recvae/"
+        "tsne.json) | `radius figures tsne --model recvae` |"
+    ) in text
