@@ -135,20 +135,29 @@ def cmd_data_fetch_ml100k(args: argparse.Namespace) -> int:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
+    from radius.distributed import dist_info
     from radius.io import atomic_write_json
     from radius.train import train
 
     ds = _load_data(args.data)
     config = _config_from_args(args)
     out = Path(args.out or RUNS / ds.name / f"{config.model}-{args.setting}-seed{config.seed}.pt")
-    print(
-        f"training {config.model} ({args.setting}: keep_rate={config.keep_rate}, "
-        f"lambda_a={config.lambda_a}, beta_cap={config.beta_cap}) on {ds.name} "
-        f"[{ds.hash}] -> {out}"
-    )
+    info = dist_info()  # under torchrun: rank 0 prints and writes, every rank trains
+    if info.is_main:
+        print(
+            f"training {config.model} ({args.setting}: keep_rate={config.keep_rate}, "
+            f"lambda_a={config.lambda_a}, beta_cap={config.beta_cap}) on {ds.name} "
+            f"[{ds.hash}] -> {out}"
+            + (f" on {info.world_size} processes (DDP)" if info.enabled else "")
+        )
     t0 = time.perf_counter()
-    res = train(ds, config, checkpoint=out, resume=args.resume, progress=not args.quiet)
+    try:
+        res = train(ds, config, checkpoint=out, resume=args.resume, progress=not args.quiet)
+    finally:
+        _leave_process_group()
     secs = time.perf_counter() - t0
+    if not info.is_main:
+        return 0
     print(f"\nbest epoch {res.meta['best_epoch']} of {len(res.history)}; {secs:.1f} s")
     print("\ntest users (strong generalisation):")
     print(_metrics_table(res.test))
@@ -159,11 +168,20 @@ def cmd_train(args: argparse.Namespace) -> int:
         "seconds": secs,
         "val": res.val,
         "test": res.test,
+        "world_size": info.world_size,
         **res.meta,
     }
     atomic_write_json(out.with_suffix(".json"), report)
     print(f"\nmetrics JSON: {out.with_suffix('.json')}")
     return 0
+
+
+def _leave_process_group() -> None:
+    """Destroy the torch.distributed process group if training joined one."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
 
 
 def cmd_eval(args: argparse.Namespace) -> int:

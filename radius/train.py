@@ -11,7 +11,8 @@ Early stopping keeps the weights with the best validation nDCG@100. Checkpoints 
 written atomically and carry the config, the data hash, metrics and code version;
 ``resume`` continues an interrupted run bit-for-bit on the CPU. ``get_model`` caches
 trained checkpoints by a content key (data hash + config), so the same request never
-trains twice.
+trains twice. Under torchrun (``WORLD_SIZE > 1``) ``train`` runs data-parallel with
+DistributedDataParallel: see ``radius.distributed``.
 """
 
 from __future__ import annotations
@@ -138,8 +139,17 @@ class MultVAETrainer:
     """One Adam optimizer over all parameters; one gradient step per batch."""
 
     def __init__(self, model: nn.Module, config: TrainConfig) -> None:
+        from radius.distributed import LossStep
+
         self.model, self.config = model, config
         self.opt = make_adam(list(model.parameters()), config)
+        self.step: nn.Module = LossStep(model, multvae_loss)
+
+    def distribute(self, info, device: torch.device) -> None:
+        """Route the loss through DistributedDataParallel (``radius.distributed``)."""
+        from radius.distributed import wrap
+
+        self.step = wrap(self.step, info, device, unused=False)
 
     def state_dict(self) -> dict[str, Any]:
         return {"opt": self.opt.state_dict()}
@@ -159,7 +169,7 @@ class MultVAETrainer:
             idx = np.sort(perm[s : s + cfg.batch_size])
             batch = SparseBatch.from_csr(train_csr[idx], device=device)
             beta = cfg.beta_cap * min(1.0, step / anneal_steps)
-            loss, parts = multvae_loss(self.model, batch, cfg, beta, gen)
+            loss, parts = self.step(batch, cfg, beta, gen)
             self.opt.zero_grad(set_to_none=True)
             loss.backward()
             self.opt.step()
@@ -222,10 +232,18 @@ def train(
     stop_after : stop after this many epochs of this call, leaving a resumable
         checkpoint (time-boxed training); the returned model is the best so far.
     """
-    device = resolve_device(config.device)
+    from radius import distributed
+
+    info, device = distributed.setup(resolve_device(config.device))
     torch.manual_seed(config.seed)
     model = build_model(config, dataset.n_items).to(device)
-    trainer = make_trainer(model, config)
+    if info.enabled:  # each rank steps on its shard: ~batch_size users per step in all
+        per_rank = config.replace(batch_size=-(-config.batch_size // info.world_size))
+        trainer = make_trainer(model, per_rank)
+        trainer.distribute(info, device)
+        progress = progress and info.is_main  # rank 0 reports and writes checkpoints
+    else:
+        trainer = make_trainer(model, config)
     gen = torch.Generator(device=device).manual_seed(config.seed)
     np_rng = np.random.default_rng(config.seed)
     history: list[dict[str, Any]] = []
@@ -265,7 +283,7 @@ def train(
 
     def save(epoch_done: int, *, val, test, finished: bool) -> None:
         """Checkpoint (atomically) with the current best weights and training state."""
-        if ckpt_path is not None:
+        if ckpt_path is not None and info.is_main:
             _write(
                 ckpt_path,
                 model,
@@ -287,12 +305,17 @@ def train(
         t0 = time.perf_counter()
         model.train()
         perm = np_rng.permutation(n)
+        if info.enabled:
+            gen.manual_seed(distributed.epoch_seed(config.seed, info, epoch))
+            perm = distributed.shard(perm, info)
         sums, n_batches, step, beta = trainer.run_epoch(
             dataset.train, perm, step, anneal_steps, gen
         )
         val = evaluate(
             model, dataset.val_tr, dataset.val_te, metrics=(("ndcg", 100), ("recall", 20))
         )
+        if info.enabled:  # every rank stops where rank 0 does
+            val.means["ndcg@100"] = distributed.broadcast_float(val.means["ndcg@100"], info, device)
         rec = {k: v / n_batches for k, v in sums.items()}
         rec.update(
             epoch=epoch,
@@ -325,6 +348,7 @@ def train(
         bar.close()
     if paused:
         model.load_state_dict(best["state"])
+        distributed.barrier(info)
         return TrainResult(
             model=model.eval(),
             config=config,
@@ -340,6 +364,7 @@ def train(
     test = evaluate(model, dataset.test_tr, dataset.test_te).to_dict() if evaluate_test else None
     meta = {"best_epoch": best["epoch"], "data_hash": dataset.hash, "code_version": code_version()}
     save(history[-1]["epoch"], val=val_final, test=test, finished=True)
+    distributed.barrier(info)
     return TrainResult(
         model=model,
         config=config,

@@ -210,6 +210,16 @@ class RecVAETrainer:
             enc_params.append(model.anchors)
         self.opt_enc = make_adam(enc_params, config)
         self.opt_dec = make_adam([p for _, p in model.decoder_parameters()], config)
+        from radius.distributed import LossStep
+
+        self.step: nn.Module = LossStep(model, recvae_loss)
+
+    def distribute(self, info, device: torch.device) -> None:
+        """Route the loss through DistributedDataParallel (``radius.distributed``); the
+        anchors sit out the decoder phase, so DDP looks for unused parameters."""
+        from radius.distributed import wrap
+
+        self.step = wrap(self.step, info, device, unused=True)
 
     def state_dict(self) -> dict[str, Any]:
         return {"enc": self.opt_enc.state_dict(), "dec": self.opt_dec.state_dict()}
@@ -224,9 +234,7 @@ class RecVAETrainer:
         for s in range(0, len(perm), cfg.batch_size):
             idx = np.sort(perm[s : s + cfg.batch_size])
             batch = SparseBatch.from_csr(train_csr[idx], device=device)
-            loss, parts = recvae_loss(
-                self.model, batch, cfg, gen, keep_rate=keep_rate, with_anchor=with_anchor
-            )
+            loss, parts = self.step(batch, cfg, gen, keep_rate=keep_rate, with_anchor=with_anchor)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
