@@ -385,9 +385,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--checkpoint", help="use this model as the PIA model")
     p.add_argument("--model", choices=["multvae", "recvae"], default=None)
     p.add_argument("--seed", type=int)
-    p.add_argument("--n-pairs", dest="n_pairs", type=int)
-    p.add_argument("--n-users", dest="n_users", type=int)
-    p.add_argument("--n-mc", dest="n_mc", type=int)
+    p.add_argument(
+        "--n-pairs", dest="n_pairs", type=int, help="pairs sampled (T2.5's exact gap: <= 200)"
+    )
+    p.add_argument(
+        "--n-users", dest="n_users", type=int, help="users sampled (beta-KL: users x masks <= 2000)"
+    )
+    p.add_argument(
+        "--n-mc",
+        dest="n_mc",
+        type=int,
+        help="Monte Carlo draws (T2.3: <= 16 per user; T2.5's exact gap: <= 1000 per component)",
+    )
     p.add_argument("--confidence", type=float)
     p.add_argument("--min-fraction", dest="min_fraction", type=float)
     p.add_argument("--out", help="folder for the JSON reports (default runs/DATA/verify)")

@@ -54,6 +54,9 @@ LAMBDAS = (1.0, 0.75, 0.5, 0.25, 0.0)  # mu_v(lambda) = mu_u + lambda (mu_v - mu
 GAP_ZERO_TOL = 1e-9  # |G| <= tol * (n_u + n_v) for "G = 0"
 NONNEG_TOL = 1e-12  # G >= -tol * (n_u + n_v)
 N_SE = 3.0  # Monte Carlo slack in standard errors for the monotonicity check
+GAP_MAX_PAIRS = 200  # pairs of the exact-gap part (a); 60 with quick options
+GAP_MAX_PAIRS_QUICK = 60
+GAP_MAX_MC = 1000  # draws per mixture component in part (a)
 FAR_SIGMAS = 1000.0  # "no overlap": mu_v moved this many sigmas away
 CONTROLS = (None, "permuted_inputs", "untrained")
 N_BOOT = 1000  # paired bootstrap resamples of the silhouette difference
@@ -85,9 +88,9 @@ def _gap_part(
     rng: np.random.Generator,
 ) -> tuple[list[Check], dict[str, Any]]:
     opts = ctx.options
-    n_pairs = min(opts.n_pairs, 60 if opts.quick else 200)
+    n_pairs = min(opts.n_pairs, GAP_MAX_PAIRS_QUICK if opts.quick else GAP_MAX_PAIRS)
     n_ctrl = min(20, n_pairs)
-    n_mc = min(opts.n_mc, 1000)
+    n_mc = min(opts.n_mc, GAP_MAX_MC)
     # half random pairs, half l1-nearest neighbours (overlapping posteriors are likelier)
     n_rand = n_pairs - n_pairs // 2
     ra, rb = _random_pairs(users, n_rand, rng)
@@ -207,6 +210,14 @@ def _gap_part(
         "n_pairs": n_pairs,
         "n_control_pairs": n_ctrl,
         "n_mc_per_component": n_mc,
+        "caps": {
+            "n_pairs_requested": opts.n_pairs,
+            "n_pairs_cap": GAP_MAX_PAIRS_QUICK if opts.quick else GAP_MAX_PAIRS,
+            "n_mc_requested": opts.n_mc,
+            "n_mc_cap": GAP_MAX_MC,
+            "why": "the exact gap costs pairs x path steps x draws x items; --n-pairs and "
+            "--n-mc above the caps do not enlarge part (a)",
+        },
         "lambdas": list(LAMBDAS),
         "p_bar": p_bar,
         "pair_sampling": "half uniform random pairs, half l1-nearest neighbours of random anchors",
@@ -433,9 +444,11 @@ def run(
         checks=checks,
         method=(
             "Exact G by stratified mixture sampling (log-odds form, common random numbers along "
-            "the path), controls with identical inputs and far-apart posteriors; Spearman of "
-            "raw l1 input distance vs closed-form W2 on random test-user pairs; sklearn "
-            "silhouette of activity cohorts on mu for clean, masking and pia models."
+            f"the path; at most {GAP_MAX_PAIRS} pairs and {GAP_MAX_MC} draws per component, "
+            "whatever --n-pairs / --n-mc ask), controls with identical inputs and far-apart "
+            "posteriors; Spearman of raw l1 input distance vs closed-form W2 on random "
+            "test-user pairs; sklearn silhouette of activity cohorts on mu for clean, masking "
+            "and pia models."
         ),
         details=details,
         context=ctx.describe(),
