@@ -128,7 +128,9 @@ def test_two_process_ddp_training(tmp_path, tiny_dataset):
     script = tmp_path / "worker.py"
     script.write_text(WORKER)
     # loopback only: the job never needs a network interface (CI machines may have none)
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "GLOO_SOCKET_IFNAME": "lo"}
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    if sys.platform.startswith("linux"):
+        env.setdefault("GLOO_SOCKET_IFNAME", "lo")
     torchrun = [sys.executable, "-m", "torch.distributed.run"]  # the torchrun entry point
     proc = subprocess.run(
         [*torchrun, "--standalone", "--nproc_per_node=2", str(script), str(tmp_path)],
