@@ -15,9 +15,9 @@ __all__ = ["__version__", "code_version"]
 def code_version() -> str:
     """Package version plus the git commit when run from a checkout (``0.1.0+g1a2b3c4``).
 
-    ``.dirty`` is appended when tracked code (``radius/``, ``verify/``, ``figures/``,
-    ``pyproject.toml``) differs from that commit, so a report never names a commit whose
-    code did not produce it.
+    ``.dirty`` is appended when tracked code (``radius/``, ``verify/``, ``figures/``
+    without its drawn output ``figures/out/``, ``pyproject.toml``) differs from that
+    commit, so a report never names a commit whose code did not produce it.
     """
     import subprocess
     from pathlib import Path
@@ -32,7 +32,7 @@ def code_version() -> str:
         )
         if out.returncode == 0 and out.stdout.strip():
             version = f"{__version__}+g{out.stdout.strip()}"
-            code = ["radius", "verify", "figures", "pyproject.toml"]
+            code = ["radius", "verify", "figures", ":(exclude)figures/out", "pyproject.toml"]
             status = subprocess.run(
                 ["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no", "--"]
                 + code,

@@ -42,7 +42,7 @@ def test_code_version_marks_uncommitted_code(monkeypatch, status, suffix):
     def fake_run(cmd, **kwargs):
         out = "abc1234\n" if "rev-parse" in cmd else status
         if "status" in cmd:
-            assert {"radius", "verify", "figures"} <= set(cmd)
+            assert {"radius", "verify", "figures", ":(exclude)figures/out"} <= set(cmd)
         return subprocess.CompletedProcess(cmd, 0, stdout=out, stderr="")
 
     monkeypatch.setattr(subprocess, "run", fake_run)
