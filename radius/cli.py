@@ -227,6 +227,7 @@ def cmd_verify(args: argparse.Namespace) -> int:
     }
     options = VerifyOptions(**opts)
     base = TrainConfig(model=args.model) if args.model else TrainConfig()
+    base = base.replace(**_parse_set(getattr(args, "set", None)))
     ctx = VerifyContext(
         dataset=ds,
         options=options,
@@ -400,6 +401,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--confidence", type=float)
     p.add_argument("--min-fraction", dest="min_fraction", type=float)
     p.add_argument("--out", help="folder for the JSON reports (default runs/DATA/verify)")
+    p.add_argument(
+        "--set",
+        action="append",
+        metavar="KEY=VALUE",
+        help="any TrainConfig field of the models verified (the settings apply on top)",
+    )
     p.set_defaults(func=cmd_verify)
 
     p = sub.add_parser("figures", help="draw a figure (tsne, cohorts, radius, masking, beta, all)")

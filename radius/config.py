@@ -42,6 +42,9 @@ class TrainConfig:
         instead of densifying it; identical maths.
     gamma : RecVAE KL scaling by interaction count (RecVAE only).
     enc_epochs : RecVAE encoder updates per decoder update (alternating phases).
+    recvae_prior : ``"composite"`` (RecVAE's mixture prior, the default) or
+        ``"standard"`` (N(0, I) only: an ablation of the composite prior). Left out of
+        ``key_dict`` at its default, so adding it kept every earlier cache key.
     """
 
     model: str = "multvae"
@@ -66,6 +69,7 @@ class TrainConfig:
     sparse_input: bool = True
     gamma: float = 0.005
     enc_epochs: int = 3
+    recvae_prior: str = "composite"
     _extra: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -90,6 +94,10 @@ class TrainConfig:
             )
         if self.batch_size < 1 or self.epochs < 1 or self.lr <= 0:
             raise RadiusError("batch_size and epochs must be >= 1 and lr > 0")
+        if self.recvae_prior not in ("composite", "standard"):
+            raise RadiusError(
+                f"recvae_prior must be 'composite' or 'standard', got {self.recvae_prior!r}"
+            )
         if self.device not in ("auto", "cpu", "cuda") and not self.device.startswith("cuda:"):
             raise RadiusError(f"device must be 'auto', 'cpu' or 'cuda[:N]', got {self.device!r}")
 
@@ -108,6 +116,8 @@ class TrainConfig:
         d = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
         d.pop("_extra")
         d.pop("device")
+        if d["recvae_prior"] == "composite":  # added later: absent at its default
+            d.pop("recvae_prior")
         d["hidden_dims"] = list(self.hidden_dims)
         return d
 

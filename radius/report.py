@@ -369,7 +369,25 @@ def _command(claim_id: str, context: Mapping[str, Any]) -> str:
         parts.append(f"--seed {seed}")
     if context.get("checkpoint"):
         parts.append(f"--checkpoint {context['checkpoint']}")
+    parts += _config_flags(context.get("base_config"))
     return " ".join(parts)
+
+
+def _config_flags(base: Any) -> list[str]:
+    """``--model`` / ``--set k=v`` flags for a base config that differs from the default."""
+    if not isinstance(base, Mapping):
+        return []
+    from radius.config import TrainConfig
+
+    default = TrainConfig().key_dict()
+    flags = []
+    for k, v in base.items():
+        if k in default and v != default[k]:
+            if k == "model":
+                flags.insert(0, f"--model {v}")
+            else:
+                flags.append(f"--set {k}={json.dumps(v, separators=(',', ':'))}")
+    return flags
 
 
 def _stamp(context: Mapping[str, Any], seconds: Any) -> str:
@@ -748,6 +766,10 @@ def render_data(data_dir: Path, *, figures_dir: Path, out_dir: Path = Path("."))
             f"{values('seed').replace('`', '')}, code {values('code_version')}; JSON in "
             f"`{(data_dir / 'verify').as_posix()}/`."
         )
+        flags = sorted({" ".join(_config_flags(x.get("base_config"))) for x in contexts})
+        if flags != [""]:
+            used = ", ".join(f"`{f or 'defaults'}`" for f in flags)
+            stamp += f" Models trained with {used}."
         if len({str(x.get("data_hash")) for x in contexts}) > 1:
             stamp += " **The reports come from different data (hashes differ).**"
     table = _md_table(["claim", "verdict", "checks passed", "failed checks"], rows)

@@ -77,6 +77,7 @@ def build_model(config: TrainConfig, n_items: int) -> nn.Module:
             use_anchors=config.lambda_a > 0,
             anchor_init=config.anchor_init,
             anchor_init_scale=config.anchor_init_scale,
+            prior=config.recvae_prior,
         )
     return MultVAE(
         n_items,

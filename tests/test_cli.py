@@ -161,3 +161,15 @@ def test_bad_config_value_exits_two(tiny_dir, capsys):
     """An out-of-range option is refused with exit 2 and the offending value."""
     assert main(["train", "--data", str(tiny_dir), "--keep-rate", "1.5", "--quiet"]) == 2
     assert "keep_rate (rho) must be in (0, 1], got 1.5" in capsys.readouterr().err
+
+
+def test_verify_set_overrides_the_base_config(tiny_dir, tmp_path, capsys):
+    """`verify --set k=v` trains/uses models of that config (recorded in the JSON); an
+    unknown field exits 2 naming it."""
+    args = ["verify", "--theorem", "2.6", "--data", str(tiny_dir), "--n-pairs", "20"]
+    args += ["--n-users", "10", "--n-mc", "300", "--out", str(tmp_path)]
+    assert main([*args, "--set", "latent_dim=7", "--set", "gamma=0.01"]) in (0, 1)
+    base = json.loads((tmp_path / "t2_6.json").read_text())["context"]["base_config"]
+    assert base["latent_dim"] == 7 and base["gamma"] == 0.01
+    assert main([*args, "--set", "latnt_dim=7"]) == 2
+    assert "unknown config field(s) ['latnt_dim']" in capsys.readouterr().err

@@ -105,3 +105,30 @@ def test_recvae_trains_through_the_common_loop(tiny_dataset, tiny_config, tmp_pa
     assert res.test["means"]["ndcg@100"] > 0.1
     loaded = load_checkpoint(tmp_path / "r.pt", tiny_dataset)
     assert isinstance(loaded.model, RecVAE) and loaded.model.anchors is not None
+
+
+def test_standard_prior_ablation_is_the_standard_normal():
+    """recvae_prior="standard": log p(z) = log N(z; 0, I), whatever the old posterior."""
+    from radius.train import build_model
+
+    cfg = TrainConfig(model="recvae", hidden_dims=(16,), latent_dim=4, recvae_prior="standard")
+    model = build_model(cfg, 30)
+    z = torch.randn(5, 4, dtype=torch.float64)
+    far = torch.full((5, 4), 50.0, dtype=torch.float64)
+    got = model.prior.log_prob(z, far, far).numpy()
+    np.testing.assert_allclose(got, norm.logpdf(z.numpy()), rtol=1e-12)
+    composite = build_model(cfg.replace(recvae_prior="composite"), 30)
+    assert not np.allclose(composite.prior.log_prob(z, z, z * 0).numpy(), norm.logpdf(z.numpy()))
+
+
+def test_recvae_prior_option_keeps_default_cache_keys():
+    """The option is absent from key_dict at its default (earlier cache keys stay valid),
+    present otherwise; a bad value is refused by name."""
+    import pytest
+
+    from radius.errors import RadiusError
+
+    assert "recvae_prior" not in TrainConfig(model="recvae").key_dict()
+    assert TrainConfig(recvae_prior="standard").key_dict()["recvae_prior"] == "standard"
+    with pytest.raises(RadiusError, match="recvae_prior must be 'composite' or 'standard'"):
+        TrainConfig(recvae_prior="wide")

@@ -147,7 +147,7 @@ def test_fills_markers_from_reports(inputs):
         "| `pair_hoeffding_bound` | bound >= exact | 0.031 | 0.2 | 0.169 | 7 | every case | PASS |"
         in b26
     )
-    assert "`radius verify --theorem 2.6`" in b26
+    assert "`radius verify --theorem 2.6 --set latent_dim=8`" in b26  # non-default config
     assert "abcdef0123456789" in b26 and "seed 0" in b26 and "0.1.0+gdeadbee" in b26
     assert "- `max_rel_error`: 1.5e-12" in b26
     assert "rows" not in b26 and "bound_scale" not in b26 and "timings" not in b26
@@ -155,7 +155,7 @@ def test_fills_markers_from_reports(inputs):
     b31 = blocks["results 3.1"]
     assert "**Verdict: FAIL** (1 of 2 checks fail: `gradient | mu`)" in b31
     assert "| `gradient \\| mu` |" in b31  # pipes escaped inside the table
-    assert "`radius verify --theorem 3.1 --seed 3`" in b31
+    assert "`radius verify --theorem 3.1 --seed 3 --set latent_dim=8`" in b31
     assert "- `summary.worst`: 0.5" in b31
     assert "not run yet" in blocks["results 2.3"] and "old" not in blocks["results 2.3"]
     assert blocks["custom thing"] == "\nkept as is\n"
@@ -515,3 +515,16 @@ def test_figures_block_lists_model_subfolders(tmp_path):
         "| [recvae/tsne.png](figures/out/recvae/tsne.png) | [tsne.json](figures/out/recvae/"
         "tsne.json) | `radius figures tsne --model recvae` |"
     ) in text
+
+
+def test_commands_and_stamps_name_a_non_default_config():
+    """A report made with --model / --set models says so in its regenerate command."""
+    from radius.config import TrainConfig
+    from radius.report import _command, _config_flags
+
+    base = TrainConfig(model="recvae", gamma=0.01, hidden_dims=(64,)).key_dict()
+    assert _config_flags(base) == ["--model recvae", "--set hidden_dims=[64]", "--set gamma=0.01"]
+    assert _command("2.4", {"dataset": "synthetic", "base_config": base}) == (
+        "radius verify --theorem 2.4 --model recvae --set hidden_dims=[64] --set gamma=0.01"
+    )
+    assert _config_flags(TrainConfig().key_dict()) == [] and _config_flags(None) == []

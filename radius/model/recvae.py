@@ -40,6 +40,7 @@ from radius.model.pia import anchor_terms_sparse
 __all__ = ["RecVAE", "CompositePrior", "log_norm_pdf", "RecVAETrainer", "PRIOR_WEIGHTS"]
 
 PRIOR_WEIGHTS = (3 / 20, 3 / 4, 1 / 10)  # standard, previous posterior, wide
+STANDARD_PRIOR_WEIGHTS = (1.0, 0.0, 0.0)  # N(0, I) only (the ``recvae_prior="standard"`` ablation)
 WIDE_LOGVAR = 10.0
 
 
@@ -96,15 +97,15 @@ class CompositePrior(nn.Module):
     def log_prob(self, z: Tensor, mu_old: Tensor, logvar_old: Tensor) -> Tensor:
         """Elementwise log p(z) (B, d): logsumexp over the three weighted components."""
         zeros = torch.zeros_like(z)
-        comps = torch.stack(
-            [
-                log_norm_pdf(z, zeros, zeros) + math.log(self.weights[0]),
-                log_norm_pdf(z, mu_old, logvar_old) + math.log(self.weights[1]),
-                log_norm_pdf(z, zeros, zeros + WIDE_LOGVAR) + math.log(self.weights[2]),
-            ],
-            dim=-1,
-        )
-        return torch.logsumexp(comps, dim=-1)
+        comps = [
+            log_norm_pdf(z, zeros, zeros),
+            log_norm_pdf(z, mu_old, logvar_old),
+            log_norm_pdf(z, zeros, zeros + WIDE_LOGVAR),
+        ]
+        kept = [c + math.log(w) for c, w in zip(comps, self.weights) if w > 0]
+        if len(kept) == 1:
+            return kept[0]
+        return torch.logsumexp(torch.stack(kept, dim=-1), dim=-1)
 
 
 class RecVAE(nn.Module):
@@ -119,8 +120,11 @@ class RecVAE(nn.Module):
         use_anchors: bool = False,
         anchor_init: str = "normal",
         anchor_init_scale: float = 0.1,
+        prior: str = "composite",
     ) -> None:
         super().__init__()
+        if prior not in ("composite", "standard"):
+            raise ValueError(f"prior must be 'composite' or 'standard', got {prior!r}")
         if n_items < 1 or latent_dim < 1 or hidden_dim < 1:
             raise ValueError(
                 f"need positive sizes, got n_items={n_items}, hidden_dim={hidden_dim}, "
@@ -128,7 +132,8 @@ class RecVAE(nn.Module):
             )
         self.n_items, self.latent_dim = int(n_items), int(latent_dim)
         self.encoder = RecVAEEncoder(n_items, hidden_dim, latent_dim)
-        self.prior = CompositePrior(self.encoder)
+        weights = PRIOR_WEIGHTS if prior == "composite" else STANDARD_PRIOR_WEIGHTS
+        self.prior = CompositePrior(self.encoder, weights)
         self.decoder = nn.Linear(latent_dim, n_items)
         if use_anchors:
             self.anchor_table = nn.Parameter(torch.empty(n_items, latent_dim))
