@@ -373,20 +373,34 @@ def _command(claim_id: str, context: Mapping[str, Any]) -> str:
     return " ".join(parts)
 
 
+def _set_value(v: Any) -> str:
+    """A value as ``--set`` reads it back: JSON, except a string that is not JSON stays bare."""
+    if isinstance(v, str):
+        try:
+            json.loads(v)
+        except json.JSONDecodeError:
+            return v
+    return json.dumps(v, separators=(",", ":"))
+
+
 def _config_flags(base: Any) -> list[str]:
     """``--model`` / ``--set k=v`` flags for a base config that differs from the default."""
     if not isinstance(base, Mapping):
         return []
+    import dataclasses
+
     from radius.config import TrainConfig
 
-    default = TrainConfig().key_dict()
+    d = TrainConfig()  # every field's default (key_dict leaves some out at default)
+    default = {f.name: getattr(d, f.name) for f in dataclasses.fields(d) if f.name != "_extra"}
+    default["hidden_dims"] = list(d.hidden_dims)
     flags = []
     for k, v in base.items():
         if k in default and v != default[k]:
             if k == "model":
                 flags.insert(0, f"--model {v}")
             else:
-                flags.append(f"--set {k}={json.dumps(v, separators=(',', ':'))}")
+                flags.append(f"--set {k}={_set_value(v)}")
     return flags
 
 

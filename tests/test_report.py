@@ -528,3 +528,5 @@ def test_commands_and_stamps_name_a_non_default_config():
         "radius verify --theorem 2.4 --model recvae --set hidden_dims=[64] --set gamma=0.01"
     )
     assert _config_flags(TrainConfig().key_dict()) == [] and _config_flags(None) == []
+    std = TrainConfig(model="recvae", recvae_prior="standard").key_dict()
+    assert _config_flags(std) == ["--model recvae", "--set recvae_prior=standard"]
