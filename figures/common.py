@@ -23,7 +23,6 @@ from radius.io import atomic_path, atomic_write_json, atomic_write_text
 
 __all__ = [
     "MODEL_LABELS",
-    "SETTING_LABELS",
     "model_label",
     "setting_label",
     "figure_model",
@@ -70,8 +69,6 @@ def figure_model(data: dict[str, Any], default: str = "multvae") -> str:
     return default
 
 
-# The Multi-VAE labels (kept for callers that predate ``setting_label``).
-SETTING_LABELS: dict[str, str] = {s: setting_label(s) for s in ("clean", "masking", "pia")}
 SETTING_COLORS: dict[str, str] = {"clean": "#7f7f7f", "masking": "#1f77b4", "pia": "#d62728"}
 # Ordered light -> dark so the activity order reads off the colour (viridis-like).
 COHORT_COLORS: tuple[str, ...] = ("#fde725", "#35b779", "#31688e", "#440154")
