@@ -111,14 +111,20 @@ class TrainConfig:
             changes["hidden_dims"] = tuple(int(h) for h in changes["hidden_dims"])
         return dataclasses.replace(self, **changes)
 
-    def key_dict(self) -> dict[str, Any]:
-        """The fields that determine the trained weights (device excluded)."""
+    def as_dict(self) -> dict[str, Any]:
+        """Every field that determines the trained weights (device excluded), JSON-able."""
         d = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
         d.pop("_extra")
         d.pop("device")
-        if d["recvae_prior"] == "composite":  # added later: absent at its default
-            d.pop("recvae_prior")
         d["hidden_dims"] = list(self.hidden_dims)
+        return d
+
+    def key_dict(self) -> dict[str, Any]:
+        """``as_dict`` less the fields added later that are at their defaults (so older
+        cache keys stay valid): the dict hashed into cache keys and recorded in reports."""
+        d = self.as_dict()
+        if d["recvae_prior"] == "composite":
+            d.pop("recvae_prior")
         return d
 
 

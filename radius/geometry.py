@@ -372,6 +372,11 @@ def layernorm_lipschitz(ln: nn.LayerNorm) -> float:
     return g / math.sqrt(ln.eps) * (1.0 + 1e-12)
 
 
+def _param_or(p: Tensor | None, n: int, fill: float) -> Tensor:
+    """An optional parameter (bias, layer-norm scale) in float64, or ``fill`` when absent."""
+    return torch.full((n,), fill, dtype=torch.float64) if p is None else p.detach().double()
+
+
 def _multvae_trunk(model: Any) -> tuple[float, Tensor, Tensor, Tensor, dict[str, Any]]:
     """B with ||dh_L||_2 <= B ||dx~||_1, the (2d, H_L) head weight and bias, the
     certified logvar range G (d,), and the factors (tanh is 1-Lipschitz, h_L in [-1, 1])."""
@@ -382,11 +387,7 @@ def _multvae_trunk(model: Any) -> tuple[float, Tensor, Tensor, Tensor, dict[str,
     hidden = [_spectral_norm(lin.weight) for lin in layers[:-1]]
     head = layers[-1]
     w_head = head.weight.detach().double()  # (2d, H_L)
-    b_head = (
-        head.bias.detach().double()
-        if head.bias is not None
-        else torch.zeros(2 * d, dtype=torch.float64)
-    )
+    b_head = _param_or(head.bias, 2 * d, 0.0)
     global_max = w_head[d:].abs().sum(dim=1) + b_head[d:]  # (d,)
     trunk = first * (float(np.prod(hidden)) if hidden else 1.0)
     return (
@@ -430,17 +431,11 @@ def _recvae_trunk(model: Any) -> tuple[float, Tensor, Tensor, Tensor, dict[str, 
         b.append(lns[k] * SILU_LIPSCHITZ * (dense[-1] * b[-1] + sum(b[:-1])))
     last = enc.lns[-1]
     h = int(last.normalized_shape[0])
-    gamma = (
-        torch.ones(h, dtype=torch.float64) if last.weight is None else last.weight.detach().double()
-    )
-    beta = torch.zeros(h, dtype=torch.float64) if last.bias is None else last.bias.detach().double()
+    gamma = _param_or(last.weight, h, 1.0)
+    beta = _param_or(last.bias, h, 0.0)
     w_mu = enc.fc_mu.weight.detach().double()  # (d, H)
     w_lv = enc.fc_logvar.weight.detach().double()  # (d, H)
-    b_lv = (
-        enc.fc_logvar.bias.detach().double()
-        if enc.fc_logvar.bias is not None
-        else torch.zeros(w_lv.shape[0], dtype=torch.float64)
-    )
+    b_lv = _param_or(enc.fc_logvar.bias, w_lv.shape[0], 0.0)
     wg = w_lv * gamma  # (d, H)
     wg = wg - wg.mean(dim=1, keepdim=True)  # P(W_l[k] * gamma): f is centred
     global_max = w_lv @ beta + b_lv + math.sqrt(h) * torch.linalg.vector_norm(wg, dim=1)

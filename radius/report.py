@@ -387,13 +387,9 @@ def _config_flags(base: Any) -> list[str]:
     """``--model`` / ``--set k=v`` flags for a base config that differs from the default."""
     if not isinstance(base, Mapping):
         return []
-    import dataclasses
-
     from radius.config import TrainConfig
 
-    d = TrainConfig()  # every field's default (key_dict leaves some out at default)
-    default = {f.name: getattr(d, f.name) for f in dataclasses.fields(d) if f.name != "_extra"}
-    default["hidden_dims"] = list(d.hidden_dims)
+    default = TrainConfig().as_dict()  # every field (key_dict leaves some out at default)
     flags = []
     for k, v in base.items():
         if k in default and v != default[k]:
