@@ -213,6 +213,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
 def cmd_verify(args: argparse.Namespace) -> int:
     from radius.config import TrainConfig
     from radius.io import atomic_write_json
+    from radius.stats import combine, exit_code
     from radius.train import default_cache_dir
     from radius.verify import CLAIMS, claim_module, resolve_ids
     from radius.verify.base import VerifyOptions
@@ -237,7 +238,7 @@ def cmd_verify(args: argparse.Namespace) -> int:
         progress=True,
     )
     out_dir = Path(args.out or RUNS / ds.name / "verify")
-    rows, failed, results = [], False, {}
+    rows, outcomes, results = [], [], {}
     for cid in ids:
         mod = claim_module(cid)
         t0 = time.perf_counter()
@@ -259,17 +260,17 @@ def cmd_verify(args: argparse.Namespace) -> int:
                     c.slack,
                     c.n,
                     c.tolerance,
-                    "PASS" if c.passed else "FAIL",
+                    c.label,
                 ]
             )
         print(f"  {cid}: {res.verdict} ({secs:.1f} s)")
-        failed |= not res.passed
+        outcomes.append(res.outcome)
     print()
     print(
         _table(rows, ["claim", "check", "measured", "bound", "slack", "n", "tolerance", "verdict"])
     )
     print(f"\nJSON reports in {out_dir}/")
-    return 1 if failed else 0
+    return exit_code(combine(outcomes))
 
 
 def cmd_figures(args: argparse.Namespace) -> int:

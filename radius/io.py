@@ -60,7 +60,10 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> None:
 def to_jsonable(obj: Any) -> Any:
     """Convert numpy/torch scalars and arrays, dataclasses, paths to JSON types."""
     import dataclasses
+    import enum
 
+    if isinstance(obj, enum.Enum):
+        return to_jsonable(obj.value)
     if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
         return {f.name: to_jsonable(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
     if isinstance(obj, dict):

@@ -3,8 +3,25 @@
 A claim module exposes ``run(ctx: VerifyContext) -> ClaimResult``. A ``ClaimResult``
 holds one or more ``Check``s; each check states its measured value, the bound it is
 held against, the slack (how far inside the bound it is; negative means violated),
-the tolerance stated up front, and PASS/FAIL. The claim passes only if every check
-passes.
+the tolerance stated up front, its *kind* and its outcome (``radius.stats.Outcome``:
+PASS, FAIL or INCONCLUSIVE).
+
+Kinds (design.md, "A verdict must be able to fail"):
+
+* ``identity``: maths or implementation (closed form = direct sum, exact law = Monte
+  Carlo). A failure is a bug in radius; a pass is no evidence about the model.
+* ``bound``: an inequality that a trained model could violate.
+* ``empirical``: a statistical statement about trained models or data, decided from an
+  interval (holds / contradicted / inconclusive).
+
+The claim's verdict rests on its bound and empirical checks over *real* cases
+(``evidence="real"``); identities and checks on constructed probes
+(``evidence="probe"``) are reported as the implementation's verification. A claim with
+no real bound or empirical check is INCONCLUSIVE; a failing identity makes it FAIL
+(radius itself is broken).
+
+A claim module may also expose ``power(ctx) -> list[PowerRow]``: graded perturbations
+of the real trained model and the smallest grade that flips each check's outcome.
 """
 
 from __future__ import annotations
@@ -12,7 +29,12 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-__all__ = ["Check", "ClaimResult", "VerifyOptions"]
+from radius.stats import Interval, Outcome, combine
+
+__all__ = ["Check", "ClaimResult", "VerifyOptions", "PowerRow", "KINDS", "EVIDENCE"]
+
+KINDS: tuple[str, ...] = ("identity", "bound", "empirical")
+EVIDENCE: tuple[str, ...] = ("real", "probe")
 
 
 @dataclass(frozen=True)
@@ -28,8 +50,14 @@ class Check:
     slack : signed margin, positive when the check holds with room to spare.
     tolerance : how the verdict is decided, stated before it is computed
         (e.g. ``"fraction >= 0.99"``, ``"99.9% Clopper-Pearson interval"``).
-    passed : the verdict.
+    passed : True exactly when the outcome is PASS.
     n : number of cases (pairs, users, masks) the check is over; 0 means no evidence.
+    kind : ``identity``, ``bound`` or ``empirical`` (see the module docstring).
+    outcome : PASS / FAIL / INCONCLUSIVE; derived from ``passed`` when not given.
+    interval : the interval an empirical check was decided from (None for others).
+    evidence : ``real`` (the dataset's users) or ``probe`` (constructed cases: they show
+        the code works and never decide the claim).
+    note : one line of context (why INCONCLUSIVE, "vacuous at this model", ...).
     """
 
     name: str
@@ -40,6 +68,32 @@ class Check:
     tolerance: str
     passed: bool
     n: int = 0
+    kind: str = "bound"
+    outcome: Outcome | None = None
+    interval: Interval | None = None
+    evidence: str = "real"
+    note: str = ""
+
+    def __post_init__(self) -> None:
+        if self.kind not in KINDS:
+            raise ValueError(f"check {self.name!r}: kind must be one of {KINDS}, got {self.kind!r}")
+        if self.evidence not in EVIDENCE:
+            raise ValueError(
+                f"check {self.name!r}: evidence must be one of {EVIDENCE}, got {self.evidence!r}"
+            )
+        outcome = Outcome.of(bool(self.passed)) if self.outcome is None else Outcome(self.outcome)
+        object.__setattr__(self, "outcome", outcome)
+        object.__setattr__(self, "passed", outcome is Outcome.PASS)
+
+    @property
+    def decides(self) -> bool:
+        """Does this check count towards the claim's verdict?"""
+        return self.kind != "identity" and self.evidence == "real"
+
+    @property
+    def label(self) -> str:
+        """The outcome as printed: HOLDS / CONTRADICTED for empirical checks."""
+        return Outcome(self.outcome).word(self.kind)
 
 
 @dataclass
@@ -56,12 +110,31 @@ class ClaimResult:
     context: dict[str, Any] = field(default_factory=dict)
 
     @property
+    def implementation(self) -> str:
+        """``verified`` (every identity and probe check passes), ``BROKEN`` (one fails:
+        a bug in radius) or ``none`` (the claim has no such checks)."""
+        own = [c for c in self.checks if not c.decides]
+        if not own:
+            return "none"
+        return "BROKEN" if any(c.outcome is Outcome.FAIL for c in own) else "verified"
+
+    @property
+    def outcome(self) -> Outcome:
+        """combine() over the deciding checks; FAIL when the implementation is broken."""
+        if self.implementation == "BROKEN":
+            return Outcome.FAIL
+        return combine(c.outcome for c in self.checks if c.decides)
+
+    @property
     def passed(self) -> bool:
-        return bool(self.checks) and all(c.passed for c in self.checks)
+        return self.outcome is Outcome.PASS
 
     @property
     def verdict(self) -> str:
-        return "PASS" if self.passed else "FAIL"
+        return self.outcome.value
+
+    def checks_by_kind(self) -> dict[str, list[Check]]:
+        return {k: [c for c in self.checks if c.kind == k] for k in KINDS}
 
     def to_dict(self) -> dict[str, Any]:
         from radius.io import to_jsonable
@@ -73,10 +146,71 @@ class ClaimResult:
             "reconstruction": self.reconstruction,
             "verdict": self.verdict,
             "passed": self.passed,
+            "implementation": self.implementation,
             "method": self.method,
             "checks": [to_jsonable(c) for c in self.checks],
             "details": to_jsonable(self.details),
             "context": to_jsonable(self.context),
+        }
+
+
+@dataclass(frozen=True)
+class PowerRow:
+    """How hard one check is to flip on the real trained model.
+
+    Attributes
+    ----------
+    check : the check's name.
+    kind : its kind (bound or empirical; identities have no power row).
+    perturbation : what is perturbed (``"L_thz scaled"``, ``"lambda_A in tau"``).
+    grades : the grades tried, mildest first, with the outcome at each:
+        ``[{"grade": "x0.9", "outcome": "PASS", "measured": ...}, ...]``.
+    baseline : the outcome unperturbed.
+    flips_at : the mildest grade whose outcome differs from ``baseline``; None when
+        none does (then ``label`` says "cannot fail here").
+    note : how to read it.
+    """
+
+    check: str
+    kind: str
+    perturbation: str
+    grades: list[dict[str, Any]]
+    baseline: str
+    flips_at: str | None
+    note: str = ""
+
+    @property
+    def label(self) -> str:
+        return f"flips at {self.flips_at}" if self.flips_at is not None else "cannot fail here"
+
+    @classmethod
+    def from_grades(
+        cls,
+        check: str,
+        kind: str,
+        perturbation: str,
+        baseline: Outcome | str,
+        grades: list[tuple[str, Outcome | str, float]],
+        note: str = "",
+    ) -> PowerRow:
+        """Build a row from ``(grade label, outcome, measured)`` triples, mildest first."""
+        base = Outcome(baseline).value
+        rows = [
+            {"grade": g, "outcome": Outcome(o).value, "measured": float(m)} for g, o, m in grades
+        ]
+        flip = next((r["grade"] for r in rows if r["outcome"] != base), None)
+        return cls(check, kind, perturbation, rows, base, flip, note)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "check": self.check,
+            "kind": self.kind,
+            "perturbation": self.perturbation,
+            "grades": self.grades,
+            "baseline": self.baseline,
+            "flips_at": self.flips_at,
+            "label": self.label,
+            "note": self.note,
         }
 
 
