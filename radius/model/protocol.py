@@ -12,7 +12,7 @@ from typing import Protocol, runtime_checkable
 import torch
 from torch import Tensor, nn
 
-__all__ = ["VAEModel", "check_model"]
+__all__ = ["VAEModel", "check_model", "encode_masked", "input_convention"]
 
 
 @runtime_checkable
@@ -71,3 +71,23 @@ def check_model(model: object) -> VAEModel:
 
 def model_device(model: nn.Module) -> torch.device:
     return next(model.parameters()).device
+
+
+def input_convention(model: object) -> str:
+    """How the model's encoder saw a masked input in training: ``"normalize-mask"``
+    (L2-normalise, then keep-mask with the 1/rho rescale, the reference codes') or
+    ``"mask-normalize"`` (mask the raw row, then normalise). A model that does not say
+    is taken to mask its raw input (``encode(x * b)``)."""
+    return str(getattr(model, "input_convention", "mask-normalize"))
+
+
+def encode_masked(model: object, x: Tensor, b: Tensor) -> tuple[Tensor, Tensor]:
+    """q(z | x_h) as the model saw it in training under keep mask ``b`` (0/1, x's shape).
+
+    Uses the model's own ``encode_masked(x, b)`` where it has one (its input
+    convention decides the encoder input), else ``encode(x * b)``.
+    """
+    fn = getattr(model, "encode_masked", None)
+    if fn is not None:
+        return fn(x, b)
+    return model.encode(x * b)  # type: ignore[attr-defined]
