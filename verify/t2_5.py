@@ -10,18 +10,37 @@ for identical inputs; G = 0 without overlap (posteriors 1000 sigma apart); G > 0
 posteriors overlap (means coinciding); G grows as :math:`\mu_v` is moved toward
 :math:`\mu_u` in steps :math:`\mu_v(\lambda) = \mu_u + \lambda(\mu_v - \mu_u)`.
 
-(b) On the clean model, latent W2 tracks input distance: Spearman(||x_u - x_v||_1, W2) > 0
-on random pairs of test users, one-sided p below a stated level.
+These are *identities* of the formula (kind ``identity``): a failure is a bug in
+radius, a pass says nothing about the model, and they never decide the claim.
 
-(c) Cohort separation: the silhouette of the activity-cohort labels
-(``radius.data.dataset.cohort_of`` on the test users' interaction counts) on the latent
-means is higher for the clean model than for masking + PIA. This is the paper's
-empirical claim, not a theorem: it can fail on a given dataset, and then FAILs.
+(b) Empirical, decided by ``radius.stats.decide`` from 95% percentile-bootstrap
+intervals over uniform random pairs of test users (HOLDS / CONTRADICTED / INCONCLUSIVE):
+
+* ``spearman_input_vs_latent_clean``: :math:`\rho_{clean} =` Spearman(d_x, W2(q_u, q_v))
+  > 0 on the clean model, with the *activity-controlled* input distance
+  :math:`d_x = \|x_u/\|x_u\|_2 - x_v/\|x_v\|_2\|_2` (the L2-normalised rows the
+  encoders see; raw l1 distance is dominated by :math:`n_u + n_v` and is reported
+  beside it, not used);
+* ``contrast_clean_vs_pia`` / ``contrast_clean_vs_masking``: the claim's contrast,
+  :math:`\rho_{clean} - \rho_{other} > 0`, a paired bootstrap on the SAME pairs (each
+  draw resamples the pairs once and evaluates both models on them).
+
+(c) Empirical: ``cohort_silhouette_clean_gt_pia``: the mean per-user silhouette of the
+activity-cohort labels (``radius.data.dataset.cohort_of`` on the test users'
+interaction counts) on the latent means, clean minus masking + PIA, on the same users
+(at most 2000, seeded), with a bootstrap interval over users (labels held fixed).
+
+All latent codes are the inference means :math:`\mu_\phi(x)` on the clean input (b = 1);
+the details name each model's input convention (``input_convention``).
+``power(ctx)`` permutes the latent codes of a growing fraction of users and reports the
+mildest fraction that flips each empirical check.
 """
 
 from __future__ import annotations
 
+import math
 import time
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -30,10 +49,33 @@ import torch
 from radius.data.dataset import COHORTS, cohort_of
 from radius.gap import compromise_gap_path
 from radius.geometry import binary_l1_nearest, encode_double, w2_diag
-from radius.verify.base import Check, ClaimResult
+from radius.model.protocol import input_convention
+from radius.stats import (
+    BOOTSTRAP_LEVEL,
+    Interval,
+    Outcome,
+    bootstrap,
+    decide,
+    paired_bootstrap,
+)
+from radius.verify.base import Check, ClaimResult, PowerRow
 from radius.verify.context import VerifyContext
 
-__all__ = ["CLAIM_ID", "TITLE", "STATEMENT", "RECONSTRUCTION", "run"]
+__all__ = [
+    "CLAIM_ID",
+    "TITLE",
+    "STATEMENT",
+    "RECONSTRUCTION",
+    "spearman",
+    "spearman_interval",
+    "spearman_contrast",
+    "tracking_check",
+    "contrast_check",
+    "silhouette_check",
+    "silhouette_per_user",
+    "run",
+    "power",
+]
 
 CLAIM_ID = "2.5"
 TITLE = "Compromise gap: clean inputs push content-mismatched users apart (T2.5)"
@@ -44,9 +86,11 @@ STATEMENT = (
     "Delta(z) = w_u n_u KL(p_u || p_bar) + w_v n_v KL(p_v || p_bar) >= 0, zero iff p_u = p_v "
     "or w_u w_v = 0; the compromise gap G(u, v) = int Delta dz is >= 0, positive when "
     "p_u != p_v and the posteriors overlap, and grows as the posteriors are moved together. "
-    "Consequences checked on trained models: under clean input, latent W2 increases with "
-    "input distance (Spearman > 0), and activity cohorts separate more in latent space "
-    "(silhouette of cohort labels on mu) for clean input than for masking + PIA."
+    "Consequences checked on trained models (empirical, with bootstrap intervals): under "
+    "clean input, latent W2 increases with the distance of the L2-normalised inputs "
+    "(activity controlled; Spearman > 0), more so than under masking + PIA and under "
+    "masking (paired on the same pairs), and activity cohorts separate more in latent "
+    "space (silhouette of cohort labels on mu) for clean input than for masking + PIA."
 )
 RECONSTRUCTION = True
 
@@ -59,7 +103,9 @@ GAP_MAX_PAIRS_QUICK = 60
 GAP_MAX_MC = 1000  # draws per mixture component in part (a)
 FAR_SIGMAS = 1000.0  # "no overlap": mu_v moved this many sigmas away
 CONTROLS = (None, "permuted_inputs", "untrained")
-N_BOOT = 1000  # paired bootstrap resamples of the silhouette difference
+N_BOOT = 1000  # bootstrap resamples of every interval of parts (b) and (c)
+MIN_PAIRS = 20  # fewer pairs: INCONCLUSIVE
+MIN_USERS = 20  # fewer silhouette users: INCONCLUSIVE
 P_BAR_KINDS = ("optimal", "unweighted")
 SIL_SAMPLE = 2000
 
@@ -160,6 +206,7 @@ def _gap_part(
             f"every (pair, step): G >= -{NONNEG_TOL:g} (n_u + n_v)",
             bool(vals.size > 0 and np.all(vals >= neg_floor)),
             int(vals.size),
+            kind="identity",
         ),
         Check(
             "gap_zero_identical_inputs",
@@ -170,6 +217,7 @@ def _gap_part(
             f"every control pair: |G| <= {GAP_ZERO_TOL:g} (n_u + n_v)",
             bool(n_ctrl > 0 and np.all(np.abs(g_same) <= same_tol)),
             int(n_ctrl),
+            kind="identity",
         ),
         Check(
             "gap_zero_without_overlap",
@@ -180,6 +228,7 @@ def _gap_part(
             f"every control pair: |G| <= {GAP_ZERO_TOL:g} (n_u + n_v)",
             bool(n_ctrl > 0 and np.all(np.abs(g_far) <= far_tol)),
             int(n_ctrl),
+            kind="identity",
         ),
         Check(
             "gap_positive_with_overlap",
@@ -190,6 +239,7 @@ def _gap_part(
             "every pair with x_u != x_v: G(lambda=0) > 0 (float64)",
             bool(n_diff > 0 and np.all(pos[differ])),
             n_diff,
+            kind="identity",
         ),
         Check(
             "gap_monotone_in_overlap",
@@ -203,6 +253,7 @@ def _gap_part(
             f"by more than {N_SE:g} s.e. and G(0) - G(1) > {N_SE:g} s.e. (common random numbers)",
             bool(n_diff > 0 and frac_mono >= min_monotone_fraction),
             n_diff,
+            kind="identity",
         ),
     ]
     keep = np.arange(min(n_pairs, 100))
@@ -254,28 +305,128 @@ def _quantiles(v: np.ndarray) -> dict[str, float]:
     return {"n": int(v.size), "min": q[0], "q25": q[1], "median": q[2], "q75": q[3], "max": q[4]}
 
 
-def _spearman(model, x, users: np.ndarray, ia: np.ndarray, ib: np.ndarray, perm: np.ndarray | None):
-    """Spearman(||x_a - x_b||_1, W2(q_a, q_b)); with ``perm`` the codes are of permuted users."""
-    from scipy.stats import spearmanr
+def _ranks(v: np.ndarray) -> np.ndarray:
+    from scipy.stats import rankdata
 
-    xa, xb = _dense(x, users[ia]), _dense(x, users[ib])
-    dx = np.abs(xa - xb).sum(axis=1)
-    na = xa / (np.linalg.norm(xa, axis=1, keepdims=True) + 1e-8)
-    nb = xb / (np.linalg.norm(xb, axis=1, keepdims=True) + 1e-8)
-    dxn = np.linalg.norm(na - nb, axis=1)
-    ea, eb = (ia, ib) if perm is None else (perm[ia], perm[ib])
-    mu_a, lv_a = encode_double(model, _dense(x, users[ea]))
-    mu_b, lv_b = encode_double(model, _dense(x, users[eb]))
-    w2 = w2_diag(mu_a, lv_a, mu_b, lv_b).numpy()
-    res = spearmanr(dx, w2, alternative="greater")
-    res_n = spearmanr(dxn, w2, alternative="greater")
-    return {
-        "rho": float(res.statistic),
-        "p_value": float(res.pvalue),
-        "rho_normalized_l2": float(res_n.statistic),
-        "p_value_normalized_l2": float(res_n.pvalue),
-        "n": int(dx.size),
-    }
+    return rankdata(v)
+
+
+def spearman(a: np.ndarray, b: np.ndarray) -> float:
+    """Spearman's rank correlation (average ranks for ties); NaN when a side is constant."""
+    ra, rb = _ranks(np.asarray(a, dtype=np.float64)), _ranks(np.asarray(b, dtype=np.float64))
+    ra, rb = ra - ra.mean(), rb - rb.mean()
+    den = math.sqrt(float((ra * ra).sum() * (rb * rb).sum()))
+    return float((ra * rb).sum() / den) if den > 0 else float("nan")
+
+
+def spearman_interval(
+    dist: np.ndarray, w2: np.ndarray, *, level: float = BOOTSTRAP_LEVEL, seed: int = 0
+) -> Interval:
+    """Percentile-bootstrap interval of Spearman(dist, w2) over the pairs."""
+    dist, w2 = np.asarray(dist, dtype=np.float64), np.asarray(w2, dtype=np.float64)
+    if dist.shape != w2.shape or dist.ndim != 1:
+        raise ValueError(f"dist {dist.shape} and w2 {w2.shape} must be 1-D of the same length")
+    return bootstrap(
+        lambda i: spearman(dist[i], w2[i]), dist.size, level=level, seed=seed, unit="pairs",
+        n_boot=N_BOOT,
+    )  # fmt: skip
+
+
+def spearman_contrast(
+    dist: np.ndarray,
+    w2_a: np.ndarray,
+    w2_b: np.ndarray,
+    *,
+    level: float = BOOTSTRAP_LEVEL,
+    seed: int = 0,
+) -> Interval:
+    """Paired bootstrap of Spearman(dist, w2_a) - Spearman(dist, w2_b) over the SAME pairs
+    (each draw resamples pairs once and uses them for both models)."""
+    dist = np.asarray(dist, dtype=np.float64)
+    w2_a, w2_b = np.asarray(w2_a, dtype=np.float64), np.asarray(w2_b, dtype=np.float64)
+    if not dist.shape == w2_a.shape == w2_b.shape or dist.ndim != 1:
+        raise ValueError(
+            f"dist {dist.shape}, w2_a {w2_a.shape} and w2_b {w2_b.shape} must be 1-D of one length"
+        )
+    return bootstrap(
+        lambda i: spearman(dist[i], w2_a[i]) - spearman(dist[i], w2_b[i]),
+        dist.size, level=level, seed=seed, unit="pairs (paired)", n_boot=N_BOOT,
+    )  # fmt: skip
+
+
+def tracking_check(
+    dist: np.ndarray, w2: np.ndarray, *, level: float = BOOTSTRAP_LEVEL, seed: int = 0,
+    name: str = "spearman_input_vs_latent_clean", what: str = "clean model",
+) -> Check:  # fmt: skip
+    """Empirical: Spearman(activity-free input distance, latent W2) > 0 (interval above 0)."""
+    iv = spearman_interval(dist, w2, level=level, seed=seed)
+    return Check(
+        name=name,
+        description=f"{what}: Spearman(||x_u/|x_u| - x_v/|x_v|||_2, W2(q_u, q_v)) > 0",
+        measured=iv.estimate,
+        bound=0.0,
+        slack=iv.low if iv.defined else float("nan"),
+        tolerance=f"{level:g} bootstrap interval over pairs wholly above 0 (HOLDS), wholly "
+        f"below (CONTRADICTED), else INCONCLUSIVE; >= {MIN_PAIRS} pairs",
+        passed=False,
+        n=iv.n,
+        kind="empirical",
+        outcome=decide(iv, direction=+1, threshold=0.0, min_n=MIN_PAIRS),
+        interval=iv,
+    )
+
+
+def contrast_check(
+    dist: np.ndarray, w2_clean: np.ndarray, w2_other: np.ndarray, *, other: str,
+    level: float = BOOTSTRAP_LEVEL, seed: int = 0,
+) -> Check:  # fmt: skip
+    """Empirical: latent distance tracks input distance more under clean input than under
+    ``other`` (rho_clean - rho_other > 0, paired bootstrap over the same pairs)."""
+    iv = spearman_contrast(dist, w2_clean, w2_other, level=level, seed=seed)
+    return Check(
+        name=f"contrast_clean_vs_{other}",
+        description=f"Spearman(input distance, W2) is higher for clean input than for {other} "
+        "(same pairs, distance of L2-normalised inputs: activity removed)",
+        measured=iv.estimate,
+        bound=0.0,
+        slack=iv.low if iv.defined else float("nan"),
+        tolerance=f"{level:g} paired bootstrap interval of rho_clean - rho_{other} over the "
+        f"same pairs wholly above 0 (HOLDS), wholly below (CONTRADICTED), else "
+        f"INCONCLUSIVE; >= {MIN_PAIRS} pairs",
+        passed=False,
+        n=iv.n,
+        kind="empirical",
+        outcome=decide(iv, direction=+1, threshold=0.0, min_n=MIN_PAIRS),
+        interval=iv,
+    )
+
+
+def silhouette_check(
+    sil_clean: np.ndarray, sil_other: np.ndarray, *, other: str = "pia",
+    level: float = BOOTSTRAP_LEVEL, seed: int = 0,
+) -> Check:  # fmt: skip
+    """Empirical: mean per-user silhouette (cohort labels on mu) is higher for clean input
+    than for ``other``; bootstrap over users of the paired per-user difference."""
+    a, b = np.asarray(sil_clean, dtype=np.float64), np.asarray(sil_other, dtype=np.float64)
+    if a.shape != b.shape:
+        raise ValueError(f"per-user silhouettes differ in shape: {a.shape} vs {b.shape}")
+    iv = paired_bootstrap(b, a, level=level, seed=seed, n_boot=N_BOOT, unit="users")
+    return Check(
+        name=f"cohort_silhouette_clean_gt_{other}",
+        description="silhouette(activity-cohort labels, mu) is higher for clean input than "
+        f"for {'masking + PIA' if other == 'pia' else other}",
+        measured=iv.estimate,
+        bound=0.0,
+        slack=iv.low if iv.defined else float("nan"),
+        tolerance=f"{level:g} bootstrap interval (over users, cohort labels fixed) of the mean "
+        "per-user silhouette difference wholly above 0 (HOLDS), wholly below (CONTRADICTED), "
+        f"else INCONCLUSIVE; >= {MIN_USERS} users",
+        passed=False,
+        n=iv.n,
+        kind="empirical",
+        outcome=decide(iv, direction=+1, threshold=0.0, min_n=MIN_USERS),
+        interval=iv,
+    )
 
 
 def _untrained_like(ctx: VerifyContext, seed: int) -> torch.nn.Module:
@@ -287,23 +438,69 @@ def _untrained_like(ctx: VerifyContext, seed: int) -> torch.nn.Module:
     return m.eval()
 
 
-def _silhouette(model, x, labels: np.ndarray) -> dict[str, Any]:
-    """Mean silhouette (sklearn, Euclidean) of the labels on the latent means of rows x."""
+def silhouette_per_user(mu: np.ndarray, labels: np.ndarray) -> np.ndarray | None:
+    """Per-user silhouette (sklearn, Euclidean) of ``labels`` on rows of ``mu``; None when
+    fewer than 2 cohorts or 3 users are present."""
     from sklearn.metrics import silhouette_samples
 
-    present = np.unique(labels)
-    n = labels.size
-    if present.size < 2 or n < 3:
-        return {"silhouette": None, "n": int(n), "cohorts_present": present.tolist()}
-    mu, _ = encode_double(model, x)
-    per_user = silhouette_samples(mu.numpy(), labels)  # (n,) in [-1, 1]
-    return {
-        "silhouette": float(per_user.mean()),
-        "n": int(n),
-        "cohorts_present": present.tolist(),
-        "per_cohort": {COHORTS[k][0]: float(per_user[labels == k].mean()) for k in present},
-        "_per_user": per_user,
-    }
+    if np.unique(labels).size < 2 or labels.size < 3:
+        return None
+    return silhouette_samples(np.asarray(mu, dtype=np.float64), labels)
+
+
+@dataclass(frozen=True)
+class _Geometry:
+    """Everything parts (b) and (c) read, computed once per context (run and power)."""
+
+    ia: np.ndarray  # (P,) pair ends, indices into users
+    ib: np.ndarray
+    dist: np.ndarray  # (P,) ||x_a/|x_a| - x_b/|x_b|||_2
+    dist_l1: np.ndarray  # (P,) raw ||x_a - x_b||_1
+    mu: dict[str, np.ndarray]  # setting -> (U, d) latent means of all users
+    logvar: dict[str, np.ndarray]
+    sub: np.ndarray  # (S,) indices into users for the silhouette
+    labels: np.ndarray  # (S,) cohort labels
+    conventions: dict[str, str]
+
+
+def _geometry(ctx: VerifyContext, settings: tuple[str, ...]) -> _Geometry:
+    opts = ctx.options
+    rng = np.random.default_rng([opts.seed, 25, 1])
+    x = ctx.dataset.test_tr
+    users = np.flatnonzero(np.diff(x.indptr) > 0)
+    ia, ib = _random_pairs(users, opts.n_pairs, rng)
+    xu = _dense(x, users)  # (U, I)
+    xn = xu / (np.linalg.norm(xu, axis=1, keepdims=True) + 1e-12)
+    dist = np.linalg.norm(xn[ia] - xn[ib], axis=1)
+    dist_l1 = np.abs(xu[ia] - xu[ib]).sum(axis=1)
+    mu, lv, conv = {}, {}, {}
+    for s in settings:
+        model = _untrained_like(ctx, opts.seed) if s == "untrained" else ctx.model(s)
+        m, v = encode_double(model, xu)
+        mu[s], lv[s] = m.numpy(), v.numpy()
+        conv[s] = input_convention(model)
+    labels = cohort_of(ctx.dataset.counts("test"))[users]
+    sub = np.arange(users.size)
+    if users.size > SIL_SAMPLE:  # seeded subsample; silhouette is O(n^2)
+        sub = np.sort(rng.choice(users.size, size=SIL_SAMPLE, replace=False))
+    return _Geometry(ia, ib, dist, dist_l1, mu, lv, sub, labels[sub], conv)
+
+
+def _w2(g: _Geometry, s: str, perm: np.ndarray | None = None) -> np.ndarray:
+    """W2 of the pairs under setting s; with ``perm`` the codes are those of permuted users."""
+    ia, ib = (g.ia, g.ib) if perm is None else (perm[g.ia], perm[g.ib])
+    mu, lv = torch.as_tensor(g.mu[s]), torch.as_tensor(g.logvar[s])
+    return w2_diag(mu[ia], lv[ia], mu[ib], lv[ib]).numpy()
+
+
+def _partial_perm(n: int, fraction: float, rng: np.random.Generator) -> np.ndarray:
+    """A permutation of range(n) that moves a random ``fraction`` of the entries (a cycle)."""
+    perm = np.arange(n)
+    k = int(round(fraction * n))
+    if k >= 2:
+        moved = rng.choice(n, size=k, replace=False)
+        perm[moved] = np.roll(moved, 1)
+    return perm
 
 
 def run(
@@ -312,22 +509,22 @@ def run(
     control: str | None = None,
     p_bar: str = "optimal",
     min_monotone_fraction: float = 0.9,
-    alpha: float = 1e-3,
+    level: float = BOOTSTRAP_LEVEL,
 ) -> ClaimResult:
-    """Check T2.5: exact compromise gap properties, Spearman, cohort silhouette.
+    """Check T2.5: exact compromise gap identities; Spearman, contrast and silhouette.
 
     Parameters
     ----------
     ctx : the verification context.
-    control : None; ``"permuted_inputs"`` (negative control: the latent codes of the
-        Spearman pairs belong to randomly permuted users, so the check must FAIL); or
-        ``"untrained"`` (the Spearman check runs on the clean model freshly initialised,
-        same class and sizes; it FAILs on the synthetic data, an empirical, not a
-        guaranteed, outcome).
+    control : None; ``"permuted_inputs"`` (negative control: the clean model's latent
+        codes of the pairs and of the silhouette users belong to randomly permuted users,
+        so tracking, both contrasts and the silhouette difference can no longer HOLD); or
+        ``"untrained"`` (the clean model is replaced by a freshly initialised one of the
+        same class and sizes).
     p_bar : ``"optimal"``, or ``"unweighted"`` (negative control: the wrong shared
-        output (p_u + p_v)/2; the no-overlap and monotonicity checks must FAIL).
+        output (p_u + p_v)/2; the no-overlap and monotonicity identities must FAIL).
     min_monotone_fraction : fraction of pairs on which G must grow along the path.
-    alpha : one-sided p-value level of the Spearman check.
+    level : two-sided level of every bootstrap interval.
     """
     if control not in CONTROLS:
         raise ValueError(f"control must be None, 'permuted_inputs' or 'untrained', got {control!r}")
@@ -335,8 +532,8 @@ def run(
         raise ValueError(f"p_bar must be 'optimal' or 'unweighted', got {p_bar!r}")
     if not 0.0 < min_monotone_fraction <= 1.0:
         raise ValueError(f"min_monotone_fraction must be in (0, 1], got {min_monotone_fraction}")
-    if not 0.0 < alpha < 1.0:
-        raise ValueError(f"alpha must be in (0, 1), got {alpha}")
+    if not 0.0 < level < 1.0:
+        raise ValueError(f"level must be in (0, 1), got {level}")
     t0 = time.perf_counter()
     opts = ctx.options
     rng = np.random.default_rng([opts.seed, 25])
@@ -352,7 +549,7 @@ def run(
         "n_users": int(users.size),
     }
 
-    # (a) exact compromise gap on real pairs (clean model)
+    # (a) exact compromise gap on real pairs (clean model): identities of the formula
     c, info = _gap_part(
         ctx, x, users, clean, p_bar=p_bar, min_monotone_fraction=min_monotone_fraction, rng=rng
     )
@@ -360,80 +557,61 @@ def run(
     details["gap"] = info
     t_gap = time.perf_counter() - t0
 
-    # (b) Spearman(input distance, latent W2) on random pairs, clean model
-    ia, ib = _random_pairs(users, opts.n_pairs, rng)
-    perm = rng.permutation(users.size) if control == "permuted_inputs" else None
-    base = _untrained_like(ctx, opts.seed)
-    checked = base if control == "untrained" else clean
-    sp_clean = _spearman(checked, x, users, ia, ib, perm)
-    spear: dict[str, Any] = {"checked": sp_clean, "control": control}
-    if control is not None:
-        spear["clean"] = _spearman(clean, x, users, ia, ib, None)
-    for s in ("masking", "pia"):
-        spear[s] = _spearman(ctx.model(s), x, users, ia, ib, None)
-    spear["untrained_baseline"] = _spearman(base, x, users, ia, ib, None)
-    spear["note"] = (
-        "untrained_baseline: the clean model freshly initialised (same sizes), for scale. "
-        "Raw l1 distance is dominated by activity (n_u + n_v); rho_normalized_l2 uses the "
-        "distance of the L2-normalised inputs the encoder sees"
+    # (b) latent distance tracks activity-free input distance, and more so under clean input
+    g = _geometry(ctx, ("clean", "masking", "pia", "untrained"))
+    checked = "untrained" if control == "untrained" else "clean"
+    perm = (
+        np.random.default_rng([opts.seed, 25, 2]).permutation(users.size)
+        if control == "permuted_inputs"
+        else None
     )
-    rho, pv = sp_clean["rho"], sp_clean["p_value"]
-    checks.append(
-        Check(
-            "spearman_input_vs_latent_clean",
-            "clean model: Spearman(||x_u - x_v||_1, W2(q_u, q_v)) > 0 on random pairs"
-            + (f" [control: {control}]" if control else ""),
-            rho,
-            0.0,
-            rho,
-            f"rho > 0 and one-sided p < {alpha:g} (scipy.stats.spearmanr, alternative='greater')",
-            bool(sp_clean["n"] > 2 and rho > 0 and pv < alpha),
-            sp_clean["n"],
+    w2 = {s: _w2(g, s) for s in ("clean", "masking", "pia", "untrained")}
+    w2_checked = _w2(g, checked, perm)
+    seed = opts.seed
+    checks.append(tracking_check(g.dist, w2_checked, level=level, seed=seed))
+    for other in ("pia", "masking"):
+        checks.append(
+            contrast_check(g.dist, w2_checked, w2[other], other=other, level=level, seed=seed)
         )
-    )
+    spear: dict[str, Any] = {
+        "distance": "l2 distance of the L2-normalised inputs (the encoder's view; activity "
+        "removed); raw l1 distance, dominated by activity n_u + n_v, reported beside it",
+        "control": control,
+        "checked": checked,
+        "n_pairs": int(g.dist.size),
+        "pair_sampling": "uniform random pairs of distinct test users",
+        "input_convention": g.conventions,
+    }
+    for s in ("clean", "masking", "pia", "untrained"):
+        spear[s] = {
+            "rho": spearman(g.dist, w2[s]),
+            "interval": spearman_interval(g.dist, w2[s], level=level, seed=seed).to_dict(),
+            "rho_raw_l1": spearman(g.dist_l1, w2[s]),
+        }
+    spear["untrained"]["note"] = "the clean model freshly initialised (same sizes), for scale"
     details["spearman"] = spear
 
-    # (c) cohort silhouette on mu of test users: clean > pia (same users for every model)
-    labels = cohort_of(ds.counts("test"))[users]
-    sub = users
-    if users.size > SIL_SAMPLE:  # seeded subsample; silhouette is O(n^2)
-        keep = np.sort(rng.choice(users.size, size=SIL_SAMPLE, replace=False))
-        sub, labels = users[keep], labels[keep]
-    sil: dict[str, Any] = {
-        s: _silhouette(ctx.model(s), x[sub], labels) for s in ("clean", "masking", "pia")
-    }
-    sil["cohort_counts"] = {COHORTS[k][0]: int((labels == k).sum()) for k in range(len(COHORTS))}
-    sil["labels"] = "cohort_of(dataset.counts('test')): fold-in + held-out interaction counts"
-    s_clean, s_pia = sil["clean"]["silhouette"], sil["pia"]["silhouette"]
-    have = s_clean is not None and s_pia is not None
-    diff = (s_clean - s_pia) if have else float("nan")
-    if have:  # paired bootstrap over users of the mean per-user difference (reported only)
-        pd_ = sil["clean"]["_per_user"] - sil["pia"]["_per_user"]
-        idx = rng.integers(0, pd_.size, size=(N_BOOT, pd_.size))
-        boots = pd_[idx].mean(axis=1)
-        sil["difference_clean_minus_pia"] = {
-            "value": diff,
-            "bootstrap_95ci": [float(np.quantile(boots, 0.025)), float(np.quantile(boots, 0.975))],
-            "n_boot": N_BOOT,
-            "note": "paired over users with the cohort assignment held fixed; reported, "
-            "not part of the verdict",
-        }
+    # (c) cohort silhouette on mu of the same test users for every model
+    mu_checked = g.mu[checked] if perm is None else g.mu[checked][perm]
+    sil_c = silhouette_per_user(mu_checked[g.sub], g.labels)
+    sil_p = silhouette_per_user(g.mu["pia"][g.sub], g.labels)
+    if sil_c is None or sil_p is None:
+        sil_c = sil_p = np.zeros(0)
+    checks.append(silhouette_check(sil_c, sil_p, other="pia", level=level, seed=seed))
+    sil: dict[str, Any] = {}
     for s in ("clean", "masking", "pia"):
-        sil[s].pop("_per_user", None)
-    checks.append(
-        Check(
-            "cohort_silhouette_clean_gt_pia",
-            "silhouette(cohort labels, mu) is higher for clean input than for masking + PIA",
-            diff,
-            0.0,
-            diff,
-            f"silhouette_clean - silhouette_pia > 0 (sklearn, Euclidean on mu, the same "
-            f"<= {SIL_SAMPLE} seeded test users for every model); the paper's empirical "
-            f"claim, may fail",
-            bool(have and diff > 0),
-            int(sil["clean"]["n"]) if have else 0,
-        )
-    )
+        per = silhouette_per_user(g.mu[s][g.sub], g.labels)
+        sil[s] = {
+            "silhouette": float(per.mean()) if per is not None else None,
+            "per_cohort": {
+                COHORTS[k][0]: float(per[g.labels == k].mean()) for k in np.unique(g.labels)
+            }
+            if per is not None
+            else {},
+        }
+    sil["n"] = int(g.sub.size)
+    sil["cohort_counts"] = {COHORTS[k][0]: int((g.labels == k).sum()) for k in range(len(COHORTS))}
+    sil["labels"] = "cohort_of(dataset.counts('test')): fold-in + held-out interaction counts"
     details["silhouette"] = sil
     details["seconds"] = {"gap": round(t_gap, 2), "total": round(time.perf_counter() - t0, 2)}
     return ClaimResult(
@@ -443,13 +621,92 @@ def run(
         reconstruction=RECONSTRUCTION,
         checks=checks,
         method=(
-            "Exact G by stratified mixture sampling (log-odds form, common random numbers along "
-            f"the path; at most {GAP_MAX_PAIRS} pairs and {GAP_MAX_MC} draws per component, "
-            "whatever --n-pairs / --n-mc ask), controls with identical inputs and far-apart "
-            "posteriors; Spearman of raw l1 input distance vs closed-form W2 on random "
-            "test-user pairs; sklearn silhouette of activity cohorts on mu for clean, masking "
-            "and pia models."
+            "Identities: exact G by stratified mixture sampling (log-odds form, common random "
+            f"numbers along the path; at most {GAP_MAX_PAIRS} pairs and {GAP_MAX_MC} draws per "
+            "component, whatever --n-pairs / --n-mc ask), controls with identical inputs and "
+            "far-apart posteriors. Empirical (decide the claim): Spearman of the l2 distance of "
+            "L2-normalised inputs (activity controlled) vs closed-form W2 of the clean model on "
+            f"{opts.n_pairs} random test-user pairs; the contrasts clean - masking+PIA and "
+            "clean - masking as paired bootstraps over the same pairs; sklearn silhouette of "
+            "activity cohorts on mu, clean minus masking+PIA, bootstrapped over users. "
+            f"Intervals: {level:g} percentile bootstrap, {N_BOOT} draws."
         ),
         details=details,
         context=ctx.describe(),
     )
+
+
+POWER_FRACTIONS = (0.1, 0.25, 0.5, 1.0)  # fraction of users whose codes are permuted
+
+
+def power(ctx: VerifyContext, *, level: float = BOOTSTRAP_LEVEL) -> list[PowerRow]:
+    """Graded perturbations of the real trained models for each empirical check of T2.5.
+
+    Tracking and the two contrasts: the latent codes of a growing fraction of the users
+    are permuted (10%, 25%, 50%, 100%) before W2 is taken, in the clean model when the
+    unperturbed outcome is HOLDS or INCONCLUSIVE (the perturbation works against the
+    claim) and in the other model when it is CONTRADICTED (it works for it). Silhouette:
+    likewise, the latent means of a growing fraction of the silhouette users permuted.
+    Identities have no power row.
+    """
+    opts = ctx.options
+    seed = opts.seed
+    g = _geometry(ctx, ("clean", "masking", "pia"))
+    users_n = g.mu["clean"].shape[0]
+    rng = np.random.default_rng([seed, 25, 3])
+    perms = {f: _partial_perm(users_n, f, rng) for f in POWER_FRACTIONS}
+    w2 = {s: _w2(g, s) for s in ("clean", "masking", "pia")}
+    rows: list[PowerRow] = []
+    base = tracking_check(g.dist, w2["clean"], level=level, seed=seed)
+    grades = []
+    for f, p in perms.items():
+        c = tracking_check(g.dist, _w2(g, "clean", p), level=level, seed=seed)
+        grades.append((f"{f:.0%} of users", c.outcome, c.measured))
+    rows.append(
+        PowerRow.from_grades(
+            base.name,
+            "empirical",
+            "clean model's latent codes permuted among a fraction of users",
+            base.outcome,
+            grades,
+        )  # fmt: skip
+    )
+    for other in ("pia", "masking"):
+        base = contrast_check(g.dist, w2["clean"], w2[other], other=other, level=level, seed=seed)
+        target = other if base.outcome is Outcome.FAIL else "clean"
+        grades = []
+        for f, p in perms.items():
+            wa = _w2(g, "clean", p) if target == "clean" else w2["clean"]
+            wb = _w2(g, other, p) if target == other else w2[other]
+            c = contrast_check(g.dist, wa, wb, other=other, level=level, seed=seed)
+            grades.append((f"{f:.0%} of users", c.outcome, c.measured))
+        rows.append(
+            PowerRow.from_grades(
+                base.name,
+                "empirical",
+                f"{target} model's latent codes permuted among a fraction of users",
+                base.outcome,
+                grades,
+            )  # fmt: skip
+        )
+    sil = {s: silhouette_per_user(g.mu[s][g.sub], g.labels) for s in ("clean", "pia")}
+    if sil["clean"] is not None and sil["pia"] is not None:
+        base = silhouette_check(sil["clean"], sil["pia"], level=level, seed=seed)
+        target = "pia" if base.outcome is Outcome.FAIL else "clean"
+        grades = []
+        for f in POWER_FRACTIONS:
+            p = _partial_perm(g.sub.size, f, rng)
+            pert = silhouette_per_user(g.mu[target][g.sub][p], g.labels)
+            a, b = (pert, sil["pia"]) if target == "clean" else (sil["clean"], pert)
+            c = silhouette_check(a, b, level=level, seed=seed)
+            grades.append((f"{f:.0%} of users", c.outcome, c.measured))
+        rows.append(
+            PowerRow.from_grades(
+                base.name,
+                "empirical",
+                f"{target} model's latent means permuted among a fraction of the silhouette users",
+                base.outcome,
+                grades,
+            )  # fmt: skip
+        )
+    return rows
