@@ -58,6 +58,8 @@ __all__ = [
     "w1_bias_table",
     "encode_double",
     "encoder_lipschitz_bound",
+    "UncertifiedLayerError",
+    "CERTIFIED_LAYERS",
     "normalization_factor",
     "empirical_local_lipschitz",
     "mixed_jacobian_lipschitz",
@@ -455,6 +457,251 @@ def _recvae_trunk(model: Any) -> tuple[float, Tensor, Tensor, Tensor, dict[str, 
     )
 
 
+# ---------------------------------------------------------------- any standard encoder
+class UncertifiedLayerError(TypeError):
+    """An encoder layer with no certified Lipschitz constant (named in the message).
+
+    Attributes
+    ----------
+    layer : the layer's path in the encoder (``"net.3"``) and type, e.g. ``"net.3 (GELU)"``.
+    """
+
+    def __init__(self, message: str, layer: str) -> None:
+        super().__init__(message)
+        self.layer = layer
+
+
+ELEMENTWISE_LIPSCHITZ: dict[type, Any] = {
+    nn.Tanh: lambda m: 1.0,
+    nn.ReLU: lambda m: 1.0,
+    nn.LeakyReLU: lambda m: max(1.0, abs(float(m.negative_slope))),
+    nn.SiLU: lambda m: SILU_LIPSCHITZ,
+    nn.Sigmoid: lambda m: 0.25,
+    nn.Identity: lambda m: 1.0,
+    nn.Dropout: lambda m: 1.0,  # identity at evaluation
+}
+"""Coordinate-wise Lipschitz constants (sup |f'|): they hold in l1 and l2 alike."""
+
+CERTIFIED_LAYERS: tuple[str, ...] = (
+    "Linear",
+    "Tanh",
+    "ReLU",
+    "LeakyReLU",
+    "SiLU",
+    "Sigmoid",
+    "LayerNorm",
+    "Dropout (identity at eval)",
+    "Identity",
+    "Sequential",
+)
+
+
+def _flatten(module: nn.Module, prefix: str) -> list[tuple[str, nn.Module]]:
+    """Leaves of nested ``nn.Sequential`` containers, in order, with their paths."""
+    if isinstance(module, nn.Sequential):
+        out: list[tuple[str, nn.Module]] = []
+        for name, child in module.named_children():
+            out += _flatten(child, f"{prefix}.{name}" if prefix else name)
+        return out
+    return [(prefix, module)]
+
+
+def _encoder_layout(encoder: nn.Module) -> tuple[list[tuple[str, nn.Module]], list[nn.Linear]]:
+    """(trunk leaves, heads): heads = [joint (2d)] or [mu, logvar], from the children.
+
+    Layouts: an ``nn.Sequential`` (or a module whose children run in order) ending in one
+    ``nn.Linear`` whose output is split into mu and logvar halves, or ending in two
+    ``nn.Linear`` heads (mu, then logvar) reading the same trunk output. The layout is a
+    reading of the registration order; ``_generic_trunk`` replays it and accepts it only
+    when it reproduces ``model.encode``.
+    """
+    if isinstance(encoder, nn.Sequential):
+        leaves = _flatten(encoder, "")
+    else:
+        leaves = []
+        for name, child in encoder.named_children():
+            leaves += _flatten(child, name)
+    if (
+        len(leaves) >= 2
+        and isinstance(leaves[-1][1], nn.Linear)
+        and isinstance(leaves[-2][1], nn.Linear)
+        and leaves[-1][1].in_features == leaves[-2][1].in_features
+        and leaves[-1][1].out_features == leaves[-2][1].out_features
+    ):
+        return leaves[:-2], [leaves[-2][1], leaves[-1][1]]
+    if leaves and isinstance(leaves[-1][1], nn.Linear) and leaves[-1][1].out_features % 2 == 0:
+        return leaves[:-1], [leaves[-1][1]]
+    raise UncertifiedLayerError(
+        f"encoder {type(encoder).__name__}: no (mu, logvar) head found (expected the last "
+        "child(ren) to be one nn.Linear with 2d outputs or two nn.Linear of d outputs)",
+        f"<heads> ({type(encoder).__name__})",
+    )
+
+
+def _model_input_map(model: Any) -> dict[str, Any]:
+    """Candidate maps raw row -> encoder input: the model's own, else l2 and none."""
+    own = getattr(model, "encoder_input", None)
+    if callable(own):
+        norm = str(getattr(model, "input_normalization", "l2"))
+        return {norm: lambda x: own(x)}
+    from radius.model.multvae import EPS_NORM
+
+    return {
+        "l2": lambda x: x / (torch.linalg.vector_norm(x, dim=-1, keepdim=True) + EPS_NORM),
+        "none": lambda x: x,
+    }
+
+
+def _replay(trunk: list[tuple[str, nn.Module]], heads: list[nn.Linear], xin: Tensor):
+    h = xin
+    for _, m in trunk:
+        h = m(h)
+    if len(heads) == 1:
+        out = heads[0](h)
+        d = out.shape[-1] // 2
+        return out[..., :d], out[..., d:], h
+    return heads[0](h), heads[1](h), h
+
+
+def _generic_trunk(model: Any) -> tuple[float, Tensor, Tensor, Tensor, dict[str, Any]]:
+    r"""Any encoder built from standard layers (``model.encoder``), composed layer by layer.
+
+    The trunk's constant is a product of per-layer constants, tracking which norm the
+    difference is measured in: the input difference in l1, and from the first ``Linear``
+    on in l2:
+
+    - ``Linear`` W (out, in) in l1: :math:`\lVert W\Delta\rVert_2 \le \max_i
+      \lVert W[:, i]\rVert_2\lVert\Delta\rVert_1` (max column 2-norm), then l2; in l2:
+      the spectral norm;
+    - coordinate-wise activations: :math:`\sup|f'|` (``ELEMENTWISE_LIPSCHITZ``: Tanh,
+      ReLU 1, LeakyReLU max(1, |slope|), SiLU ``SILU_LIPSCHITZ``, Sigmoid 1/4), valid in
+      l1 and l2; Dropout (eval) and Identity: 1;
+    - ``LayerNorm``: ``layernorm_lipschitz`` in l2 (from l1 through
+      :math:`\lVert\cdot\rVert_2 \le \lVert\cdot\rVert_1`).
+
+    If the trunk stays in l1 (no Linear before the heads), the heads' factor is the max
+    column 2-norm of :math:`[W_\mu; D W_\ell]` instead of its spectral norm
+    (``details["head_input_norm"] = "l1"``). The global logvar range is certified when the
+    trunk ends in Tanh (h in [-1, 1]), Sigmoid ([0, 1]) or LayerNorm (as for RecVAE), else
+    infinite (the observed range plus margin is then what bounds sigma).
+
+    The layout (``_encoder_layout``) is replayed in float64 on 8 random binary rows and
+    must reproduce ``model.encode`` (relative 1e-9); otherwise ``UncertifiedLayerError``.
+    """
+    enc = getattr(model, "encoder", None)
+    if not isinstance(enc, nn.Module):
+        raise UncertifiedLayerError(
+            f"{type(model).__name__} has no `encoder` module to certify layer by layer",
+            f"<encoder> ({type(model).__name__})",
+        )
+    trunk, heads = _encoder_layout(enc)
+    # replay the layout against model.encode (float64 copy)
+    m64 = copy.deepcopy(model).to(device="cpu", dtype=torch.float64).eval()
+    trunk64, heads64 = _encoder_layout(m64.encoder)
+    items = int(model.n_items)
+    gen = torch.Generator().manual_seed(0)
+    x = (torch.rand(8, items, generator=gen, dtype=torch.float64) < 0.3).double()
+    x[torch.arange(8), torch.arange(8) % items] = 1.0
+    mu_ref, lv_ref = m64.encode(x)
+    maps = _model_input_map(m64)
+    input_norm = None
+    last_h = None
+    for norm, fn in maps.items():
+        try:
+            mu, lv, h = _replay(trunk64, heads64, fn(x))
+        except Exception:  # noqa: BLE001 - a layout that does not run is not the layout
+            continue
+        scale = 1.0 + float(torch.cat([mu_ref, lv_ref]).abs().max())
+        if (
+            mu.shape == mu_ref.shape
+            and lv.shape == lv_ref.shape
+            and float((mu - mu_ref).abs().max()) <= 1e-9 * scale
+            and float((lv - lv_ref).abs().max()) <= 1e-9 * scale
+        ):
+            input_norm, last_h = norm, h
+            break
+    if input_norm is None:
+        raise UncertifiedLayerError(
+            f"encoder {type(enc).__name__}: its children read in order "
+            f"({', '.join(n or '<root>' for n, _ in trunk)} -> heads) do not reproduce "
+            "model.encode; its forward is not a plain chain of layers",
+            f"<forward> ({type(enc).__name__})",
+        )
+    del last_h
+    mode, trunk_bound, layers = "l1", 1.0, []
+    for path, m in trunk:
+        kind = type(m)
+        if isinstance(m, nn.Dropout) and m.training and m.p > 0:
+            raise ValueError(
+                f"encoder layer {path!r} is an active Dropout: put the model in eval mode"
+            )
+        if isinstance(m, nn.Linear):
+            w = m.weight.detach().double()  # (out, in)
+            c = (
+                float(torch.linalg.vector_norm(w, dim=0).max()) * (1.0 + 1e-12)
+                if mode == "l1"
+                else _spectral_norm(w)
+            )
+            layers.append({"layer": path, "type": "Linear", "norm": f"{mode}->l2", "constant": c})
+            mode = "l2"
+        elif isinstance(m, nn.LayerNorm):
+            c = layernorm_lipschitz(m)
+            layers.append(
+                {"layer": path, "type": "LayerNorm", "norm": f"{mode}->l2", "constant": c}
+            )
+            mode = "l2"
+        else:
+            fn = next((f for t, f in ELEMENTWISE_LIPSCHITZ.items() if kind is t), None)
+            if fn is None:
+                raise UncertifiedLayerError(
+                    f"encoder layer {path!r} ({kind.__name__}) has no certified Lipschitz "
+                    f"constant (certified: {', '.join(CERTIFIED_LAYERS)})",
+                    f"{path} ({kind.__name__})",
+                )
+            c = float(fn(m))
+            layers.append({"layer": path, "type": kind.__name__, "norm": mode, "constant": c})
+        trunk_bound *= c
+    if len(heads) == 1:
+        w = heads[0].weight.detach().double()
+        d = w.shape[0] // 2
+        b = _param_or(heads[0].bias, 2 * d, 0.0)
+        w_mu, w_lv, b_lv = w[:d], w[d:], b[d:]
+    else:
+        w_mu = heads[0].weight.detach().double()
+        w_lv = heads[1].weight.detach().double()
+        d = w_mu.shape[0]
+        b_lv = _param_or(heads[1].bias, d, 0.0)
+    last = trunk[-1][1] if trunk else None
+    if isinstance(last, nn.Tanh):
+        global_max = w_lv.abs().sum(dim=1) + b_lv
+    elif isinstance(last, nn.Sigmoid):
+        global_max = w_lv.clamp_min(0).sum(dim=1) + b_lv
+    elif isinstance(last, nn.LayerNorm) and len(last.normalized_shape) == 1:
+        hdim = int(last.normalized_shape[0])
+        gamma = _param_or(last.weight, hdim, 1.0)
+        beta = _param_or(last.bias, hdim, 0.0)
+        wg = w_lv * gamma
+        wg = wg - wg.mean(dim=1, keepdim=True)
+        global_max = w_lv @ beta + b_lv + math.sqrt(hdim) * torch.linalg.vector_norm(wg, dim=1)
+    else:
+        global_max = torch.full((d,), math.inf, dtype=torch.float64)
+    return (
+        trunk_bound,
+        w_mu,
+        w_lv,
+        global_max,
+        {
+            "encoder": "generic",
+            "encoder_type": type(enc).__name__,
+            "layers": layers,
+            "heads": "joint (2d, split)" if len(heads) == 1 else "mu, logvar",
+            "input_normalization": input_norm,
+            "head_input_norm": mode,
+            "layout_replay": "reproduces model.encode on 8 random rows (float64, rel 1e-9)",
+        },
+    )
+
+
 @torch.no_grad()
 def encode_double(
     model: nn.Module, x: ArrayLike, *, chunk_size: int = 1024
@@ -539,8 +786,9 @@ def encoder_lipschitz_bound(
 
     Parameters
     ----------
-    model : a MultVAE (``enc_in_weight`` (I, H0), ``enc_layers``) or a RecVAE, in eval
-        mode.
+    model : a MultVAE (``enc_in_weight`` (I, H0), ``enc_layers``), a RecVAE, or any
+        protocol model whose ``encoder`` is a chain of standard layers ending in mu /
+        logvar heads (``_generic_trunk``; e.g. ``radius.model.wrap``), in eval mode.
     logvar_observed : (B, d) observed logvars, or None for the global range.
     logvar_margin : added to the observed per-coordinate maximum (>= 0).
 
@@ -555,16 +803,25 @@ def encoder_lipschitz_bound(
     x -> mu alone), ``input`` ("normalised"); for RecVAE also ``layernorm`` (list),
     ``silu`` and ``trunk`` (the B_j).
     """
-    _check_supported(model)
     if logvar_margin < 0:
         raise ValueError(f"logvar_margin must be >= 0, got {logvar_margin}")
     drop = getattr(model, "drop", None)
     if model.training and isinstance(drop, nn.Dropout) and drop.p > 0:
         raise ValueError("encoder_lipschitz_bound needs the model in eval mode (dropout is active)")
-    d = int(model.latent_dim)
-    trunk_fn = _multvae_trunk if _is_multvae(model) else _recvae_trunk
+    if _is_multvae(model):
+        trunk_fn = _multvae_trunk
+    elif _is_recvae(model):
+        trunk_fn = _recvae_trunk
+    else:
+        trunk_fn = _generic_trunk
     trunk, w_mu, w_lv, global_max, details = trunk_fn(model)
+    d = int(w_mu.shape[0])
     if logvar_observed is None:
+        if not bool(torch.isfinite(global_max).all()):
+            raise ValueError(
+                "the encoder's logvar has no certified global range (its trunk does not end "
+                "in Tanh, Sigmoid or LayerNorm): pass logvar_observed"
+            )
         lv_max, rng_kind = global_max, "global"
     else:
         obs = _as_tensor("logvar_observed", logvar_observed).detach().double()
@@ -578,7 +835,10 @@ def encoder_lipschitz_bound(
         rng_kind = "observed+margin" if n_obs == d else ("global" if n_obs == 0 else "mixed")
     factor = 0.5 * torch.exp(0.5 * lv_max)  # (d,)
     joint = torch.cat([w_mu, factor[:, None] * w_lv], dim=0)  # (2d, H_L)
-    head_norm = _spectral_norm(joint)
+    if details.get("head_input_norm") == "l1":  # no Linear in the trunk: l1 -> l2 here
+        head_norm = float(torch.linalg.vector_norm(joint, dim=0).max()) * (1.0 + 1e-12)
+    else:
+        head_norm = _spectral_norm(joint)
     mu_norm = _spectral_norm(w_mu)
     value = trunk * head_norm
     details.update(

@@ -328,8 +328,8 @@ def test_empirical_local_lipschitz_nan_on_identical():
 
 
 def test_encoder_bound_errors():
-    """Non-MultVAE models and bad options raise with exact messages."""
-    with pytest.raises(TypeError, match="supports MultVAE-style encoders .* got Linear"):
+    """Models with no encoder to certify and bad options raise with exact messages."""
+    with pytest.raises(TypeError, match="Linear has no `encoder` module to certify"):
         encoder_lipschitz_bound(torch.nn.Linear(2, 2))
     with pytest.raises(ValueError, match="logvar_margin must be >= 0, got -1"):
         encoder_lipschitz_bound(_model(), logvar_margin=-1)
