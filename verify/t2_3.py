@@ -29,12 +29,27 @@ are drawn without replacement, pairs are ordered (u = anchor receives, v steps).
 mixed Jacobian :math:`\partial_z\nabla_\theta l_v` at points on the segments between
 coupled samples :math:`z_{um} \to z_{vm}` (``radius.transfer.pair_lipschitz``); no
 cheap certified value exists, so check 2 holds "with the estimated constant".
+
+Kinds and evidence (``radius.verify.base``). Check 1 is an **identity** (Taylor's
+theorem: a failure is a bug in the gradients). Checks 2 and 3 are **bounds** decided on
+the real pairs only; the same bounds on the constructed edit probes (v = u minus one
+item) are reported apart (``evidence="probe"``) and never decide. Check 3 is
+INCONCLUSIVE when fewer than ``MIN_INSIDE`` real pairs lie inside r_share (it is FAIL on
+any counterexample). Check 2 reports beside its verdict the fraction of pairs on which
+the bound holds with L_thz = 0 (D = Delta_x alone): the share of the verdict that the
+latent term carries. Check 4 is **empirical**, one per real pair kind: the Spearman
+correlation with a percentile bootstrap interval over the pairs, decided by
+``radius.stats.decide`` (negative claimed; INCONCLUSIVE when the interval contains 0 or
+fewer than ``MIN_DECAY_PAIRS`` pairs). ``power(ctx)`` grades L_thz (x0.9 ... x0) and a
+permutation of W2 within each kind.
 """
 
 from __future__ import annotations
 
 import copy
 import time
+import weakref
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -43,6 +58,7 @@ import torch
 from scipy import stats
 
 from radius.geometry import w1_empirical, w2_diag_pairwise
+from radius.stats import Outcome, bootstrap, decide
 from radius.transfer import (
     PARAM_SET_NAMES,
     first_order_residuals,
@@ -52,7 +68,7 @@ from radius.transfer import (
     sharing_radius,
     transfer_bound,
 )
-from radius.verify.base import Check, ClaimResult
+from radius.verify.base import Check, ClaimResult, PowerRow
 from radius.verify.context import VerifyContext
 
 __all__ = [
@@ -66,6 +82,11 @@ __all__ = [
     "check_transfer_bound",
     "check_radius",
     "check_decay",
+    "spearman",
+    "edit_probes",
+    "Measurement",
+    "measure",
+    "power",
 ]
 
 CLAIM_ID = "2.3"
@@ -88,14 +109,15 @@ K_NEAR = 5  # near neighbours are drawn from the K_NEAR nearest
 SLOPE_RANGE = (1.7, 2.3)  # accepted log-log slope of the first-order residual
 STEP_LENGTHS = np.logspace(-4, -1, 7)  # ||eta g_v||: eta = STEP_LENGTHS / ||g_v||
 N_FIRST_ORDER = 3  # pairs of the finite-difference check (one per kind)
-MIN_INSIDE = 5  # fewer pairs inside the radius is no evidence
-ALPHA = 0.01  # significance of the Spearman check (two-sided)
+MIN_INSIDE = 5  # fewer real pairs inside the radius is no evidence (INCONCLUSIVE)
+MIN_DECAY_PAIRS = 10  # fewer pairs of a kind is no evidence for its decay (INCONCLUSIVE)
 REL_TOL = 1e-9  # float slack of the inequality (float64 statistics)
 LIP_PATHS, LIP_SEGMENT, LIP_ITER = 2, 3, 8  # L_thz estimate: paths, points per path, iterations
 N_ROWS = 300  # pair rows kept in the details
 N_EMPIRICAL_W1 = 10  # pairs with a sample-based W1 beside the sandwich
 EMPIRICAL_W1_SAMPLES = 200
 KINDS = ("jaccard", "latent", "random", "edit")
+REAL_KINDS = ("jaccard", "latent", "random")
 EDIT_FRACTION = 0.25  # extra "edit" probe pairs, as a fraction of n_pairs
 
 
@@ -167,7 +189,11 @@ def sample_pairs(
 
 # ---------------------------------------------------------------------------- checks
 def check_first_order(slopes: np.ndarray, *, param_set: str = "output") -> Check:
-    """Check 1: every finite-difference residual slope lies in SLOPE_RANGE."""
+    """Check 1 (identity): every finite-difference residual slope lies in SLOPE_RANGE.
+
+    Taylor's theorem makes the residual O(eta^2) for any smooth model, so a failure is a
+    bug in the gradients or the finite differences, not evidence about the model.
+    """
     slopes = np.asarray(slopes, dtype=np.float64)
     lo, hi = SLOPE_RANGE
     ok = np.isfinite(slopes) & (slopes >= lo) & (slopes <= hi)
@@ -185,32 +211,62 @@ def check_first_order(slopes: np.ndarray, *, param_set: str = "output") -> Check
         tolerance=f"every slope in [{lo}, {hi}] (least squares on 7 log-spaced eta); n = 0 fails",
         passed=bool(len(slopes) > 0 and ok.all()),
         n=len(slopes),
+        kind="identity",
     )
 
 
 def check_transfer_bound(
-    diff_norm: np.ndarray, bound: np.ndarray, *, min_fraction: float = 0.99
+    diff_norm: np.ndarray,
+    bound: np.ndarray,
+    *,
+    min_fraction: float = 0.99,
+    delta_x: np.ndarray | None = None,
+    evidence: str = "real",
 ) -> Check:
-    """Check 2: ||g_v - g_u|| <= D_uv on at least ``min_fraction`` of the pairs."""
+    """Check 2 (bound): ||g_v - g_u|| <= D_uv on at least ``min_fraction`` of the pairs.
+
+    No pair is no evidence (INCONCLUSIVE). With ``delta_x`` given, the note reports the
+    fraction on which the bound already holds without its latent term (L_thz = 0, D =
+    Delta_x alone): the share of the verdict the latent term is responsible for.
+    """
     diff_norm = np.asarray(diff_norm, dtype=np.float64)
     bound = np.asarray(bound, dtype=np.float64)
     holds = diff_norm <= bound * (1 + REL_TOL) + 1e-12
-    frac = float(holds.mean()) if len(holds) else 0.0
+    n = len(holds)
+    frac = float(holds.mean()) if n else float("nan")
+    note = ""
+    if delta_x is not None and n:
+        dx = np.asarray(delta_x, dtype=np.float64)
+        frac0 = float((diff_norm <= dx * (1 + REL_TOL) + 1e-12).mean())
+        note = (
+            f"with L_thz = 0 (D = Delta_x alone) the bound holds on {frac0:.1%} of the pairs, "
+            f"with the latent term on {frac:.1%}"
+        )
+    if not n:
+        outcome, note = Outcome.INCONCLUSIVE, "no pairs: no evidence"
+    else:
+        outcome = Outcome.of(frac >= min_fraction)
+    tag = "" if evidence == "real" else f"[{evidence}]"
     return Check(
-        name="transfer_bound",
+        name=f"transfer_bound{tag}",
         description=(
             "(output layer) ||g_v - g_u|| <= L_thz W2(q_u, q_v) + Delta_x(u, v), "
             "L_thz an estimate (power iteration on coupling segments)"
+            + (" — edit probes (constructed)" if evidence == "probe" else " — real pairs")
         ),
         measured=frac,
         bound=min_fraction,
-        slack=frac - min_fraction,
+        slack=frac - min_fraction if n else float("nan"),
         tolerance=(
             f"fraction of pairs >= {min_fraction} (relative float slack {REL_TOL}); "
-            "L_thz estimated, not certified; n = 0 fails"
+            "L_thz estimated, not certified; no pairs: INCONCLUSIVE"
         ),
-        passed=bool(len(holds) > 0 and frac >= min_fraction),
-        n=len(holds),
+        passed=outcome is Outcome.PASS,
+        n=n,
+        kind="bound",
+        outcome=outcome,
+        evidence=evidence,
+        note=note,
     )
 
 
@@ -221,11 +277,13 @@ def check_radius(
     *,
     min_inside: int = MIN_INSIDE,
     note: str = "",
+    evidence: str = "real",
 ) -> Check:
-    """Check 3: every pair with W2 < r_share has <g_u, g_v> > 0; needs >= min_inside pairs.
+    """Check 3 (bound): every pair with W2 < r_share has <g_u, g_v> > 0.
 
-    The description reports how many pairs have r_share > 0 and how many lie inside;
-    ``note`` is appended (e.g. how often Delta_x exceeds ||g_u||).
+    FAIL when any pair inside the radius has <g_u, g_v> <= 0 (a counterexample decides,
+    however few pairs are inside); INCONCLUSIVE when fewer than ``min_inside`` pairs lie
+    inside and none contradicts; PASS otherwise. ``note`` is appended to the note.
     """
     inner = np.asarray(inner, dtype=np.float64)
     r_share = np.asarray(r_share, dtype=np.float64)
@@ -233,45 +291,92 @@ def check_radius(
     n_in = int(inside.sum())
     n_pos = int((inner[inside] > 0).sum())
     n_r = int((r_share > 0).sum())
+    if n_pos < n_in:
+        outcome = Outcome.FAIL
+    elif n_in < min_inside:
+        outcome = Outcome.INCONCLUSIVE
+    else:
+        outcome = Outcome.PASS
+    base = f"{n_r} of {len(inner)} pairs have r_share > 0, {n_in} lie inside"
+    if outcome is Outcome.INCONCLUSIVE:
+        base = f"only {n_in} pairs inside (need {min_inside}): no evidence; " + base
+    tag = "" if evidence == "real" else f"[{evidence}]"
     return Check(
-        name="positive_inside_radius",
+        name=f"positive_inside_radius{tag}",
         description=(
-            "(output layer) every pair with W2(q_u, q_v) < r_share(u, v) has <g_u, g_v> > 0 "
-            f"(fewer than {min_inside} pairs inside is no evidence); {n_r} of {len(inner)} "
-            f"pairs have r_share > 0, {n_in} lie inside{note}"
+            "(output layer) every pair with W2(q_u, q_v) < r_share(u, v) has <g_u, g_v> > 0"
+            + (" — edit probes (constructed)" if evidence == "probe" else " — real pairs")
         ),
-        measured=float(n_pos / n_in) if n_in else 0.0,
+        measured=float(n_pos / n_in) if n_in else float("nan"),
         bound=1.0,
         slack=float(n_pos - n_in) if n_in >= min_inside else float(n_in - min_inside),
-        tolerance=f"all pairs inside positive, and at least {min_inside} pairs inside",
-        passed=bool(n_in >= min_inside and n_pos == n_in),
+        tolerance=(
+            f"FAIL if any pair inside has <g_u, g_v> <= 0; INCONCLUSIVE with fewer than "
+            f"{min_inside} pairs inside; else PASS"
+        ),
+        passed=outcome is Outcome.PASS,
         n=n_in,
+        kind="bound",
+        outcome=outcome,
+        evidence=evidence,
+        note=base + note,
     )
 
 
-def check_decay(w2: np.ndarray, transfer: np.ndarray, *, alpha: float = ALPHA) -> Check:
-    """Check 4: Spearman(W2, <g_u, g_v> / ||g_u||^2) < 0 with two-sided p < alpha."""
+def spearman(a: np.ndarray, b: np.ndarray) -> float:
+    """Spearman rank correlation (average ranks for ties); NaN when a side is constant."""
+    ra, rb = stats.rankdata(a), stats.rankdata(b)
+    sa, sb = ra.std(), rb.std()
+    if len(ra) < 2 or sa == 0 or sb == 0:
+        return float("nan")
+    return float(np.mean((ra - ra.mean()) * (rb - rb.mean())) / (sa * sb))
+
+
+def check_decay(
+    w2: np.ndarray,
+    transfer: np.ndarray,
+    *,
+    pair_kind: str = "all",
+    min_n: int = MIN_DECAY_PAIRS,
+    seed: int = 0,
+) -> Check:
+    r"""Check 4 (empirical): Spearman(W2, <g_u, g_v> / ||g_u||^2) < 0 within one pair kind.
+
+    Decided by ``radius.stats.decide`` on a percentile bootstrap interval over the pairs
+    (direction -1, threshold 0): HOLDS when the whole interval is below 0, CONTRADICTED
+    when it is above 0, INCONCLUSIVE when it contains 0 or rests on fewer than ``min_n``
+    pairs.
+    """
     w2 = np.asarray(w2, dtype=np.float64)
     transfer = np.asarray(transfer, dtype=np.float64)
     ok = np.isfinite(w2) & np.isfinite(transfer)
-    if ok.sum() >= 3:
-        res = stats.spearmanr(w2[ok], transfer[ok])
-        rho, p = float(res.statistic), float(res.pvalue)
-    else:
-        rho, p = float("nan"), float("nan")
-    passed = bool(np.isfinite(rho) and rho < 0 and p < alpha)
+    a, b = w2[ok], transfer[ok]
+    n = int(ok.sum())
+    iv = bootstrap(lambda i: spearman(a[i], b[i]), n, seed=seed, unit="pairs")
+    outcome = decide(iv, direction=-1, threshold=0.0, min_n=min_n)
+    note = "" if n >= min_n else f"only {n} pairs (need {min_n}): no evidence"
+    if n >= min_n and outcome is Outcome.INCONCLUSIVE:
+        note = "the interval contains 0"
+    rho = iv.estimate
     return Check(
-        name="transfer_decays_with_w2",
+        name=f"transfer_decays_with_w2[{pair_kind}]",
         description=(
-            "(output layer) Spearman correlation of W2(q_u, q_v) with <g_u, g_v> / ||g_u||^2 "
-            "is negative"
+            f"(output layer, {pair_kind} pairs) Spearman correlation of W2(q_u, q_v) with "
+            "<g_u, g_v> / ||g_u||^2 is negative"
         ),
         measured=rho,
         bound=0.0,
-        slack=-rho if np.isfinite(rho) else float("-inf"),
-        tolerance=f"rho < 0 with two-sided p < {alpha} (scipy.stats.spearmanr); n < 3 fails",
-        passed=passed,
-        n=int(ok.sum()),
+        slack=-iv.high if iv.defined else float("nan"),
+        tolerance=(
+            f"{iv.level:.0%} bootstrap interval of rho below 0 (holds), above 0 "
+            f"(contradicted), else inconclusive; fewer than {min_n} pairs: inconclusive"
+        ),
+        passed=outcome is Outcome.PASS,
+        n=n,
+        kind="empirical",
+        outcome=outcome,
+        interval=iv,
+        note=note,
     )
 
 
@@ -312,8 +417,9 @@ def edit_probes(
     """Hypothetical near-duplicate users: ``n`` anchors, each with one of its items removed.
 
     Real users rarely lie inside the sharing radius (Delta_x >= ||g_u|| for almost every
-    real pair), so the radius check gets its evidence from these probes: v = u minus one
-    item. Returns the (n, I) edited rows and the anchor of each (n,).
+    real pair). These constructed probes (v = u minus one item) show that the radius
+    check works where pairs do lie inside; they are ``evidence="probe"`` and never decide
+    the claim. Returns the (n, I) edited rows and the anchor of each (n,).
     """
     counts = np.diff(x.indptr)
     eligible = np.flatnonzero(counts >= 2)
@@ -329,21 +435,34 @@ def edit_probes(
     return edited, anchors.astype(np.int64)
 
 
-def run(
-    ctx: VerifyContext,
-    *,
-    setting: str = SETTING,
-    lipschitz_scale: float = 1.0,
-    first_order_scale: float = 1.0,
-    shuffle_latent: bool = False,
-) -> ClaimResult:
-    """Verify T2.3 on the trained ``setting`` model and the training users.
+@dataclass(frozen=True)
+class Measurement:
+    """Everything T2.3 measures on the trained model, before any verdict.
 
-    The keywords exist for negative controls: ``lipschitz_scale`` multiplies the
-    estimated L_thz (0.01 plants a wrong constant), ``first_order_scale`` multiplies the
-    first-order prediction (-1 or 2 plant a wrong formula), ``shuffle_latent`` permutes
-    W2 across pairs before the Spearman check.
+    pairs (P, 2), kind (P,), jacc (P,): sampled pairs (real kinds, then "edit" probes).
+    pt: output-layer transfer statistics per pair (``radius.transfer.PairTransfer``).
+    lip (P,): the unscaled L_thz estimate per pair.
+    first_order: finite-difference rows per parameter set.
     """
+
+    setting: str
+    n_real: int
+    n_mc: int
+    pairs: np.ndarray
+    kind: np.ndarray
+    jacc: np.ndarray
+    pt: Any
+    lip: np.ndarray
+    first_order: dict[str, list[dict[str, Any]]]
+    first_order_scale: float
+    w1_sandwich: list[dict[str, Any]]
+    timings: dict[str, float]
+
+
+def measure(
+    ctx: VerifyContext, *, setting: str = SETTING, first_order_scale: float = 1.0
+) -> Measurement:
+    """Sample pairs and probes, and compute every T2.3 statistic on the trained model."""
     t0 = time.perf_counter()
     opts = ctx.options
     rng = np.random.default_rng(opts.seed)
@@ -366,7 +485,7 @@ def run(
 
     pt = pair_transfer(m64, x, pairs, n_samples=n_mc, seed=opts.seed)
     t_transfer = time.perf_counter()
-    lip = lipschitz_scale * pair_lipschitz(
+    lip = pair_lipschitz(
         m32,
         x,
         pairs,
@@ -377,17 +496,11 @@ def run(
         n_iter=LIP_ITER,
     )
     t_lip = time.perf_counter()
-    bound = transfer_bound(lip, pt.w2, pt.delta_x)
-    r_share = sharing_radius(pt.norm_u, pt.delta_x, lip)
     with np.errstate(divide="ignore", invalid="ignore"):
-        norm_transfer = pt.inner / pt.norm_u**2
         cos = pt.inner / (pt.norm_u * pt.norm_v)
-    w2_for_decay = rng.permutation(pt.w2) if shuffle_latent else pt.w2
 
-    # check 1: finite differences on a few pairs, both parameter sets
     fo_idx = _first_order_pairs(kind, cos)
     first_order: dict[str, list[dict[str, Any]]] = {}
-    checks = []
     for ps in ("output", "decoder"):
         rows = []
         for i in fo_idx:
@@ -417,43 +530,14 @@ def run(
                 }
             )
         first_order[ps] = rows
-        checks.append(check_first_order(np.array([r["slope"] for r in rows]), param_set=ps))
     t_fo = time.perf_counter()
 
-    checks.append(check_transfer_bound(pt.diff_norm, bound, min_fraction=opts.min_fraction))
-    frac_dx = float((pt.delta_x >= pt.norm_u).mean()) if len(pairs) else 0.0
-    checks.append(
-        check_radius(
-            pt.inner, pt.w2, r_share, note=f"; Delta_x >= ||g_u|| on {frac_dx:.1%} of pairs"
-        )
-    )
-    checks.append(check_decay(w2_for_decay, norm_transfer))
-
-    # data behind the verdicts
-    inside = pt.w2 < r_share
-    holds = pt.diff_norm <= bound * (1 + REL_TOL) + 1e-12
-    per_kind = {}
-    for k in KINDS:
-        sel = kind == k
-        if not sel.any():
-            continue
-        rho = stats.spearmanr(pt.w2[sel], norm_transfer[sel]).statistic if sel.sum() >= 3 else None
-        per_kind[k] = {
-            "n": int(sel.sum()),
-            "jaccard": _summary(jacc[sel]),
-            "w2": _summary(pt.w2[sel]),
-            "normalised_transfer": _summary(norm_transfer[sel]),
-            "fraction_positive_transfer": float((pt.inner[sel] > 0).mean()),
-            "fraction_delta_x_exceeds_norm_u": float((pt.delta_x[sel] >= pt.norm_u[sel]).mean()),
-            "n_r_share_positive": int((r_share[sel] > 0).sum()),
-            "n_inside_radius": int(inside[sel].sum()),
-            "fraction_bound_holds": float(holds[sel].mean()),
-            "spearman_w2_transfer": rho,
-        }
     emp = []
     eps_w1 = np.random.default_rng(opts.seed + 1)
     for i in np.flatnonzero(kind != "random")[:N_EMPIRICAL_W1]:
         u, v = pairs[i]
+        if v >= n_real:  # a probe row: no posterior computed above
+            continue
         su = mu[u].numpy() + np.exp(0.5 * logvar[u].numpy()) * eps_w1.standard_normal(
             (EMPIRICAL_W1_SAMPLES, mu.shape[1])
         )
@@ -468,6 +552,187 @@ def run(
                 "w1_pot_emd (biased upward)": w1_empirical(su, sv).value,
             }
         )
+    timings = {
+        "encode_and_sample": t_pairs - t0,
+        "pair_transfer": t_transfer - t_pairs,
+        "lipschitz": t_lip - t_transfer,
+        "first_order": t_fo - t_lip,
+    }
+    return Measurement(
+        setting=setting,
+        n_real=int(n_real),
+        n_mc=n_mc,
+        pairs=pairs,
+        kind=kind,
+        jacc=jacc,
+        pt=pt,
+        lip=np.asarray(lip, dtype=np.float64),
+        first_order=first_order,
+        first_order_scale=first_order_scale,
+        w1_sandwich=emp,
+        timings=timings,
+    )
+
+
+_CACHE: dict[str, Any] = {}
+
+
+def _measured(ctx: VerifyContext, setting: str, first_order_scale: float) -> Measurement:
+    """``measure`` once per context and arguments (``run`` then ``power`` share it)."""
+    key = (
+        setting,
+        first_order_scale,
+        ctx.options,
+        str(ctx.checkpoint),
+        repr(sorted(ctx.base_config.key_dict().items())),
+        ctx.dataset.hash,
+    )
+    ref = _CACHE.get("ctx")
+    if ref is not None and ref() is ctx and _CACHE.get("key") == key:
+        return _CACHE["measurement"]
+    m = measure(ctx, setting=setting, first_order_scale=first_order_scale)
+    _CACHE.clear()
+    _CACHE.update(ctx=weakref.ref(ctx), key=key, measurement=m)
+    return m
+
+
+def _shuffle_within_kind(
+    w2: np.ndarray, kind: np.ndarray, fraction: float, seed: int
+) -> np.ndarray:
+    """W2 with a ``fraction`` of each kind's pairs permuted among themselves (power and
+    negative control: the latent distance no longer belongs to its pair)."""
+    rng = np.random.default_rng(seed)
+    out = np.array(w2, dtype=np.float64, copy=True)
+    for k in np.unique(kind):
+        idx = np.flatnonzero(kind == k)
+        pick = rng.choice(idx, size=int(round(fraction * len(idx))), replace=False)
+        out[pick] = out[rng.permutation(pick)]
+    return out
+
+
+def _checks(
+    m: Measurement,
+    *,
+    min_fraction: float,
+    seed: int,
+    lipschitz_scale: float = 1.0,
+    shuffle_fraction: float = 0.0,
+    decay: bool = True,
+) -> tuple[list[Check], dict[str, Any]]:
+    """The checks of one measurement (perturbed by the power/negative-control knobs);
+    ``decay=False`` leaves out the (bootstrapped) decay checks."""
+    pt, kind = m.pt, m.kind
+    lip = lipschitz_scale * m.lip
+    bound = transfer_bound(lip, pt.w2, pt.delta_x)
+    r_share = sharing_radius(pt.norm_u, pt.delta_x, lip)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        norm_transfer = pt.inner / pt.norm_u**2
+    w2_decay = (
+        _shuffle_within_kind(pt.w2, kind, shuffle_fraction, seed + 7)
+        if shuffle_fraction > 0
+        else pt.w2
+    )
+    real = kind != "edit"
+    probe = ~real
+    checks = [
+        check_first_order(np.array([r["slope"] for r in m.first_order[ps]]), param_set=ps)
+        for ps in ("output", "decoder")
+    ]
+    checks.append(
+        check_transfer_bound(
+            pt.diff_norm[real], bound[real], min_fraction=min_fraction, delta_x=pt.delta_x[real]
+        )
+    )
+    frac_dx = float((pt.delta_x[real] >= pt.norm_u[real]).mean()) if real.any() else 0.0
+    checks.append(
+        check_radius(
+            pt.inner[real],
+            pt.w2[real],
+            r_share[real],
+            note=f"; Delta_x >= ||g_u|| on {frac_dx:.1%} of real pairs",
+        )
+    )
+    for k in REAL_KINDS if decay else ():
+        sel = kind == k
+        checks.append(check_decay(w2_decay[sel], norm_transfer[sel], pair_kind=k, seed=seed))
+    checks.append(
+        check_transfer_bound(
+            pt.diff_norm[probe],
+            bound[probe],
+            min_fraction=min_fraction,
+            delta_x=pt.delta_x[probe],
+            evidence="probe",
+        )
+    )
+    checks.append(check_radius(pt.inner[probe], pt.w2[probe], r_share[probe], evidence="probe"))
+    return checks, {
+        "bound": bound,
+        "r_share": r_share,
+        "norm_transfer": norm_transfer,
+        "lip": lip,
+    }
+
+
+def run(
+    ctx: VerifyContext,
+    *,
+    setting: str = SETTING,
+    lipschitz_scale: float = 1.0,
+    first_order_scale: float = 1.0,
+    shuffle_latent: bool | float = False,
+) -> ClaimResult:
+    """Verify T2.3 on the trained ``setting`` model and the training users.
+
+    The keywords exist for negative controls and the power table: ``lipschitz_scale``
+    multiplies the estimated L_thz (0.01 plants a wrong constant), ``first_order_scale``
+    multiplies the first-order prediction (-1 or 2 plant a wrong formula),
+    ``shuffle_latent`` permutes W2 among the pairs of each kind before the Spearman
+    checks (``True`` = all of them, a float = that fraction).
+    """
+    t0 = time.perf_counter()
+    opts = ctx.options
+    m = _measured(ctx, setting, first_order_scale)
+    shuffle_fraction = (
+        float(shuffle_latent)
+        if not isinstance(shuffle_latent, bool)
+        else (1.0 if shuffle_latent else 0.0)
+    )
+    checks, a = _checks(
+        m,
+        min_fraction=opts.min_fraction,
+        seed=opts.seed,
+        lipschitz_scale=lipschitz_scale,
+        shuffle_fraction=shuffle_fraction,
+    )
+    pt, kind, pairs, jacc = m.pt, m.kind, m.pairs, m.jacc
+    bound, r_share, norm_transfer, lip = a["bound"], a["r_share"], a["norm_transfer"], a["lip"]
+
+    inside = pt.w2 < r_share
+    holds = pt.diff_norm <= bound * (1 + REL_TOL) + 1e-12
+    holds0 = pt.diff_norm <= pt.delta_x * (1 + REL_TOL) + 1e-12
+    latent_term = lip * pt.w2
+    per_kind = {}
+    for k in KINDS:
+        sel = kind == k
+        if not sel.any():
+            continue
+        per_kind[k] = {
+            "n": int(sel.sum()),
+            "evidence": "probe" if k == "edit" else "real",
+            "jaccard": _summary(jacc[sel]),
+            "w2": _summary(pt.w2[sel]),
+            "normalised_transfer": _summary(norm_transfer[sel]),
+            "fraction_positive_transfer": float((pt.inner[sel] > 0).mean()),
+            "fraction_delta_x_exceeds_norm_u": float((pt.delta_x[sel] >= pt.norm_u[sel]).mean()),
+            "n_r_share_positive": int((r_share[sel] > 0).sum()),
+            "n_inside_radius": int(inside[sel].sum()),
+            "fraction_bound_holds": float(holds[sel].mean()),
+            "fraction_bound_holds_without_latent_term": float(holds0[sel].mean()),
+            "spearman_w2_transfer": spearman(pt.w2[sel], norm_transfer[sel])
+            if sel.sum() >= 3
+            else None,
+        }
+    real = kind != "edit"
     order = np.argsort(pt.w2)
     step = max(1, -(-len(order) // N_ROWS))  # ceil: at most N_ROWS rows plus those inside
     keep = np.unique(np.concatenate([np.flatnonzero(inside), order[::step]]))
@@ -485,18 +750,23 @@ def run(
             "diff_norm": float(pt.diff_norm[i]),
             "delta_x": float(pt.delta_x[i]),
             "lipschitz": float(lip[i]),
+            "latent_term": float(latent_term[i]),
             "bound": float(bound[i]),
             "r_share": float(r_share[i]),
             "inside": bool(inside[i]),
         }
         for i in keep
     ]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        latent_share = latent_term / bound
     details = {
         "setting": setting,
         "users": "training users, clean input",
-        "n_users": int(n_real),
+        "n_users": m.n_real,
         "n_pairs": int(len(pairs)),
-        "n_mc": n_mc,
+        "n_real_pairs": int(real.sum()),
+        "n_probe_pairs": int((~real).sum()),
+        "n_mc": m.n_mc,
         "parameter_sets": {
             "checks 2-4": PARAM_SET_NAMES["output"],
             "check 1": [PARAM_SET_NAMES["output"], PARAM_SET_NAMES["decoder"]],
@@ -507,7 +777,7 @@ def run(
             f"latent W2, {(kind == 'random').sum()} uniformly random; anchors without "
             "replacement; u = anchor receives, v steps; plus "
             f"{(kind == 'edit').sum()} 'edit' probes: v = a hypothetical copy of u with one "
-            "item removed (real pairs almost never have r_share > 0)"
+            "item removed (constructed: reported apart, never decide the claim)"
         ),
         "lipschitz": {
             "estimate": (
@@ -517,29 +787,61 @@ def run(
             "scale_applied": lipschitz_scale,
             "summary": _summary(lip),
         },
-        "n_r_share_positive": int((r_share > 0).sum()),
-        "n_inside_radius": int(inside.sum()),
-        "fraction_delta_x_exceeds_norm_u": frac_dx,
-        "fraction_positive_transfer": float((pt.inner > 0).mean()),
-        "bound_ratio_diff_over_D": _summary(pt.diff_norm / bound),
+        "key_numbers": {
+            "real pairs": int(real.sum()),
+            "probe pairs": int((~real).sum()),
+            "real pairs inside r_share": int(inside[real].sum()),
+            "probe pairs inside r_share": int(inside[~real].sum()),
+            "bound holds, real, D = L W2 + Delta_x": float(holds[real].mean())
+            if real.any()
+            else None,
+            "bound holds, real, D = Delta_x (L_thz = 0)": float(holds0[real].mean())
+            if real.any()
+            else None,
+            "median latent share L W2 / D, real": float(np.median(latent_share[real]))
+            if real.any()
+            else None,
+            **{
+                f"Spearman(W2, transfer) {k}": per_kind[k]["spearman_w2_transfer"]
+                for k in REAL_KINDS
+                if k in per_kind
+            },
+        },
+        "bound_with_and_without_latent_term": {
+            "real": {
+                "fraction_holds_with_latent": float(holds[real].mean()) if real.any() else None,
+                "fraction_holds_delta_x_only": float(holds0[real].mean()) if real.any() else None,
+                "D_with_latent": _summary(bound[real]),
+                "D_delta_x_only": _summary(pt.delta_x[real]),
+                "latent_share_of_D": _summary(latent_share[real]),
+            },
+            "probe": {
+                "fraction_holds_with_latent": float(holds[~real].mean()) if (~real).any() else None,
+                "fraction_holds_delta_x_only": float(holds0[~real].mean())
+                if (~real).any()
+                else None,
+            },
+        },
+        "n_r_share_positive": int((r_share[real] > 0).sum()),
+        "n_inside_radius": int(inside[real].sum()),
+        "n_inside_radius_probe": int(inside[~real].sum()),
+        "fraction_delta_x_exceeds_norm_u": float((pt.delta_x[real] >= pt.norm_u[real]).mean())
+        if real.any()
+        else 0.0,
+        "fraction_positive_transfer": float((pt.inner[real] > 0).mean()) if real.any() else 0.0,
+        "bound_ratio_diff_over_D": _summary(pt.diff_norm[real] / bound[real]),
         "r_share": _summary(r_share[r_share > 0]),
         "w2_over_r_share_where_positive": _summary(pt.w2[r_share > 0] / r_share[r_share > 0]),
         "per_kind": per_kind,
         "first_order": {
             "step_lengths (eta ||g_v||)": STEP_LENGTHS,
-            "first_order_scale": first_order_scale,
-            **first_order,
+            "first_order_scale": m.first_order_scale,
+            **m.first_order,
         },
-        "w1_sandwich_with_pot": emp,
-        "shuffle_latent": shuffle_latent,
+        "w1_sandwich_with_pot": m.w1_sandwich,
+        "shuffle_latent": shuffle_fraction,
         "pairs": rows,
-        "timings_s": {
-            "encode_and_sample": t_pairs - t0,
-            "pair_transfer": t_transfer - t_pairs,
-            "lipschitz": t_lip - t_transfer,
-            "first_order": t_fo - t_lip,
-            "total": time.perf_counter() - t0,
-        },
+        "timings_s": {**m.timings, "total": time.perf_counter() - t0},
     }
     method = (
         "Float64 copy of the trained model; M common-random-number posterior samples per "
@@ -547,7 +849,9 @@ def run(
         "Gram sums (radius.transfer.pair_transfer); W2 closed form (radius.geometry.w2_diag); "
         "L_thz estimated per pair by power iteration on the coupling segments "
         "(radius.transfer.pair_lipschitz); first order by finite differences with the same "
-        "samples before and after the step (radius.transfer.first_order_residuals)."
+        "samples before and after the step (radius.transfer.first_order_residuals). "
+        "Real pairs decide; the edit probes are reported apart. Decay: Spearman within each "
+        "pair kind with a percentile bootstrap interval (radius.stats.bootstrap)."
     )
     return ClaimResult(
         claim=CLAIM_ID,
@@ -559,3 +863,75 @@ def run(
         details=details,
         context=ctx.describe(),
     )
+
+
+# ---------------------------------------------------------------------------- power
+LIPSCHITZ_GRADES: tuple[float, ...] = (0.9, 0.5, 0.1, 0.01, 0.0)
+SHUFFLE_GRADES: tuple[float, ...] = (0.25, 0.5, 1.0)
+
+
+def power(ctx: VerifyContext, *, setting: str = SETTING) -> list[PowerRow]:
+    """Graded perturbations of the real trained model's T2.3 statistics.
+
+    * ``transfer_bound`` and ``positive_inside_radius``: the estimated L_thz scaled by
+      0.9, 0.5, 0.1, 0.01 and 0 (the last is D = Delta_x alone);
+    * ``transfer_decays_with_w2[kind]``: W2 permuted among 25%, 50% and 100% of the
+      kind's pairs (a latent code that no longer belongs to its pair).
+
+    The first-order checks are identities (Taylor's theorem) and have no row.
+    """
+    opts = ctx.options
+    m = _measured(ctx, setting, 1.0)
+    base, _ = _checks(m, min_fraction=opts.min_fraction, seed=opts.seed)
+    base_by = {c.name: c for c in base}
+    graded_l = {
+        g: {
+            c.name: c
+            for c in _checks(
+                m, min_fraction=opts.min_fraction, seed=opts.seed, lipschitz_scale=g, decay=False
+            )[0]
+        }
+        for g in LIPSCHITZ_GRADES
+    }
+    graded_s = {
+        g: {
+            c.name: c
+            for c in _checks(m, min_fraction=opts.min_fraction, seed=opts.seed, shuffle_fraction=g)[
+                0
+            ]
+        }
+        for g in SHUFFLE_GRADES
+    }
+    rows = []
+    for name in ("transfer_bound", "positive_inside_radius"):
+        rows.append(
+            PowerRow.from_grades(
+                name,
+                "bound",
+                "estimated L_thz scaled",
+                base_by[name].outcome,
+                [
+                    (f"x{g:g}", graded_l[g][name].outcome, graded_l[g][name].measured)
+                    for g in LIPSCHITZ_GRADES
+                ],
+                note="measured: fraction of real pairs holding"
+                if name == "transfer_bound"
+                else "measured: fraction positive among real pairs inside r_share",
+            )
+        )
+    for k in REAL_KINDS:
+        name = f"transfer_decays_with_w2[{k}]"
+        rows.append(
+            PowerRow.from_grades(
+                name,
+                "empirical",
+                "W2 permuted among the kind's pairs (fraction)",
+                base_by[name].outcome,
+                [
+                    (f"{g:.0%}", graded_s[g][name].outcome, graded_s[g][name].measured)
+                    for g in SHUFFLE_GRADES
+                ],
+                note="measured: Spearman rho",
+            )
+        )
+    return rows
