@@ -447,7 +447,39 @@ def build_parser() -> argparse.ArgumentParser:
         "--set",
         action="append",
         metavar="KEY=VALUE",
-        help="base TrainConfig field for every setting, e.g. batch_size=100",
+        help="base TrainConfig field for every setting, e.g. batch_size=100; "
+        "lambda_a / anchor_init / anchor_init_scale given here are used as is (no grid)",
+    )
+    p.add_argument(
+        "--lambda-grid",
+        dest="lambda_grid",
+        metavar="L1,L2,...",
+        help="PIA lambda_A grid, chosen on validation users (default 0.01,0.1,1,3,10)",
+    )
+    p.add_argument(
+        "--init-grid",
+        dest="init_grid",
+        metavar="INIT,...",
+        help="anchor initialisations, normal:SCALE or zeros (default normal:0.01,normal:0.1)",
+    )
+    p.add_argument(
+        "--grid-seeds",
+        dest="grid_seeds",
+        type=int,
+        default=1,
+        help="seeds 0..N-1 averaged per grid point on validation (default 1: seed 0)",
+    )
+    p.add_argument(
+        "--controls",
+        action="store_true",
+        help="add trace-only, alignment-only and masking without early stopping",
+    )
+    p.add_argument(
+        "--min-users",
+        dest="min_users",
+        type=int,
+        default=20,
+        help="fewer test users in a comparison -> INCONCLUSIVE (default 20)",
     )
     p.set_defaults(func=cmd_experiment)
     return ap

@@ -87,6 +87,7 @@ __all__ = [
     "shared_flip_rate",
     "pair_mean",
     "pair_var",
+    "relative_expansion",
     "pair_law",
     "tail_threshold",
     "pair_tail",
@@ -360,6 +361,26 @@ def pair_var(d: np.ndarray, s: np.ndarray, rho: float) -> np.ndarray:
     rho = _check_rho(rho)
     q = shared_flip_rate(rho)
     return d * rho * (1.0 - rho) + s * q * (1.0 - q)
+
+
+def relative_expansion(
+    d: np.ndarray, s: np.ndarray, rho: float, *, flip_scale: float = 1.0
+) -> np.ndarray:
+    r"""Expected masked distance over the uniform contraction, :math:`\mathbb E D / (\rho d)
+    = 1 + 2(1-\rho)\, s / d` (T2.6), for pairs with :math:`d > 0` (NaN where d = 0).
+
+    A value above 1 is the expansion shared items add; the uniform-contraction law
+    (:math:`D \sim \mathrm{Bin}(d, \rho)`) gives exactly 1. ``flip_scale`` multiplies the
+    shared-item flip rate q (1: the masking law; 0: the uniform contraction), for power
+    tables.
+    """
+    d, s = _check_counts("d", d), _check_counts("s", s)
+    rho = _check_rho(rho)
+    if not 0.0 <= flip_scale:
+        raise ValueError(f"flip_scale must be >= 0, got {flip_scale}")
+    num = rho * d + flip_scale * shared_flip_rate(rho) * s
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.where(d > 0, num / (rho * np.maximum(d, 1)), np.nan)
 
 
 def pair_law(

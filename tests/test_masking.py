@@ -328,3 +328,16 @@ def test_samplers_pick_neighbours_and_farther_users():
         assert np.all((tu != tv) & (tu != tw) & (tv != tw))
     ru, rv = mk.sample_random_pairs(x, 50, seed=3)
     assert np.all(ru != rv)
+
+
+def test_relative_expansion_is_mean_over_uniform_contraction():
+    """E[D] / (rho d) = 1 + 2 (1 - rho) s / d; q scaled to 0 gives the uniform contraction
+    (exactly 1); d = 0 is NaN; a negative flip scale is refused."""
+    d, s = np.array([4, 10, 0]), np.array([2, 0, 3])
+    r = mk.relative_expansion(d, s, 0.5)
+    np.testing.assert_allclose(r[:2], mk.pair_mean(d[:2], s[:2], 0.5) / (0.5 * d[:2]))
+    np.testing.assert_allclose(r[:2], [1 + 2 * 0.5 * 2 / 4, 1.0])
+    assert np.isnan(r[2])
+    np.testing.assert_allclose(mk.relative_expansion(d, s, 0.3, flip_scale=0.0)[:2], 1.0)
+    with pytest.raises(ValueError, match="flip_scale must be >= 0, got -1"):
+        mk.relative_expansion(d, s, 0.5, flip_scale=-1)

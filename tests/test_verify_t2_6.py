@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from radius.data.synthetic import SyntheticParams, default_dataset
+from radius.stats import Outcome
 from radius.verify import claim_module, t2_6
 from radius.verify.base import VerifyOptions
 from radius.verify.context import VerifyContext
@@ -45,14 +46,67 @@ def test_registered_with_constants():
 
 
 def test_run_passes_with_evidence(result):
-    """On real pairs and triples every check passes, over a non-empty set of cases."""
+    """On real pairs and triples every check passes, over a non-empty set of cases; the
+    laws, Monte Carlo agreements and tail bounds are identities, and the one statement
+    about the data (neighbour expansion) is empirical with an interval and decides."""
     checks = _by_name(result)
-    assert set(checks) == {"pair_law_moments", *MC_CHECKS, *BOUND_CHECKS}
+    assert set(checks) == {"pair_law_moments", *MC_CHECKS, *BOUND_CHECKS, "neighbour_expansion"}
     for c in result.checks:
         assert c.passed, c
         assert c.n > 0 and c.tolerance
+        want = "empirical" if c.name == "neighbour_expansion" else "identity"
+        assert c.kind == want, c
+    exp = checks["neighbour_expansion"]
+    assert exp.decides and exp.interval is not None and exp.interval.low > 0
+    assert exp.label == "HOLDS"
+    assert result.implementation == "verified"
     assert result.passed and result.verdict == "PASS"
     json.dumps(result.to_dict())
+    flip = result.details["real_next_triple_flip"]["0.5"]
+    assert flip.low <= flip.estimate <= flip.high
+
+
+def test_neighbour_expansion_three_outcomes():
+    """Near pairs expanding more HOLDS, less is CONTRADICTED, equal or too few INCONCLUSIVE."""
+    rng = np.random.default_rng(0)
+    far = 1.0 + 0.1 * rng.random(50)
+    c = t2_6.check_neighbour_expansion(far + 0.5, far)
+    assert c.outcome is Outcome.PASS and c.label == "HOLDS" and c.interval.low > 0
+    c = t2_6.check_neighbour_expansion(far - 0.5, far)
+    assert c.outcome is Outcome.FAIL and c.label == "CONTRADICTED" and c.interval.high < 0
+    c = t2_6.check_neighbour_expansion(rng.permutation(far), far)
+    assert c.outcome is Outcome.INCONCLUSIVE and "contains 0" in c.note
+    c = t2_6.check_neighbour_expansion(far[:5] + 1.0, far)
+    assert c.outcome is Outcome.INCONCLUSIVE and "need" in c.note
+
+
+def test_uniform_contraction_law_makes_expansion_inconclusive(small_ctx):
+    """With q = 0 (the uniform contraction) near and distant pairs expand alike: no
+    evidence either way, the claim is INCONCLUSIVE with the implementation verified."""
+    res = t2_6.run(small_ctx, flip_scale=0.0)
+    c = _by_name(res)["neighbour_expansion"]
+    assert c.outcome is Outcome.INCONCLUSIVE and c.measured == 0.0
+    assert res.implementation == "verified" and res.outcome is Outcome.INCONCLUSIVE
+
+
+def test_power_rows_flip_when_applied(small_ctx, result):
+    """power() grades the empirical check; each reported flip, applied through run(),
+    gives the outcome the row reports, and the milder grades keep the baseline."""
+    rows = t2_6.power(small_ctx)
+    assert {r.check for r in rows} == {"neighbour_expansion"}
+    base = _by_name(result)["neighbour_expansion"]
+    for r in rows:
+        assert r.baseline == base.outcome.value
+    by = {r.perturbation.split(":")[0]: r for r in rows}
+    q = by["wrong masking law"]
+    assert q.flips_at == "q x0"
+    near = next(r for r in rows if r.perturbation.startswith("near pairs"))
+    assert near.flips_at is not None
+    for g in near.grades:
+        frac = float(g["grade"].rstrip("%")) / 100
+        got = _by_name(t2_6.run(small_ctx, near_replaced=frac))["neighbour_expansion"]
+        assert got.outcome.value == g["outcome"]
+        assert got.measured == pytest.approx(g["measured"])
 
 
 def test_details_report_expansion_and_flips(result):
@@ -71,8 +125,11 @@ def test_details_report_expansion_and_flips(result):
 
 @pytest.mark.parametrize("law", ["uniform", "contraction"])
 def test_wrong_pair_law_fails(small_ctx, law):
-    """Negative control: Bin(d+s, rho) or Bin(d, rho) as the law fails the MC and moment checks."""
-    checks = _by_name(t2_6.run(small_ctx, law=law))
+    """Negative control: Bin(d+s, rho) or Bin(d, rho) as the law fails the MC and moment
+    checks: the implementation is BROKEN and the claim FAILs."""
+    res = t2_6.run(small_ctx, law=law)
+    assert res.implementation == "BROKEN" and res.outcome is Outcome.FAIL
+    checks = _by_name(res)
     assert not checks["pair_exact_in_mc_ci"].passed
     assert not checks["pair_law_moments"].passed
     assert checks["triple_exact_in_mc_ci"].passed

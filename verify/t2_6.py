@@ -42,7 +42,8 @@ from typing import Any
 import numpy as np
 
 from radius import masking as mk
-from radius.verify.base import Check, ClaimResult
+from radius.stats import BOOTSTRAP_DRAWS, BOOTSTRAP_LEVEL, Interval, Outcome, bootstrap_mean, decide
+from radius.verify.base import Check, ClaimResult, PowerRow
 from radius.verify.context import VerifyContext
 
 __all__ = [
@@ -55,7 +56,10 @@ __all__ = [
     "BOUND_SIGMAS",
     "check_mc_agreement",
     "check_bound_dominates",
+    "check_neighbour_expansion",
+    "two_sample_interval",
     "run",
+    "power",
 ]
 
 CLAIM_ID = "2.6"
@@ -83,6 +87,10 @@ GEN_SIZES_QUICK = (0, 1, 5, 30)
 N_CANDIDATES = 2000
 BOUND_RTOL = 1e-9
 MOMENT_RTOL = 1e-9
+EXPANSION_RHO = 0.5  # keep rate of the empirical expansion check (Multi-VAE's dropout 0.5)
+MIN_EXPANSION_PAIRS = 10  # fewer real pairs with d > 0 per group: INCONCLUSIVE
+FLIP_SCALE_GRADES: tuple[float, ...] = (0.5, 0.1, 0.01, 0.0)  # power: q scaled
+NEAR_REPLACED_GRADES: tuple[float, ...] = (0.25, 0.5, 1.0)  # power: near pairs -> random
 
 
 # --------------------------------------------------------------------------- checks
@@ -114,7 +122,9 @@ def check_mc_agreement(
         f"1 - (1 - {confidence})/M (Bonferroni, family-wise {confidence}); n_mc = {n_mc}"
     )
     if m == 0:
-        return Check(name, description, float("nan"), 1.0, float("nan"), tolerance, False, 0), {}
+        return Check(
+            name, description, float("nan"), 1.0, float("nan"), tolerance, False, 0, kind="identity"
+        ), {}
     lo, hi = mk.clopper_pearson(count, n_mc, confidence=1.0 - alpha_each)
     # signed distance to the interval's edges; an edge at 0 or 1 cannot be crossed
     margin_lo = np.where(lo > 0, exact - lo, np.inf)
@@ -148,6 +158,7 @@ def check_mc_agreement(
         tolerance=tolerance,
         passed=bool(inside.all()),
         n=m,
+        kind="identity",
     )
     return check, summary
 
@@ -163,7 +174,9 @@ def check_bound_dominates(
     bound = np.asarray(bound, dtype=np.float64).ravel()
     tolerance = f"exact <= bound * (1 + {BOUND_RTOL:g}) on every case"
     if exact.size == 0:
-        return Check(name, description, float("nan"), 1.0, float("nan"), tolerance, False, 0)
+        return Check(
+            name, description, float("nan"), 1.0, float("nan"), tolerance, False, 0, kind="identity"
+        )
     ok = exact <= bound * (1.0 + BOUND_RTOL) + 1e-300
     with np.errstate(divide="ignore", invalid="ignore"):
         ratio = np.where(bound > 0, exact / bound, np.where(exact > 0, np.inf, 0.0))
@@ -177,6 +190,80 @@ def check_bound_dominates(
         tolerance=tolerance,
         passed=bool(ok.all()),
         n=int(exact.size),
+        kind="identity",
+    )
+
+
+def two_sample_interval(
+    a: np.ndarray,
+    b: np.ndarray,
+    *,
+    seed: int | np.random.Generator = 0,
+    n_boot: int = BOOTSTRAP_DRAWS,
+    level: float = BOOTSTRAP_LEVEL,
+) -> Interval:
+    """Percentile bootstrap interval of mean(a) - mean(b), resampling each group apart
+    (NaNs dropped; ``n`` is the smaller group's size)."""
+    a = np.asarray(a, dtype=np.float64)
+    b = np.asarray(b, dtype=np.float64)
+    a, b = a[np.isfinite(a)], b[np.isfinite(b)]
+    n = int(min(a.size, b.size))
+    est = float(a.mean() - b.mean()) if n else float("nan")
+    method = f"two-sample percentile bootstrap ({a.size} vs {b.size} pairs), {n_boot} draws"
+    if n < 2:
+        return Interval(est, float("nan"), float("nan"), level, method, n)
+    rng = np.random.default_rng(seed) if not isinstance(seed, np.random.Generator) else seed
+    da = a[rng.integers(0, a.size, (n_boot, a.size))].mean(1)
+    db = b[rng.integers(0, b.size, (n_boot, b.size))].mean(1)
+    lo, hi = np.quantile(da - db, [(1 - level) / 2, (1 + level) / 2])
+    return Interval(est, float(lo), float(hi), level, method, n)
+
+
+def check_neighbour_expansion(
+    near: np.ndarray,
+    distant: np.ndarray,
+    *,
+    rho: float = EXPANSION_RHO,
+    min_n: int = MIN_EXPANSION_PAIRS,
+    seed: int = 0,
+) -> Check:
+    r"""Empirical: on this data, masking expands near neighbours relative to distant pairs.
+
+    ``near`` and ``distant`` are per-pair relative expansions
+    :math:`\mathbb E D / (\rho d) = 1 + 2(1-\rho) s / d` (``radius.masking.relative_expansion``).
+    The statement "mean(near) - mean(distant) > 0" is decided by ``radius.stats.decide`` on
+    a two-sample bootstrap interval: HOLDS when it lies above 0, CONTRADICTED below,
+    INCONCLUSIVE when it contains 0 or a group has fewer than ``min_n`` pairs with d > 0.
+    It is a statement about the data (do real neighbours share enough items for the
+    expansion to matter?), not about the law, which the identities check.
+    """
+    iv = two_sample_interval(near, distant, seed=seed)
+    outcome = decide(iv, direction=+1, threshold=0.0, min_n=min_n)
+    note = ""
+    if iv.n < min_n:
+        note = f"only {iv.n} pairs with d > 0 in a group (need {min_n}): no evidence"
+    elif outcome is Outcome.INCONCLUSIVE:
+        note = "the interval contains 0"
+    return Check(
+        name="neighbour_expansion",
+        description=(
+            f"(real training pairs, rho = {rho:g}) mean E[D]/(rho d) of near (Jaccard) "
+            "neighbours exceeds that of distant pairs: masking is not a uniform contraction "
+            "on this data"
+        ),
+        measured=iv.estimate,
+        bound=0.0,
+        slack=iv.low if iv.defined else float("nan"),
+        tolerance=(
+            f"{iv.level:.0%} two-sample bootstrap interval of the difference above 0 (holds), "
+            f"below 0 (contradicted), else inconclusive; fewer than {min_n} pairs: inconclusive"
+        ),
+        passed=outcome is Outcome.PASS,
+        n=iv.n,
+        kind="empirical",
+        outcome=outcome,
+        interval=iv,
+        note=note,
     )
 
 
@@ -222,6 +309,37 @@ def _pair_summary(
     return out
 
 
+def _expansion_groups(
+    x: Any,
+    near: tuple[np.ndarray, np.ndarray],
+    dist: tuple[np.ndarray, np.ndarray],
+    *,
+    seed: Any,
+    near_replaced: float = 0.0,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """(d, s) of the near and distant real pairs; ``near_replaced`` of the near pairs are
+    swapped for fresh uniformly random pairs (power: neighbours that are not neighbours)."""
+    d_n, s_n = mk.pair_counts(x, *near)
+    d_d, s_d = mk.pair_counts(x, *dist)
+    k = int(round(near_replaced * d_n.size))
+    if k:
+        d_r, s_r = mk.pair_counts(x, *mk.sample_random_pairs(x, k, seed=seed))
+        d_n, s_n = np.concatenate([d_r, d_n[k:]]), np.concatenate([s_r, s_n[k:]])
+    return d_n, s_n, d_d, s_d
+
+
+def _expansion_check(
+    groups: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray],
+    *,
+    seed: int,
+    flip_scale: float = 1.0,
+) -> Check:
+    d_n, s_n, d_d, s_d = groups
+    near = mk.relative_expansion(d_n, s_n, EXPANSION_RHO, flip_scale=flip_scale)
+    far = mk.relative_expansion(d_d, s_d, EXPANSION_RHO, flip_scale=flip_scale)
+    return check_neighbour_expansion(near, far, seed=seed)
+
+
 # --------------------------------------------------------------------------- run
 def run(
     ctx: VerifyContext,
@@ -230,6 +348,8 @@ def run(
     law: str = "masked",
     triple_law: str = "masked",
     bound_scale: float = 1.0,
+    flip_scale: float = 1.0,
+    near_replaced: float = 0.0,
 ) -> ClaimResult:
     """Check T2.6 on the training users of ``ctx.dataset`` (no model needed).
 
@@ -242,6 +362,9 @@ def run(
         controls, see ``radius.masking.pair_law`` / ``triple_law``).
     bound_scale : multiplies every bound's exponent (> 1: a too-tight bound, negative
         control).
+    flip_scale, near_replaced : perturb the empirical ``neighbour_expansion`` check
+        (power table): the shared-item flip rate q scaled (0 is the uniform-contraction
+        law), and a fraction of the near pairs swapped for random pairs.
     """
     t0 = time.perf_counter()
     opts = ctx.options
@@ -254,7 +377,7 @@ def run(
         raise ValueError(
             f"triple_law must be one of {', '.join(map(repr, mk.TRIPLE_LAWS))}, got {triple_law!r}"
         )
-    seeds = np.random.SeedSequence([opts.seed, 26]).spawn(7)
+    seeds = np.random.SeedSequence([opts.seed, 26]).spawn(8)
     rng = [np.random.default_rng(s) for s in seeds]
     x = ctx.dataset.train
     n_pair_each = max(1, opts.n_pairs // 2)
@@ -400,6 +523,7 @@ def run(
             tolerance=f"max relative error <= {MOMENT_RTOL:g} over all (pair, rho)",
             passed=bool(n_law > 0 and moment_err <= MOMENT_RTOL),
             n=n_law,
+            kind="identity",
         )
     )
     pair_mc, pair_mc_summary = check_mc_agreement(
@@ -435,6 +559,8 @@ def run(
         confidence=opts.confidence,
     )
     checks.append(tri_mc)
+    groups = _expansion_groups(x, near, dist, seed=rng[7], near_replaced=near_replaced)
+    expansion = _expansion_check(groups, seed=opts.seed, flip_scale=flip_scale)
     checks.append(
         check_bound_dominates(
             "triple_hoeffding_bound",
@@ -443,6 +569,15 @@ def run(
             np.concatenate(tri_bound) if tri_bound else np.zeros(0),
         )
     )
+
+    checks.append(expansion)
+
+    # ---- rank flips of real neighbour triples, with intervals (reported, no verdict)
+    flip_intervals = {
+        f"{rho:g}": bootstrap_mean(tri_exact[r][tgroup == "next"], seed=opts.seed, unit="triples")
+        for r, rho in enumerate(rhos)
+        if (tgroup == "next").any()
+    }
 
     # ---- details
     jac = np.where(d + s > 0, s / np.maximum(d + s, 1), 0.0)
@@ -484,6 +619,21 @@ def run(
             for g in ("near", "distant")
         },
         "triples": tri_summary,
+        "neighbour_expansion": {
+            "rho": EXPANSION_RHO,
+            "interval": expansion.interval,
+            "near_mean_relative_expansion": float(
+                np.nanmean(mk.relative_expansion(groups[0], groups[1], EXPANSION_RHO))
+            )
+            if groups[0].size
+            else None,
+            "distant_mean_relative_expansion": float(
+                np.nanmean(mk.relative_expansion(groups[2], groups[3], EXPANSION_RHO))
+            )
+            if groups[2].size
+            else None,
+        },
+        "real_next_triple_flip": flip_intervals,
         "pair_mc": pair_mc_summary,
         "triple_mc": tri_mc_summary,
         "pair_rows": pair_rows,
@@ -513,3 +663,56 @@ def run(
         details=details,
         context=ctx.describe(),
     )
+
+
+# --------------------------------------------------------------------------- power
+def power(ctx: VerifyContext) -> list[PowerRow]:
+    """Graded perturbations of the one non-identity check, ``neighbour_expansion``.
+
+    * a wrong masking law: the shared-item flip rate q = 2 rho (1 - rho) scaled by 0.5,
+      0.1, 0.01 and 0 (0 is the uniform contraction D ~ Bin(d, rho));
+    * neighbours that are not: 25%, 50% and 100% of the near pairs swapped for uniformly
+      random pairs.
+
+    The same pairs as ``run`` (same seeds); no Monte Carlo is needed. The exact-law,
+    Monte Carlo and tail-bound checks are identities and have no row.
+    """
+    opts = ctx.options
+    seeds = np.random.SeedSequence([opts.seed, 26]).spawn(8)
+    rng = [np.random.default_rng(s) for s in seeds]
+    x = ctx.dataset.train
+    n_pair_each = max(1, opts.n_pairs // 2)
+    n_cand = min(N_CANDIDATES, x.shape[0])
+    near = mk.sample_near_pairs(x, n_pair_each, n_candidates=n_cand, seed=rng[0])
+    dist = mk.sample_random_pairs(x, n_pair_each, seed=rng[1])
+    groups = _expansion_groups(x, near, dist, seed=np.random.default_rng(seeds[7]))
+    base = _expansion_check(groups, seed=opts.seed)
+    by_q = [
+        (f"q x{g:g}", c.outcome, c.measured)
+        for g in FLIP_SCALE_GRADES
+        for c in [_expansion_check(groups, seed=opts.seed, flip_scale=g)]
+    ]
+    by_near = []
+    for g in NEAR_REPLACED_GRADES:
+        gr = _expansion_groups(x, near, dist, seed=np.random.default_rng(seeds[7]), near_replaced=g)
+        c = _expansion_check(gr, seed=opts.seed)
+        by_near.append((f"{g:.0%}", c.outcome, c.measured))
+    note = "measured: mean E[D]/(rho d), near minus distant"
+    return [
+        PowerRow.from_grades(
+            base.name,
+            "empirical",
+            "wrong masking law: shared-item flip rate q scaled",
+            base.outcome,
+            by_q,
+            note=note,
+        ),
+        PowerRow.from_grades(
+            base.name,
+            "empirical",
+            "near pairs replaced by random pairs (fraction)",
+            base.outcome,
+            by_near,
+            note=note,
+        ),
+    ]
