@@ -96,31 +96,74 @@ def _metrics_table(res: dict[str, Any]) -> str:
 
 
 # --------------------------------------------------------------------------- commands
+def _split_overrides(args: argparse.Namespace) -> dict[str, Any]:
+    """The split parameters given on the ``data prepare`` command line (SplitParams fields)."""
+    out: dict[str, Any] = {}
+    if args.min_rating is not None:
+        out.update(threshold=args.min_rating, inclusive=True)
+    elif args.rating_above is not None:
+        out.update(threshold=args.rating_above, inclusive=False)
+    elif args.all_ratings:
+        out["threshold"] = None
+    if args.heldout_users is not None:
+        kind, value = args.heldout_users
+        out["n_heldout" if kind == "count" else "heldout_frac"] = value
+    for name in ("min_user", "min_item", "test_prop", "min_heldout_items"):
+        if getattr(args, name) is not None:
+            out[name] = getattr(args, name)
+    if args.split_seed is not None:
+        out["seed"] = args.split_seed
+    return out
+
+
 def cmd_data_prepare(args: argparse.Namespace) -> int:
     from radius.data.loaders import prepare
     from radius.data.synthetic import default_dataset
 
+    split = _split_overrides(args)
     if args.path in (None, "default", "synthetic"):
         out = Path(args.out or RUNS / "data" / "synthetic")
-        ds = default_dataset()
+        ds = default_dataset(overrides=split)
         ds.save(out)
     else:
         out = Path(args.out or RUNS / "data" / Path(args.path).stem)
-        ds = prepare(args.path, out, fmt=args.format, name=args.name)
+        ds = prepare(args.path, out, fmt=args.format, name=args.name, split=split)
     print(_table([[k, v] for k, v in ds.summary().items()], ["field", "value"]))
+    print()
+    print(_split_table(ds.manifest))
     print(f"\nprepared dataset written to {out}/ (manifest.json + CSR .npz)")
     return 0
+
+
+def _split_table(manifest: dict[str, Any]) -> str:
+    """The split parameters of a manifest with their origin (given / default of FORMAT)."""
+    from radius.data.split import params_origin_rows
+
+    rows = [[k, str(v), src] for k, v, src in params_origin_rows(manifest)]
+    counts = manifest.get("counts") or {}
+    if "heldout_per_split" in counts:
+        rows.append(["(held-out users used)", counts["heldout_per_split"], counts["heldout_rule"]])
+    return _table(rows, ["split parameter", "value", "origin"])
 
 
 def cmd_data_info(args: argparse.Namespace) -> int:
     ds = _load_data(args.path or "default")
     summ = ds.summary()
     print(_table([[k, v] for k, v in summ.items()], ["field", "value"]))
+    if ds.manifest.get("params"):
+        print()
+        print(_split_table(ds.manifest))
     if args.json:
         from radius.io import atomic_write_json
 
         atomic_write_json(
-            args.json, {"summary": summ, "manifest_counts": ds.manifest.get("counts")}
+            args.json,
+            {
+                "summary": summ,
+                "manifest_counts": ds.manifest.get("counts"),
+                "params": ds.manifest.get("params"),
+                "params_origin": ds.manifest.get("params_origin"),
+            },
         )
     return 0
 
@@ -330,6 +373,117 @@ def _add_train_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--set", action="append", metavar="KEY=VALUE", help="any TrainConfig field")
 
 
+def _arg_real(text: str) -> float:
+    """A finite number (argparse type)."""
+    try:
+        v = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if v != v or v in (float("inf"), float("-inf")):
+        raise argparse.ArgumentTypeError(f"not a finite number: {text!r}")
+    return v
+
+
+def _arg_count(low: int):
+    def parse(text: str) -> int:
+        try:
+            v = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
+        if v < low:
+            raise argparse.ArgumentTypeError(f"must be >= {low}, got {v}")
+        return v
+
+    parse.__name__ = "count"
+    return parse
+
+
+def _arg_prop(text: str) -> float:
+    """A proportion strictly inside (0, 1) (argparse type)."""
+    v = _arg_real(text)
+    if not 0.0 < v < 1.0:
+        raise argparse.ArgumentTypeError(
+            f"must lie in (0, 1), got {text}: the fraction of each held-out user's items "
+            "held out as targets (the rest is the fold-in part)"
+        )
+    return v
+
+
+def _arg_seed(text: str) -> int:
+    v = _arg_count(0)(text)
+    if v >= 2**32:
+        raise argparse.ArgumentTypeError(f"must lie in [0, 2**32), got {v}")
+    return v
+
+
+def _arg_heldout(text: str) -> tuple[str, int | float]:
+    """``600`` (a count of users) or ``0.1`` (a fraction of users), per held-out split."""
+    if text.strip().isdigit():
+        v = int(text)
+        if v < 1:
+            raise argparse.ArgumentTypeError(f"a count of users must be >= 1, got {v}")
+        return ("count", v)
+    v = _arg_real(text)
+    if not 0.0 < v < 0.5:
+        raise argparse.ArgumentTypeError(
+            f"must be a count of users (e.g. 600) or a fraction in (0, 0.5) (e.g. 0.1), "
+            f"got {text}: validation and test each take this many users"
+        )
+    return ("fraction", v)
+
+
+def _add_split_options(p: argparse.ArgumentParser) -> None:
+    """The split parameters of ``data prepare``; unset ones keep the format's defaults."""
+    g = p.add_argument_group(
+        "split (Liang et al. 2018 strong generalisation; an option left out keeps the "
+        "chosen format's default, see README 'Data formats')"
+    )
+    thr = g.add_mutually_exclusive_group()
+    thr.add_argument(
+        "--min-rating", type=_arg_real, metavar="R", help="keep ratings >= R (inclusive)"
+    )
+    thr.add_argument(
+        "--rating-above", type=_arg_real, metavar="R", help="keep ratings > R (strict)"
+    )
+    thr.add_argument("--all-ratings", action="store_true", help="keep every rating")
+    g.add_argument(
+        "--min-user",
+        type=_arg_count(0),
+        metavar="N",
+        help="keep users with >= N interactions (counted after the item filter)",
+    )
+    g.add_argument(
+        "--min-item", type=_arg_count(0), metavar="N", help="keep items with >= N interactions"
+    )
+    g.add_argument(
+        "--heldout-users",
+        type=_arg_heldout,
+        metavar="N|F",
+        help="validation users and test users, each: a count (600) or a fraction of the "
+        "users (0.1)",
+    )
+    g.add_argument(
+        "--test-prop",
+        "--target-prop",
+        dest="test_prop",
+        type=_arg_prop,
+        metavar="P",
+        help="fraction of each held-out user's items held out as targets (fold-in: 1 - P)",
+    )
+    g.add_argument(
+        "--min-heldout-items",
+        type=_arg_count(1),
+        metavar="N",
+        help="held-out users with fewer items (after the item restriction) are dropped",
+    )
+    g.add_argument(
+        "--split-seed",
+        type=_arg_seed,
+        metavar="S",
+        help="seed of the user permutation and of the fold-in / target split",
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     ap = _Parser(
         prog="radius",
@@ -352,6 +506,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--out", help="output folder (default runs/data/NAME)")
     p.add_argument("--name", help="dataset name in the manifest")
+    _add_split_options(p)
     p.set_defaults(func=cmd_data_prepare)
     p = dsub.add_parser("info", help="summary of a dataset")
     p.add_argument("path", nargs="?", help="prepared folder, raw file or 'default'")

@@ -5,6 +5,8 @@ from __future__ import annotations
 import csv
 import hashlib
 import json
+import re
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
@@ -24,7 +26,7 @@ from radius.data.loaders import (
     read_interactions,
 )
 from radius.data.split import SplitParams
-from radius.errors import DataError
+from radius.errors import DataError, RadiusError
 from radius.io import file_sha256
 
 
@@ -342,7 +344,10 @@ def test_every_user_below_threshold(tmp_path):
     g = _write(
         tmp_path / "v" / "u.data", "".join(f"{u}\t{i}\t3\t0\n" for u in range(20) for i in range(9))
     )
-    with pytest.raises(DataError, match=r"u\.data: no interaction has rating > 3\.5$"):
+    msg = (
+        r"u\.data: no interaction has rating > 3\.5 \(threshold=3\.5 keeps nothing: .* \[3, 3\]\)$"
+    )
+    with pytest.raises(DataError, match=msg):
         prepare(g, tmp_path / "out")
     assert not (tmp_path / "out").exists()
 
@@ -535,3 +540,185 @@ def test_decimal_fast_path_matches_float(texts):
     got, odd = loaders._parse_decimal(buf, starts, ends)
     assert not odd.any()
     assert got.tolist() == [float(t) for t in texts]
+
+
+# ------------------------------------------------------------------ split options (API and CLI)
+def _ratings_csv(path: Path, n_users: int, n_items: int = 10, seed: int = 0) -> Path:
+    """A user's own ratings file: integer ratings 1-5, a header, string ids."""
+    rng = np.random.default_rng(seed)
+    lines = ["user,item,rating\n"]
+    for u in range(n_users):
+        for i in rng.choice(n_items + 5, size=n_items, replace=False):
+            lines.append(f"u{u},m{i},{int(rng.integers(1, 6))}\n")
+    return _write(path, "".join(lines))
+
+
+def test_prepare_applies_given_split_values_and_records_them(tmp_path):
+    """prepare(split=...) uses the given values, keeps the format's others, records both."""
+    f = _ratings_csv(tmp_path / "raw" / "r.csv", 200)
+    out = tmp_path / "out"
+    given = {"threshold": 3, "inclusive": True, "n_heldout": 20, "test_prop": 0.25, "seed": 7}
+    ds = prepare(f, out, split=given)
+    man = json.loads((out / "manifest.json").read_text())
+    params = man["params"]
+    assert {k: params[k] for k in given} == given
+    assert params["min_user"] == DEFAULT_SPLIT["csv"].min_user
+    assert params["heldout_fallback"] is False
+    assert man["params_origin"] == {
+        "defaults": "csv",
+        "given": ["threshold", "inclusive", "n_heldout", "test_prop", "seed"],
+        "implied": {"heldout_fallback": "n_heldout given: the count is used as given"},
+    }
+    counts = man["counts"]
+    assert counts["heldout_per_split"] == 20 and counts["heldout_rule"] == "n_heldout"
+    rows = list(csv.reader(f.open()))[1:]
+    high = Counter(u for u, _, r in rows if int(r) >= 3)  # no duplicates, no item minimum
+    assert counts["kept_interactions"] == sum(n for n in high.values() if n >= 5)
+    assert Dataset.load(out).manifest["params_origin"] == man["params_origin"]
+    assert ds.hash == man["hash"]
+
+
+_IMPOSSIBLE = [
+    ({"n_heldout": 100}, r"200 users after filtering cannot give 100 validation and 100 test"),
+    ({"threshold": 5, "inclusive": False}, r"no interaction has rating > 5\.0 \(threshold=5"),
+    ({"min_user": 11}, r"min_user=11 leaves no user: the most active user has 10"),
+    ({"min_item": 1000}, r"min_item=1000 leaves no item"),
+    ({"test_prop": 1.0}, r"test_prop must lie in \(0, 1\), got 1\.0"),
+    ({"test_prop": -0.2}, r"test_prop must lie in \(0, 1\), got -0\.2"),
+    ({"heldout_frac": 0.5}, r"heldout_frac must lie in \(0, 0\.5\), got 0\.5"),
+    ({"min_heldout_items": 11}, r"no val user has >= 11 items"),
+    ({"threshold": 4}, r"threshold=4\.0 needs inclusive=True"),
+    ({"min_rating": 4}, r"unknown split parameter 'min_rating'"),
+]
+
+
+@pytest.mark.parametrize("split, msg", _IMPOSSIBLE)
+def test_prepare_refuses_impossible_split_and_writes_nothing(tmp_path, split, msg):
+    """Values the data cannot meet: a RadiusError naming the value; the folder stays empty."""
+    f = _ratings_csv(tmp_path / "raw" / "r.csv", 200)
+    work = tmp_path / "work"
+    work.mkdir()
+    with pytest.raises(RadiusError, match=msg):
+        prepare(f, work / "out", split=split)
+    assert list(work.iterdir()) == []
+
+
+def test_load_any_split_on_raw_file_and_refusal_on_prepared(tmp_path):
+    """load_any(split=...) splits a raw file in memory; a prepared folder cannot be re-split."""
+    f = _ratings_csv(tmp_path / "r.csv", 100)
+    ds = load_any(f, split={"n_heldout": 5})
+    assert (
+        ds.val_tr.shape[0] + ds.manifest["counts"]["heldout_users_dropped_too_few_items"]["val"]
+        == 5
+    )
+    prepare(f, tmp_path / "p")
+    with pytest.raises(DataError, match=r"p: a prepared dataset is already split; .* n_heldout"):
+        load_any(tmp_path / "p", split={"n_heldout": 5})
+
+
+def test_default_hashes_unchanged():
+    """The embedded default keeps its content hash (committed figures and cached models)."""
+    ds = load_any("default")
+    assert ds.hash == "5d8dc4b5b5e078ed"
+    assert ds.manifest["params_origin"] == {"defaults": "synthetic", "given": [], "implied": {}}
+
+
+def _cli(argv: list[str]) -> int:
+    from radius.cli import main
+
+    try:
+        return main(argv)
+    except SystemExit as e:  # argparse usage errors
+        return int(e.code)
+
+
+def test_cli_prepare_liang_protocol_on_own_file(tmp_path, capsys):
+    """The README example: ratings >= 4 of a 1-5 scale, 600 validation + 600 test users."""
+    f = _ratings_csv(tmp_path / "ratings.csv", 2000, n_items=20)
+    out = tmp_path / "prepared"
+    argv = ["data", "prepare", str(f), "--format", "csv", "--min-rating", "4"]
+    assert _cli([*argv, "--heldout-users", "600", "--out", str(out)]) == 0
+    man = json.loads((out / "manifest.json").read_text())
+    assert (man["params"]["threshold"], man["params"]["inclusive"]) == (4.0, True)
+    assert man["params"]["n_heldout"] == 600 and man["counts"]["heldout_rule"] == "n_heldout"
+    dropped = man["counts"]["heldout_users_dropped_too_few_items"]
+    assert man["counts"]["val_users"] + dropped["val"] == 600
+    assert man["counts"]["test_users"] + dropped["test"] == 600
+    rows = list(csv.reader(f.open()))[1:]
+    assert man["counts"]["kept_interactions"] <= sum(int(r) >= 4 for *_, r in rows)
+    capsys.readouterr()
+    info_json = tmp_path / "info.json"
+    assert _cli(["data", "info", str(out), "--json", str(info_json)]) == 0
+    text = capsys.readouterr().out
+    assert re.search(r"threshold\s+4\.0\s+given", text)
+    assert re.search(r"inclusive\s+True\s+given", text)
+    assert re.search(r"n_heldout\s+600\s+given", text)
+    assert re.search(r"min_user\s+5\s+default of csv", text)
+    assert re.search(r"seed\s+98765\s+default of csv", text)
+    info = json.loads(info_json.read_text())
+    assert info["params"] == man["params"] and info["params_origin"] == man["params_origin"]
+
+
+def test_cli_prepare_options_map_to_the_split(tmp_path):
+    """Each option sets its parameter: strict threshold, fraction, target share, seed, minima."""
+    f = _ratings_csv(tmp_path / "r.csv", 300)
+    argv = [
+        "data", "prepare", str(f), "--rating-above", "2", "--heldout-users", "0.2",
+        "--test-prop", "0.5", "--min-user", "3", "--min-item", "2",
+        "--min-heldout-items", "4", "--split-seed", "11", "--out", str(tmp_path / "a"),
+    ]  # fmt: skip
+    assert _cli(argv) == 0
+    man = json.loads((tmp_path / "a" / "manifest.json").read_text())
+    want = {
+        "threshold": 2.0, "inclusive": False, "n_heldout": None, "heldout_frac": 0.2,
+        "heldout_fallback": False, "test_prop": 0.5, "min_user": 3, "min_item": 2,
+        "min_heldout_items": 4, "seed": 11,
+    }  # fmt: skip
+    assert man["params"] == want
+    assert man["counts"]["heldout_per_split"] == int(0.2 * man["counts"]["users"])
+    ds = Dataset.load(tmp_path / "a")
+    n = np.diff(ds.test_tr.indptr) + np.diff(ds.test_te.indptr)
+    assert (np.diff(ds.test_te.indptr) == (0.5 * n).astype(int)).all()
+    same = [*argv[:-1], str(tmp_path / "b")]
+    other = [*argv[:-3], "12", "--out", str(tmp_path / "c")]
+    assert _cli(same) == 0 and _cli(other) == 0
+    assert Dataset.load(tmp_path / "b").hash == ds.hash
+    assert Dataset.load(tmp_path / "c").hash != ds.hash
+    assert _cli([*argv[:3], "--all-ratings", "--out", str(tmp_path / "d")]) == 0
+    all_r = json.loads((tmp_path / "d" / "manifest.json").read_text())
+    assert all_r["params"]["threshold"] is None and all_r["params_origin"]["given"] == ["threshold"]
+
+
+@pytest.mark.parametrize(
+    "options, msg",
+    [
+        (["--heldout-users", "200"], "200 users after filtering cannot give 200 validation"),
+        (["--min-rating", "6"], "no interaction has rating >= 6.0 (threshold=6 keeps nothing"),
+        (["--min-user", "50"], "min_user=50 leaves no user"),
+        (["--test-prop", "1"], "argument --test-prop/--target-prop: must lie in (0, 1), got 1"),
+        (["--test-prop", "0"], "must lie in (0, 1), got 0"),
+        (["--heldout-users", "0.5"], "argument --heldout-users: must be a count of users"),
+        (["--heldout-users", "0"], "a count of users must be >= 1, got 0"),
+        (["--min-rating", "4", "--rating-above", "3"], "not allowed with argument --min-rating"),
+        (["--min-user", "-1"], "argument --min-user: must be >= 0, got -1"),
+        (["--min-rating", "inf"], "argument --min-rating: not a finite number: 'inf'"),
+        (["--test-prop", "0.1"], "min_heldout_items=5 with test_prop=0.1 allows held-out"),
+    ],
+)
+def test_cli_prepare_refuses_impossible_options(tmp_path, capsys, options, msg):
+    """Exit 2 with a message naming the value and the reason; nothing is written."""
+    f = _ratings_csv(tmp_path / "raw" / "r.csv", 200)
+    work = tmp_path / "work"
+    work.mkdir()
+    assert _cli(["data", "prepare", str(f), "--out", str(work / "out"), *options]) == 2
+    assert msg in capsys.readouterr().err
+    assert list(work.iterdir()) == []
+
+
+def test_cli_min_rating_on_implicit_data_is_refused(tmp_path, capsys):
+    """A threshold given for a file without ratings: exit 2, nothing written."""
+    f = _write(tmp_path / "clicks.csv", "".join(f"{u},{i}\n" for u in range(40) for i in range(8)))
+    assert _cli(["data", "prepare", str(f), "--min-rating", "4", "--out", str(tmp_path / "o")]) == 2
+    assert "threshold=4 given (rating >= 4) but the data has no ratings" in capsys.readouterr().err
+    assert not (tmp_path / "o").exists()
+    assert _cli(["data", "prepare", str(f), "--out", str(tmp_path / "o")]) == 0

@@ -202,3 +202,31 @@ def test_fetch_runs_pip_download(tmp_path, monkeypatch):
     monkeypatch.setattr(ml100k.subprocess, "run", fake_ok)
     with pytest.raises(DataError, match="is not that of recbole-1.2.1"):  # a wrong file
         fetch_ml100k_wheel(tmp_path / "dl2")
+
+
+def test_default_hash_unchanged_and_explicit_defaults_agree(inter_file, tmp_path):
+    """ML-100k with the format's defaults keeps its content hash (cached models stay valid);
+    the same values given explicitly give the same matrices, another seed other ones."""
+    from radius.cli import main
+
+    ds = prepare(inter_file, tmp_path / "default")
+    assert ds.hash == "8c95048c6a5f9f4c"
+    assert ds.manifest["params_origin"] == {"defaults": "ml-100k", "given": [], "implied": {}}
+    explicit = ["--rating-above", "3.5", "--min-user", "5", "--min-item", "0"]
+    explicit += ["--heldout-users", "0.1", "--test-prop", "0.2", "--split-seed", "98765"]
+    out = tmp_path / "explicit"
+    assert main(["data", "prepare", str(inter_file), "--out", str(out), *explicit]) == 0
+    again = Dataset.load(out)
+    assert again.hash == ds.hash
+    assert again.manifest["params"] == ds.manifest["params"]
+    assert again.manifest["params_origin"]["given"] == [
+        "threshold",
+        "inclusive",
+        "min_user",
+        "min_item",
+        "heldout_frac",
+        "test_prop",
+        "seed",
+    ]
+    other = prepare(inter_file, tmp_path / "seed1", split={"seed": 1})
+    assert other.hash != ds.hash

@@ -10,7 +10,14 @@ from hypothesis import assume, given
 from hypothesis import strategies as st
 
 from radius.data.dataset import Dataset
-from radius.data.split import Interactions, SplitParams, strong_generalization_split
+from radius.data.split import (
+    SPLIT_FIELDS,
+    Interactions,
+    SplitParams,
+    params_origin_rows,
+    resolve_split_params,
+    strong_generalization_split,
+)
 from radius.errors import DataError
 
 
@@ -270,9 +277,14 @@ def test_split_invariants_hold(rows, min_item, min_user, seed):
 # ------------------------------------------------------------------ error messages
 def test_error_no_rating_above_threshold():
     """Every rating at or below the threshold is an error naming the file and the rule."""
-    with pytest.raises(DataError, match=r"^tiny\.csv: no interaction has rating > 3\.5$"):
+    msg = (
+        r"^tiny\.csv: no interaction has rating > 3\.5 "
+        r"\(threshold=3\.5 keeps nothing: the ratings lie in \[3\.5, 3\.5\]\)$"
+    )
+    with pytest.raises(DataError, match=msg):
         strong_generalization_split(_inter(_grid(20, 6, rating=3.5)), SplitParams())
-    with pytest.raises(DataError, match=r"^tiny\.csv: no interaction has rating >= 4\.0$"):
+    msg = r"^tiny\.csv: no interaction has rating >= 4\.0 \(threshold=4 keeps nothing"
+    with pytest.raises(DataError, match=msg):
         strong_generalization_split(
             _inter(_grid(20, 6, rating=3.0)), SplitParams(threshold=4.0, inclusive=True)
         )
@@ -282,7 +294,8 @@ def test_error_every_user_below_min_user():
     """Users all below min_user give an error listing the thresholds."""
     msg = (
         r"^tiny\.csv: every user falls below the thresholds \(min_user=5, min_item=0, "
-        r"rating threshold=3\.5\)$"
+        r"rating threshold=3\.5\); min_user=5 leaves no user: the most active user has 4 "
+        r"interactions on the items kept$"
     )
     with pytest.raises(DataError, match=msg):
         strong_generalization_split(_inter(_grid(30, 4)), SplitParams())
@@ -311,9 +324,12 @@ def test_error_no_heldout_user_left():
         ({"n_heldout": 0}, "n_heldout must be >= 1 or None, got 0"),
         ({"heldout_frac": 0.5}, "heldout_frac must lie in (0, 0.5), got 0.5"),
         ({"test_prop": 1.0}, "test_prop must lie in (0, 1), got 1.0"),
+        ({"threshold": float("nan")}, "threshold must be a finite number or None, got nan"),
+        ({"seed": -1}, "seed must lie in [0, 2**32), got -1"),
         (
             {"min_heldout_items": 4},
-            "min_heldout_items=4 with test_prop=0.2 allows held-out users with no target item",
+            "min_heldout_items=4 with test_prop=0.2 allows held-out users with no target item "
+            "(need min_heldout_items >= 5 for this test_prop)",
         ),
     ],
 )
@@ -334,3 +350,182 @@ def test_interactions_validation():
         Interactions(np.arange(3), np.arange(3), None, user_labels=np.array(["a", "b"]))
     with pytest.raises(DataError, match="^item codes must be integers when item_labels"):
         Interactions(np.arange(2), np.array(["x", "y"]), None, item_labels=np.array(["a"]))
+
+
+# ------------------------------------------------------------------ parameters given by name
+def _scale_rows(n_users: int = 60, n_items: int = 25) -> list:
+    """Each user rates each item; ratings cycle 1..5 so every rating value is frequent."""
+    return [(u, i, float(1 + (u + i) % 5)) for u in range(n_users) for i in range(n_items)]
+
+
+def _given(rows, overrides, *, base=SplitParams(threshold=None), defaults="csv"):
+    params, origin = resolve_split_params(base, overrides, defaults=defaults)
+    return strong_generalization_split(_inter(rows), params, origin=origin)
+
+
+def test_threshold_inclusive_keeps_the_boundary_strict_drops_it():
+    """threshold=4: inclusive keeps ratings 4 and 5, strict keeps only 5."""
+    rows = _scale_rows()
+    ge = _given(rows, {"threshold": 4, "inclusive": True})
+    gt = _given(rows, {"threshold": 4, "inclusive": False})
+    assert ge.manifest["counts"]["kept_interactions"] == sum(r >= 4 for *_, r in rows)
+    assert gt.manifest["counts"]["kept_interactions"] == sum(r > 4 for *_, r in rows)
+    assert sum(r >= 4 for *_, r in rows) == 2 * sum(r > 4 for *_, r in rows) > 0
+    assert (ge.manifest["params"]["threshold"], ge.manifest["params"]["inclusive"]) == (4.0, True)
+    assert gt.manifest["params"]["inclusive"] is False
+    everything = _given(rows, {"threshold": None}, base=SplitParams(threshold=3.5))
+    assert everything.manifest["counts"]["kept_interactions"] == len(rows)
+
+
+def test_heldout_users_as_count_or_fraction():
+    """n_heldout gives that many users per held-out split; heldout_frac that fraction."""
+    rows = _grid(100, 6)
+    count = _given(rows, {"n_heldout": 7})
+    assert count.val_tr.shape[0] == count.test_tr.shape[0] == 7
+    assert count.train.shape[0] == 100 - 14
+    frac = _given(rows, {"heldout_frac": 0.25})
+    assert frac.val_tr.shape[0] == frac.test_tr.shape[0] == 25
+    assert frac.manifest["counts"]["heldout_rule"] == "heldout_frac"
+
+
+def test_given_heldout_overrides_a_full_scale_default():
+    """On a full-scale default (n_heldout + fallback) a given count or fraction is used as is."""
+    full = SplitParams(threshold=None, n_heldout=10_000, heldout_fallback=True)
+    rows = _grid(100, 6)
+    count = _given(rows, {"n_heldout": 30}, base=full, defaults="ml-20m")
+    assert count.val_tr.shape[0] == 30  # no fallback to 10%: the count was asked for
+    origin = count.manifest["params_origin"]
+    assert origin["given"] == ["n_heldout"] and "heldout_fallback" in origin["implied"]
+    frac = _given(rows, {"heldout_frac": 0.2}, base=full, defaults="ml-20m")
+    assert frac.val_tr.shape[0] == 20 and frac.manifest["params"]["n_heldout"] is None
+    assert set(frac.manifest["params_origin"]["implied"]) == {"n_heldout", "heldout_fallback"}
+
+
+def test_test_prop_sets_the_target_share_of_each_heldout_user():
+    """test_prop=0.5: each held-out user has int(0.5 n) targets and the rest as fold-in."""
+    rows = _grid(40, 10)
+    ds = _given(rows, {"test_prop": 0.5})
+    for split in ("val", "test"):
+        tr, te = ds.heldout(split)
+        assert (np.diff(te.indptr) == 5).all() and (np.diff(tr.indptr) == 5).all()
+    default = _given(rows, {})
+    assert (np.diff(default.test_te.indptr) == 2).all()
+
+
+def test_given_seed_changes_the_split_same_seed_same_split():
+    """A given seed is the split's seed: equal seeds agree, another seed differs."""
+    rows = _scale_rows(80, 10)
+    a, b, c = (_given(rows, {"seed": s}) for s in (3, 3, 4))
+    assert a.hash == b.hash and a.manifest["id_maps"] == b.manifest["id_maps"]
+    assert a.hash != c.hash
+    assert a.manifest["id_maps"]["test_users"] != c.manifest["id_maps"]["test_users"]
+
+
+def test_origin_records_given_implied_and_defaults():
+    """params_origin says which values were given, which followed, whose defaults the rest are."""
+    ds = _given(_grid(40, 6), {"seed": 5, "n_heldout": 4}, base=SplitParams(), defaults="ml-1m")
+    origin = ds.manifest["params_origin"]
+    assert origin["defaults"] == "ml-1m" and origin["given"] == ["n_heldout", "seed"]
+    rows = {k: (v, src) for k, v, src in params_origin_rows(ds.manifest)}
+    assert set(rows) == set(SPLIT_FIELDS)
+    assert rows["seed"] == (5, "given") and rows["threshold"] == (3.5, "default of ml-1m")
+    assert rows["heldout_fallback"][1].startswith("implied: n_heldout given")
+    direct = strong_generalization_split(_inter(_grid(40, 6)), SplitParams())
+    assert direct.manifest["params_origin"]["given"] == list(SPLIT_FIELDS)
+    old = {"params": {"seed": 1}}  # a manifest written before origins were recorded
+    assert params_origin_rows(old) == [("seed", 1, "not recorded")]
+
+
+@pytest.mark.parametrize(
+    "overrides, msg",
+    [
+        ({"min_users": 3}, "unknown split parameter 'min_users' (did you mean 'min_user'?)"),
+        ({"threshold": 4}, "split parameter threshold=4.0 needs inclusive=True"),
+        ({"min_user": 2.5}, "split parameter min_user=2.5: must be an integer"),
+        ({"n_heldout": True}, "split parameter n_heldout=True: must be a number, not a bool"),
+        ({"inclusive": 1}, "split parameter inclusive=1: must be True or False"),
+        ({"test_prop": "0.2"}, "split parameter test_prop='0.2': must be a number"),
+        ({"test_prop": 1.5}, "split parameters: test_prop must lie in (0, 1), got 1.5"),
+        ({"test_prop": 0.0}, "split parameters: test_prop must lie in (0, 1), got 0.0"),
+        ({"heldout_frac": 0.6}, "split parameters: heldout_frac must lie in (0, 0.5), got 0.6"),
+        ({"n_heldout": 0}, "split parameters: n_heldout must be >= 1 or None, got 0"),
+        ({"min_item": -2}, "split parameters: min_user and min_item must be >= 0, got 5 and -2"),
+        ({"seed": 2**32}, "split parameters: seed must lie in [0, 2**32), got 4294967296"),
+        (
+            {"test_prop": 0.1},
+            "split parameters: min_heldout_items=5 with test_prop=0.1 allows held-out users "
+            "with no target item (need min_heldout_items >= 10 for this test_prop)",
+        ),
+    ],
+)
+def test_resolve_rejects_bad_values_naming_them(overrides, msg):
+    """A bad field name, type or value is a DataError (a RadiusError) naming it."""
+    with pytest.raises(DataError) as e:
+        resolve_split_params(SplitParams(), overrides, defaults="csv")
+    assert str(e.value).startswith(msg), str(e.value)
+
+
+@pytest.mark.parametrize(
+    "rows, overrides, msg",
+    [
+        (
+            _scale_rows(),
+            {"threshold": 5, "inclusive": False},
+            r"^tiny\.csv: no interaction has rating > 5\.0 \(threshold=5 keeps nothing: "
+            r"the ratings lie in \[1, 5\]\)$",
+        ),
+        (
+            _scale_rows(),
+            {"threshold": 6, "inclusive": True},
+            r"^tiny\.csv: no interaction has rating >= 6\.0",
+        ),
+        (
+            _scale_rows(),
+            {"min_user": 26},
+            r"min_user=26 leaves no user: the most active user has 25 interactions",
+        ),
+        (
+            _scale_rows(),
+            {"min_item": 61},
+            r"min_item=61 leaves no item: after the every rating rule the most popular item "
+            r"has 60 interactions",
+        ),
+        (
+            _scale_rows(),
+            {"n_heldout": 30},
+            r"^tiny\.csv: 60 users after filtering cannot give 30 validation and 30 test users "
+            r"plus training users \(n_heldout=30; every rating",
+        ),
+        (
+            _scale_rows(),
+            {"heldout_frac": 0.01},
+            r"cannot give 0 validation and 0 test users plus training users "
+            r"\(heldout_frac=0\.01 of 60 users",
+        ),
+        (
+            _scale_rows(),
+            {"min_heldout_items": 26},
+            r"^tiny\.csv: no val user has >= 26 items after restricting to training items "
+            r"\(min_heldout_items=26\)$",
+        ),
+    ],
+)
+def test_impossible_parameters_are_refused_naming_the_value(rows, overrides, msg):
+    """Parameters the data cannot meet give a DataError naming the value and the reason."""
+    with pytest.raises(DataError, match=msg):
+        _given(rows, overrides)
+
+
+def test_threshold_given_on_implicit_data_is_refused():
+    """A given threshold needs ratings; a format's default threshold on implicit data is moot."""
+    u, i = zip(*((u, i) for u in range(30) for i in range(6)))
+    implicit = Interactions(np.array(u), np.array(i), None, source={"path": "clicks.csv"})
+    params, origin = resolve_split_params(
+        SplitParams(), {"threshold": 4, "inclusive": True}, defaults="csv"
+    )
+    msg = r"^clicks\.csv: threshold=4 given \(rating >= 4\) but the data has no ratings"
+    with pytest.raises(DataError, match=msg):
+        strong_generalization_split(implicit, params, origin=origin)
+    params, origin = resolve_split_params(SplitParams(), {}, defaults="ml-100k")
+    ds = strong_generalization_split(implicit, params, origin=origin)
+    assert ds.manifest["counts"]["kept_interactions"] == 180

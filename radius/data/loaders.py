@@ -41,15 +41,20 @@ import difflib
 import hashlib
 import logging
 import re
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import NoReturn
+from typing import Any, NoReturn
 
 import numpy as np
 
 from radius.data.dataset import Dataset
-from radius.data.split import Interactions, SplitParams, strong_generalization_split
+from radius.data.split import (
+    Interactions,
+    SplitParams,
+    resolve_split_params,
+    strong_generalization_split,
+)
 from radius.errors import DataError
 from radius.io import file_sha256
 
@@ -60,6 +65,7 @@ __all__ = [
     "guess_format",
     "source_files",
     "default_params",
+    "defaults_name",
     "prepare",
     "load_any",
 ]
@@ -786,12 +792,38 @@ def read_interactions(path: str | Path, fmt: str = "auto") -> Interactions:
     return out.finish(source, p)
 
 
+def defaults_name(inter: Interactions) -> str:
+    """Whose defaults apply: the data set (RecBole files of a known one) or the format."""
+    return str(inter.source.get("dataset") or inter.source.get("format"))
+
+
 def default_params(inter: Interactions) -> SplitParams:
     """``DEFAULT_SPLIT`` of the data set the interactions came from."""
-    key = inter.source.get("dataset") or inter.source.get("format")
+    key = defaults_name(inter)
     if key not in DEFAULT_SPLIT:
         raise DataError(f"no default split for {key!r}; pass params=SplitParams(...)")
     return DEFAULT_SPLIT[key]
+
+
+def _split(
+    inter: Interactions,
+    path: Path,
+    *,
+    params: SplitParams | None,
+    split: Mapping[str, Any] | None,
+    name: str | None,
+) -> Dataset:
+    """Split with ``params`` (else the format's defaults) updated by ``split``."""
+    if params is None:
+        base, defaults = default_params(inter), defaults_name(inter)
+    else:
+        base, defaults = params, None
+    resolved, origin = resolve_split_params(base, split, defaults=defaults)
+    if params is not None:  # every field of a caller's SplitParams counts as given
+        origin["given"] = list(params.__dataclass_fields__)
+    return strong_generalization_split(
+        inter, resolved, name=name or _default_name(inter, path), origin=origin
+    )
 
 
 def _sources_sha256(files: list[Path]) -> str:
@@ -805,7 +837,7 @@ def _sources_sha256(files: list[Path]) -> str:
 
 
 def _default_name(inter: Interactions, path: Path) -> str:
-    fmt = inter.source.get("dataset") or inter.source["format"]
+    fmt = defaults_name(inter)
     return fmt if fmt in ("ml-100k", "ml-1m", "ml-20m", "netflix", "msd") else path.stem
 
 
@@ -815,34 +847,51 @@ def prepare(
     *,
     fmt: str = "auto",
     params: SplitParams | None = None,
+    split: Mapping[str, Any] | None = None,
     name: str | None = None,
 ) -> Dataset:
     """Read, split (strong generalisation) and save a data set atomically.
 
+    Parameters
+    ----------
+    path : raw file, or a folder holding the format's file(s).
+    out_dir : folder written (atomically) with the CSR matrices and ``manifest.json``.
+    fmt : one of ``FORMATS`` or ``"auto"``.
+    params : every split parameter at once; None uses the format's defaults
+        (``DEFAULT_SPLIT``, chosen after reading, so ``fmt="auto"`` works).
+    split : field -> value overrides of those parameters (any :class:`SplitParams`
+        field), e.g. ``{"threshold": 4, "inclusive": True, "n_heldout": 600}``; see
+        :func:`radius.data.split.resolve_split_params` for the fields that follow.
+    name : dataset name in the manifest (default: the data set or the file stem).
+
     The manifest records the source path, format and sha256 (of the file, or of the
-    list of per-file hashes for a Netflix folder). On any error nothing is written:
-    ``out_dir`` is created only by the final rename (an existing ``out_dir`` is
-    replaced only after the new one is complete).
+    list of per-file hashes for a Netflix folder), every split parameter used
+    (``params``) and where each came from (``params_origin``: ``defaults``, ``given``,
+    ``implied``). On any error nothing is written: ``out_dir`` is created only by the
+    final rename (an existing ``out_dir`` is replaced only after the new one is
+    complete). Overrides are checked before the file is read.
     """
     p = Path(path)
+    if split:
+        resolve_split_params(params or SplitParams(), split, defaults=None)  # fail fast
     inter = read_interactions(p, fmt)
     inter.source["sha256"] = _sources_sha256(source_files(p, inter.source["format"]))
-    params = params if params is not None else default_params(inter)
-    ds = strong_generalization_split(inter, params, name=name or _default_name(inter, p))
+    ds = _split(inter, p, params=params, split=split, name=name)
     ds.save(out_dir)
     return ds
 
 
-def load_any(spec: str | Path) -> Dataset:
+def load_any(spec: str | Path, *, split: Mapping[str, Any] | None = None) -> Dataset:
     """A data set from ``"default"``/``"synthetic"``, a prepared folder or a raw file.
 
     A raw file (or raw data folder) is read and split in memory with its format's
-    default split; nothing is saved.
+    default split updated by ``split`` (as in :func:`prepare`); nothing is saved. A
+    prepared folder is already split: ``split`` is then an error.
     """
     if str(spec) in ("default", "synthetic"):
         from radius.data.synthetic import default_dataset
 
-        return default_dataset()
+        return default_dataset(overrides=split)
     p = Path(spec)
     if not p.exists():
         raise DataError(
@@ -850,11 +899,18 @@ def load_any(spec: str | Path) -> Dataset:
             "a prepared folder or a raw data file)"
         )
     if p.is_dir() and (p / "manifest.json").is_file():
+        if split:
+            raise DataError(
+                f"{p}: a prepared dataset is already split; prepare the raw file again "
+                f"to change {', '.join(sorted(split))}"
+            )
         return Dataset.load(p)
     if p.is_dir():
         try:
             guess_format(p)
         except DataError as e:
             raise DataError(f"{p}: not a prepared dataset (no manifest.json) and {e}") from e
+    if split:
+        resolve_split_params(SplitParams(), split, defaults=None)  # fail fast
     inter = read_interactions(p)
-    return strong_generalization_split(inter, default_params(inter), name=_default_name(inter, p))
+    return _split(inter, p, params=None, split=split, name=None)

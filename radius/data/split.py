@@ -11,7 +11,9 @@ held-out user has an empty target set.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import difflib
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -20,7 +22,14 @@ import scipy.sparse as sp
 from radius.data.dataset import Dataset
 from radius.errors import DataError
 
-__all__ = ["Interactions", "SplitParams", "strong_generalization_split"]
+__all__ = [
+    "Interactions",
+    "SplitParams",
+    "SPLIT_FIELDS",
+    "resolve_split_params",
+    "params_origin_rows",
+    "strong_generalization_split",
+]
 
 
 @dataclass
@@ -125,15 +134,19 @@ class SplitParams:
     """Parameters of the split (stored in the manifest).
 
     threshold : keep ratings ``> threshold`` (or ``>=`` when ``inclusive``); None keeps all.
+    inclusive : the comparison with ``threshold``: ``>=`` when True, ``>`` when False.
     min_user, min_item : minimum interactions per user / per item (items filtered first).
     n_heldout : validation and test users each; None uses ``heldout_frac`` of users.
     heldout_fallback : when True and ``n_heldout`` exceeds ``heldout_frac`` of the users
         left after filtering, use ``heldout_frac`` instead (the full-scale sizes of the
         paper then apply only to full-scale data; the manifest records the rule used).
     heldout_frac : fraction of users for validation and for test (0.1 + 0.1 default).
-    test_prop : fraction of each held-out user's items held out as targets (0.2).
+    test_prop : fraction of each held-out user's items held out as targets (0.2); the
+        rest, ``1 - test_prop``, is the fold-in part.
     min_heldout_items : held-out users need at least this many items (5).
     seed : seed of the user permutation and the 80/20 split (98765 as in the reference).
+
+    Invalid values raise ValueError naming the field and the value.
     """
 
     threshold: float | None = 3.5
@@ -148,6 +161,8 @@ class SplitParams:
     seed: int = 98765
 
     def __post_init__(self) -> None:
+        if self.threshold is not None and not np.isfinite(self.threshold):
+            raise ValueError(f"threshold must be a finite number or None, got {self.threshold}")
         if self.min_user < 0 or self.min_item < 0:
             raise ValueError(
                 f"min_user and min_item must be >= 0, got {self.min_user} and {self.min_item}"
@@ -159,10 +174,139 @@ class SplitParams:
         if not 0.0 < self.test_prop < 1.0:
             raise ValueError(f"test_prop must lie in (0, 1), got {self.test_prop}")
         if self.min_heldout_items < 1 or int(self.test_prop * self.min_heldout_items) < 1:
+            need = next(m for m in range(1, 10**6) if int(self.test_prop * m) >= 1)
             raise ValueError(
                 f"min_heldout_items={self.min_heldout_items} with test_prop={self.test_prop} "
-                "allows held-out users with no target item"
+                "allows held-out users with no target item "
+                f"(need min_heldout_items >= {need} for this test_prop)"
             )
+        if not 0 <= self.seed < 2**32:
+            raise ValueError(f"seed must lie in [0, 2**32), got {self.seed}")
+
+
+SPLIT_FIELDS: tuple[str, ...] = tuple(SplitParams.__dataclass_fields__)
+
+# The type each field accepts (besides None where the field allows it).
+_INT_FIELDS = ("min_user", "min_item", "n_heldout", "min_heldout_items", "seed")
+_BOOL_FIELDS = ("inclusive", "heldout_fallback")
+_REAL_FIELDS = ("threshold", "heldout_frac", "test_prop")
+_NONE_OK = ("threshold", "n_heldout")
+
+
+def _check_type(field_name: str, value: Any) -> Any:
+    """``value`` as the type of ``field_name`` (numpy scalars accepted), else DataError."""
+    if value is None and field_name in _NONE_OK:
+        return None
+    if field_name in _BOOL_FIELDS:
+        if isinstance(value, (bool, np.bool_)):
+            return bool(value)
+        raise DataError(f"split parameter {field_name}={value!r}: must be True or False")
+    if isinstance(value, (bool, np.bool_)):
+        raise DataError(f"split parameter {field_name}={value!r}: must be a number, not a bool")
+    if field_name in _INT_FIELDS:
+        if isinstance(value, (int, np.integer)):
+            return int(value)
+        what = "an integer or None" if field_name in _NONE_OK else "an integer"
+        raise DataError(f"split parameter {field_name}={value!r}: must be {what}")
+    if isinstance(value, (int, float, np.integer, np.floating)):
+        return float(value)
+    what = "a number or None" if field_name in _NONE_OK else "a number"
+    raise DataError(f"split parameter {field_name}={value!r}: must be {what}")
+
+
+def resolve_split_params(
+    base: SplitParams,
+    overrides: Mapping[str, Any] | None = None,
+    *,
+    defaults: str | None,
+) -> tuple[SplitParams, dict[str, Any]]:
+    """The parameters of a split: ``base`` (a format's defaults) with ``overrides``.
+
+    Parameters
+    ----------
+    base : the defaults, e.g. ``DEFAULT_SPLIT[fmt]``.
+    overrides : field -> value for any field of :class:`SplitParams`.
+    defaults : name of the defaults (a format, ``"synthetic"``) for the manifest.
+
+    Returns
+    -------
+    (params, origin) where ``origin = {"defaults": defaults, "given": [fields],
+    "implied": {field: reason}}`` is stored as the manifest's ``params_origin``.
+
+    Two fields follow from others when not given themselves, so that an explicit
+    choice is never undone by a format default:
+
+    - ``n_heldout`` given: ``heldout_fallback = False`` (the count is used as given);
+    - ``heldout_frac`` given without ``n_heldout``: ``n_heldout = None`` and
+      ``heldout_fallback = False`` (the fraction is used).
+
+    A ``threshold`` given without ``inclusive`` is an error: ``>=`` and ``>`` differ on
+    integer scales, and formats disagree (Netflix ``>= 4``, MovieLens ``> 3.5``).
+
+    Raises
+    ------
+    DataError
+        An unknown field (with a close match), a value of the wrong type or out of
+        range; the message names the field and the value.
+    """
+    given = dict(overrides or {})
+    unknown = sorted(set(given) - set(SPLIT_FIELDS))
+    if unknown:
+        close = difflib.get_close_matches(unknown[0], SPLIT_FIELDS, n=1)
+        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        raise DataError(
+            f"unknown split parameter {unknown[0]!r}{hint}; known: {', '.join(SPLIT_FIELDS)}"
+        )
+    values = {k: _check_type(k, v) for k, v in given.items()}
+    if values.get("threshold") is not None and "inclusive" not in values:
+        raise DataError(
+            f"split parameter threshold={values['threshold']!r} needs inclusive=True (keep "
+            "ratings >= threshold) or inclusive=False (keep ratings > threshold)"
+        )
+    implied: dict[str, str] = {}
+    if values.get("n_heldout") is not None and "heldout_fallback" not in values:
+        values["heldout_fallback"] = False
+        implied["heldout_fallback"] = "n_heldout given: the count is used as given"
+    if "heldout_frac" in values and "n_heldout" not in values:
+        values["n_heldout"] = None
+        implied["n_heldout"] = "heldout_frac given: the fraction is used"
+        if "heldout_fallback" not in values:
+            values["heldout_fallback"] = False
+            implied["heldout_fallback"] = "heldout_frac given: the fraction is used"
+    try:
+        params = replace(base, **values)
+    except ValueError as e:
+        raise DataError(f"split parameters: {e}") from e
+    origin = {
+        "defaults": defaults,
+        "given": [k for k in SPLIT_FIELDS if k in given],
+        "implied": implied,
+    }
+    return params, origin
+
+
+def params_origin_rows(manifest: Mapping[str, Any]) -> list[tuple[str, Any, str]]:
+    """(field, value, origin) per split parameter of a manifest, for ``radius data info``.
+
+    The origin is ``"given"``, ``"implied: <reason>"`` or ``"default of <name>"``; a
+    manifest written before origins were recorded says ``"not recorded"``.
+    """
+    params = manifest.get("params") or {}
+    origin = manifest.get("params_origin")
+    rows = []
+    for k, v in params.items():
+        if origin is None:
+            src = "not recorded"
+        elif k in origin.get("given", ()):
+            src = "given"
+        elif k in origin.get("implied", {}):
+            src = f"implied: {origin['implied'][k]}"
+        elif origin.get("defaults") is None:
+            src = "SplitParams default"
+        else:
+            src = f"default of {origin['defaults']}"
+        rows.append((k, v, src))
+    return rows
 
 
 def _filter_counts(u: np.ndarray, i: np.ndarray, min_user: int, min_item: int) -> np.ndarray:
@@ -178,32 +322,90 @@ def _filter_counts(u: np.ndarray, i: np.ndarray, min_user: int, min_item: int) -
     return keep
 
 
+def _why_no_user(u: np.ndarray, i: np.ndarray, params: SplitParams) -> str:
+    """Why the minimum counts leave no user: the largest counts that remain."""
+    head = (
+        f"every user falls below the thresholds (min_user={params.min_user}, "
+        f"min_item={params.min_item}, rating threshold={params.threshold})"
+    )
+    _, per_item = np.unique(i, return_counts=True)
+    if params.min_item > 0 and per_item.max() < params.min_item:
+        return (
+            f"{head}; min_item={params.min_item} leaves no item: after the {_rule(params)} "
+            f"rule the most popular item has {int(per_item.max())} interactions"
+        )
+    items_kept = _filter_counts(u, i, 0, params.min_item)
+    _, per_user = np.unique(u[items_kept], return_counts=True)
+    return (
+        f"{head}; min_user={params.min_user} leaves no user: the most active user has "
+        f"{int(per_user.max())} interactions on the items kept"
+    )
+
+
 def _names(ids: np.ndarray, labels: np.ndarray | None) -> list[str]:
     """Raw ids as strings (through ``labels`` when ids are codes)."""
     return [str(x) for x in (ids if labels is None else labels[ids]).tolist()]
 
 
+def _rule(params: SplitParams) -> str:
+    """The rating rule in words, e.g. ``rating > 3.5`` or ``every rating``."""
+    if params.threshold is None:
+        return "every rating"
+    return f"rating {'>=' if params.inclusive else '>'} {params.threshold:g}"
+
+
 def strong_generalization_split(
-    inter: Interactions, params: SplitParams = SplitParams(), *, name: str = "dataset"
+    inter: Interactions,
+    params: SplitParams = SplitParams(),
+    *,
+    name: str = "dataset",
+    origin: Mapping[str, Any] | None = None,
 ) -> Dataset:
-    """Filter, split users into train/val/test and fold-in/held-out; see module doc."""
+    """Filter, split users into train/val/test and fold-in/held-out; see module doc.
+
+    ``origin`` (from :func:`resolve_split_params`) says which parameters were given and
+    whose defaults the others are; it is stored as the manifest's ``params_origin``.
+    Without it every parameter counts as given by the caller. A threshold that was
+    given on data without ratings is an error (a format default threshold is then
+    ignored, as before: implicit data has nothing to threshold).
+
+    Raises
+    ------
+    DataError
+        When the parameters cannot be met on this data, naming the value and the reason:
+        a threshold above every rating, minimum counts that leave no user, more held-out
+        users than users, no held-out user with ``min_heldout_items`` items.
+    """
     where = inter.source.get("path", name)
+    if origin is None:
+        origin = {"defaults": None, "given": list(SPLIT_FIELDS), "implied": {}}
+    origin = {
+        "defaults": origin.get("defaults"),
+        "given": list(origin.get("given", ())),
+        "implied": dict(origin.get("implied", {})),
+    }
     inter = inter.deduplicated()
     u, i, r = inter.users, inter.items, inter.ratings
     n_raw = len(u) + int(inter.stats.get("duplicates_removed", 0))  # rows before dedup
+    if params.threshold is not None and r is None and "threshold" in origin["given"]:
+        raise DataError(
+            f"{where}: threshold={params.threshold:g} given ({_rule(params)}) but the data "
+            "has no ratings (implicit interactions); leave the threshold out"
+        )
     if params.threshold is not None and r is not None:
         sel = r >= params.threshold if params.inclusive else r > params.threshold
         u, i = u[sel], i[sel]
         if len(u) == 0:
             op = ">=" if params.inclusive else ">"
-            raise DataError(f"{where}: no interaction has rating {op} {params.threshold}")
+            raise DataError(
+                f"{where}: no interaction has rating {op} {params.threshold} "
+                f"(threshold={params.threshold:g} keeps nothing: the ratings lie in "
+                f"[{r.min():g}, {r.max():g}])"
+            )
     keep = _filter_counts(u, i, params.min_user, params.min_item)
+    if not keep.any():
+        raise DataError(f"{where}: {_why_no_user(u, i, params)}")
     u, i = u[keep], i[keep]
-    if len(u) == 0:
-        raise DataError(
-            f"{where}: every user falls below the thresholds (min_user={params.min_user}, "
-            f"min_item={params.min_item}, rating threshold={params.threshold})"
-        )
     uid, u_idx = np.unique(u, return_inverse=True)
     n_users = len(uid)
     rng = np.random.RandomState(params.seed)
@@ -214,9 +416,15 @@ def strong_generalization_split(
     if params.heldout_fallback and params.n_heldout is not None and params.n_heldout > n_frac:
         n_held, heldout_rule = n_frac, "heldout_frac (fallback: n_heldout > heldout_frac * users)"
     if n_users - 2 * n_held < 1 or n_held < 1:
+        asked = (
+            f"n_heldout={params.n_heldout}"
+            if heldout_rule == "n_heldout"
+            else f"heldout_frac={params.heldout_frac:g} of {n_users} users"
+        )
         raise DataError(
             f"{where}: {n_users} users after filtering cannot give {n_held} validation and "
-            f"{n_held} test users plus training users"
+            f"{n_held} test users plus training users ({asked}; {_rule(params)}, "
+            f"min_user={params.min_user}, min_item={params.min_item})"
         )
     role = np.empty(n_users, dtype=np.int8)  # 0 train, 1 val, 2 test
     role[perm[: n_users - 2 * n_held]] = 0
@@ -273,12 +481,13 @@ def strong_generalization_split(
         if full.shape[0] == 0:
             raise DataError(
                 f"{where}: no {split} user has >= {params.min_heldout_items} items after "
-                "restricting to training items"
+                f"restricting to training items (min_heldout_items={params.min_heldout_items})"
             )
     manifest = {
         "name": name,
         "source": inter.source,
-        "params": {k: getattr(params, k) for k in params.__dataclass_fields__},
+        "params": {k: getattr(params, k) for k in SPLIT_FIELDS},
+        "params_origin": origin,
         "counts": {
             "raw_interactions": int(n_raw),
             "duplicates_removed": int(inter.stats.get("duplicates_removed", 0)),

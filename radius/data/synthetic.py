@@ -17,14 +17,25 @@ the order of the raw user ids) is saved beside the prepared matrices.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass
+from typing import Any
 
 import numpy as np
 
 from radius.data.dataset import Dataset
-from radius.data.split import Interactions, SplitParams, strong_generalization_split
+from radius.data.split import (
+    SPLIT_FIELDS,
+    Interactions,
+    SplitParams,
+    resolve_split_params,
+    strong_generalization_split,
+)
 
-__all__ = ["SyntheticParams", "generate", "default_dataset"]
+__all__ = ["SyntheticParams", "SYNTHETIC_SPLIT", "generate", "default_dataset"]
+
+# The split of the embedded default: every interaction kept (no ratings), users >= 5.
+SYNTHETIC_SPLIT = SplitParams(threshold=None, min_user=5, min_item=0, seed=98765)
 
 
 @dataclass(frozen=True)
@@ -98,11 +109,25 @@ def generate(
 
 
 def default_dataset(
-    params: SyntheticParams = SyntheticParams(), split: SplitParams | None = None
+    params: SyntheticParams = SyntheticParams(),
+    split: SplitParams | None = None,
+    *,
+    overrides: Mapping[str, Any] | None = None,
 ) -> Dataset:
-    """The embedded default, prepared with the strong-generalisation split (no threshold)."""
+    """The embedded default, prepared with the strong-generalisation split (no threshold).
+
+    ``split`` replaces the default split parameters (``SYNTHETIC_SPLIT``) as a whole;
+    ``overrides`` changes some of them by field name (as ``radius data prepare``'s
+    options do). The data have no ratings, so a threshold among ``overrides`` is an
+    error.
+    """
     inter, truth = generate(params)
-    split = split or SplitParams(threshold=None, min_user=5, min_item=0, seed=98765)
-    ds = strong_generalization_split(inter, split, name="synthetic")
+    base = split if split is not None else SYNTHETIC_SPLIT
+    resolved, origin = resolve_split_params(
+        base, overrides, defaults=None if split is not None else "synthetic"
+    )
+    if split is not None:
+        origin["given"] = list(SPLIT_FIELDS)
+    ds = strong_generalization_split(inter, resolved, name="synthetic", origin=origin)
     ds.ground_truth = truth
     return ds

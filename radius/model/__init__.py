@@ -1,0 +1,21 @@
+"""Models: Multi-VAE, RecVAE, PIA anchors, the model protocol and the adapter ``wrap``.
+
+``wrap(encoder, decoder, ...)`` turns a plain PyTorch encoder and decoder into a model
+that follows ``VAEModel`` (``radius.model.protocol``), so every claim can check it.
+"""
+
+from __future__ import annotations
+
+from radius.model.protocol import VAEModel, check_model, encode_masked, input_convention
+from radius.model.wrap import ModelError, WrappedVAE, validate, wrap
+
+__all__ = [
+    "VAEModel",
+    "check_model",
+    "encode_masked",
+    "input_convention",
+    "wrap",
+    "validate",
+    "WrappedVAE",
+    "ModelError",
+]
