@@ -26,6 +26,12 @@ Everything is evaluated in float64.
 3. ``grad_eq_2_mu_minus_ebar_{model,generated}``: autograd of the closed form w.r.t. mu
    equals 2(mu - e_bar) (0 for an empty user) within relative error 1e-10 on every case.
 
+Kinds (``radius.verify.base``): all six checks are **identities** (a failure is a bug in
+radius; a pass is no evidence about the model), the generated cases are
+``evidence="probe"``. P3.1 is an exact algebraic identity, so no check can be decided by
+the data: the claim's verdict is INCONCLUSIVE with "implementation verified" (exit code
+3 when verified alone), which is the honest reading, and it has no power rows.
+
 Attribution (reported, no verdict): mean alignment, trace and spread terms over the
 model users, under masked and clean input, overall and per activity cohort, and which
 encoder-dependent half dominates.
@@ -35,6 +41,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
@@ -213,6 +220,7 @@ def check_closed_form(
         tolerance=f"max relative error <= {rtol:g} (float64) on every case",
         passed=passed,
         n=int(worst.size),
+        kind="identity",
     )
     return check, {k: {"max_rel_err": float(v.max(initial=0.0))} for k, v in per.items()}
 
@@ -277,6 +285,7 @@ def check_monte_carlo(
         ),
         passed=bool(n > 0 and n_out <= k_max),
         n=n,
+        kind="identity",
     )
     zs = np.abs(arr[:, 0] - arr[:, 2]) / np.maximum(arr[:, 1], 1e-300)
     return check, {
@@ -317,6 +326,7 @@ def check_gradient(
         tolerance=f"max relative error (row 2-norm) <= {rtol:g} (float64) on every case",
         passed=bool(err.size > 0 and measured <= rtol),
         n=int(err.size),
+        kind="identity",
     )
     return check, {"max_rel_err": measured}
 
@@ -421,7 +431,8 @@ def run(
             closed_form=cf_main,
             grad_formula=grad_formula,
         )
-        checks += [c1, c2, c3]
+        evidence = "probe" if tag == "generated" else "real"
+        checks += [replace(c, evidence=evidence) for c in (c1, c2, c3)]
         details[tag] = {"n_cases": cases.n, "closed_form": d1, "monte_carlo": d2, "gradient": d3}
     details["sizes"] = {"n_model_users": n_users, "n_mc": n_mc, "keep_rate": keep_rate}
     details["seconds"] = round(time.perf_counter() - t0, 2)
