@@ -44,7 +44,7 @@ float64, chunked (memory ``chunk_size x N``).
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import numpy as np
@@ -52,6 +52,8 @@ import scipy.sparse as sp
 import torch
 from scipy.spatial.distance import cdist
 from scipy.special import logsumexp
+
+from radius.model.protocol import encode_masked as protocol_encode_masked
 
 __all__ = [
     "AGGREGATES",
@@ -62,6 +64,7 @@ __all__ = [
     "moment_matched_gaussian",
     "kl_decomposition",
     "mean_pairwise_w2",
+    "per_input_mean_w2",
     "unit_activity",
     "active_units",
     "encode_masked",
@@ -230,6 +233,10 @@ class KLDecomposition:
     kl_aggregate, kl_aggregate_se : estimate of KL(q_h || p) and its standard error.
     max_pointwise_mi : largest sampled log q_j(z) - log q_h(z) (<= log N for the mixture).
     log_n : log N.
+    mi_per_input, kl_aggregate_per_input : (N,) each component's stratum mean of the I
+        and KL(q_h || p) integrands; their means are ``mutual_info`` and ``kl_aggregate``
+        (both terms are averages over the components, so they split per input, and per
+        user by averaging a user's masks: what the sweep's paired intervals resample).
     """
 
     n_inputs: int
@@ -244,6 +251,8 @@ class KLDecomposition:
     kl_aggregate_se: float
     max_pointwise_mi: float
     log_n: float
+    mi_per_input: np.ndarray | None = field(default=None, repr=False, compare=False)
+    kl_aggregate_per_input: np.ndarray | None = field(default=None, repr=False, compare=False)
 
     @property
     def gap(self) -> float:
@@ -256,7 +265,9 @@ class KLDecomposition:
         return math.hypot(self.mutual_info_se, self.kl_aggregate_se)
 
     def to_dict(self) -> dict[str, Any]:
-        return {**asdict(self), "gap": self.gap, "gap_se": self.gap_se}
+        """Scalars only (the per-input arrays are left out)."""
+        d = {k: v for k, v in asdict(self).items() if not k.endswith("_per_input")}
+        return {**d, "gap": self.gap, "gap_se": self.gap_se}
 
 
 def _stratified_mean(values: np.ndarray) -> tuple[float, float]:
@@ -335,7 +346,8 @@ def kl_decomposition(
     mi, mi_se = _stratified_mean(pointwise_mi.reshape(n, s))
     ekl_mc, ekl_mc_se = _stratified_mean((log_own - log_prior(z_a)).reshape(n, s))
     z_b = draws()  # (N S, d) independent draws for the KL(q_h || p) term
-    kla, kla_se = _stratified_mean((log_agg(z_b) - log_prior(z_b)).reshape(n, s))
+    kla_integrand = (log_agg(z_b) - log_prior(z_b)).reshape(n, s)
+    kla, kla_se = _stratified_mean(kla_integrand)
     return KLDecomposition(
         n_inputs=n,
         n_samples=s,
@@ -349,6 +361,8 @@ def kl_decomposition(
         kl_aggregate_se=kla_se,
         max_pointwise_mi=float(pointwise_mi.max()),
         log_n=math.log(n),
+        mi_per_input=pointwise_mi.reshape(n, s).mean(axis=1),
+        kl_aggregate_per_input=kla_integrand.mean(axis=1),
     )
 
 
@@ -401,6 +415,32 @@ def mean_pairwise_w2(
     return (total / count if count else float("nan")), count
 
 
+def per_input_mean_w2(
+    mu: Any, logvar: Any, *, groups: Any | None = None, chunk_size: int = 1024
+) -> np.ndarray:
+    r"""(N,) mean W2 from each posterior to the others (other groups only when ``groups``).
+
+    :math:`\bar W_i = \frac{1}{|\{j: g_j \ne g_i\}|}\sum_{j: g_j \ne g_i} W_2(q_i, q_j)`;
+    averaging :math:`\bar W_i` over inputs weights every pair twice, so its mean equals
+    :func:`mean_pairwise_w2` when every input has the same number of partners (equal
+    group sizes). NaN for an input without partners.
+    """
+    m, lv = _check_gaussians(mu, logvar)
+    n = m.shape[0]
+    g = np.arange(n) if groups is None else np.asarray(groups)
+    if g.shape != (n,):
+        raise ValueError(f"groups must have shape ({n},), got {g.shape}")
+    v = np.concatenate([m, np.exp(0.5 * lv)], axis=1)  # (N, 2d)
+    out = np.empty(n)
+    for s in range(0, n, chunk_size):
+        dist = cdist(v[s : s + chunk_size], v)  # (c, N)
+        keep = g[s : s + chunk_size][:, None] != g[None, :]
+        cnt = keep.sum(axis=1)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            out[s : s + chunk_size] = np.where(cnt > 0, (dist * keep).sum(axis=1) / cnt, np.nan)
+    return out
+
+
 def unit_activity(mu: Any) -> np.ndarray:
     r"""Per-dimension activity :math:`A_k = \operatorname{Var}_x\,\mathbb E_{q(z|x)}[z_k]`.
 
@@ -442,7 +482,10 @@ def encode_masked(
 
     Parameters
     ----------
-    model : a VAEModel (``encode(x) -> (mu, logvar)`` on raw rows).
+    model : a VAEModel; encoded through ``radius.model.protocol.encode_masked(model, x, b)``
+        so the model's own input convention decides what its encoder sees (the mask is
+        drawn on the support of x only: off the support x_i = 0 and b_i does not matter
+        to x * b, so b_i = 1 there).
     x : (U, I) CSR interactions.
     users : (n,) row indices of the users to encode.
     n_masks : masks per user (N = n * n_masks inputs, user-major).
@@ -463,8 +506,10 @@ def encode_masked(
     u = np.asarray(users, dtype=np.int64)
     rng = seed if isinstance(seed, np.random.Generator) else np.random.default_rng(seed)
     groups = np.repeat(u, n_masks)  # (N,)
-    rows = sp.csr_matrix(x, dtype=np.float32)[groups]  # (N, I)
-    rows.data = rows.data * (rng.random(rows.nnz) < keep_rate).astype(np.float32)
+    rows = sp.csr_matrix(x, dtype=np.float32)[groups]  # (N, I) clean rows
+    keep = (rng.random(rows.nnz) < keep_rate).astype(np.float32)  # mask on the support
+    drop = rows.copy()
+    drop.data = 1.0 - keep  # 1 where a stored entry is masked out
     param = next(iter(model.parameters()), None) if hasattr(model, "parameters") else None
     device = param.device if param is not None else torch.device("cpu")
     dtype = param.dtype if param is not None else torch.float32
@@ -472,7 +517,10 @@ def encode_masked(
     with torch.no_grad():
         for s in range(0, rows.shape[0], chunk_size):
             dense = torch.as_tensor(rows[s : s + chunk_size].toarray(), dtype=dtype, device=device)
-            mu_c, lv_c = model.encode(dense)  # (c, d) each
+            b = 1.0 - torch.as_tensor(
+                drop[s : s + chunk_size].toarray(), dtype=dtype, device=device
+            )  # (c, I) keep mask: b_i ~ Bernoulli(rho) on S_x, 1 off it (x_i = 0 there)
+            mu_c, lv_c = protocol_encode_masked(model, dense, b)  # (c, d) each
             mus.append(mu_c.double().cpu().numpy())
             lvs.append(lv_c.double().cpu().numpy())
     return np.concatenate(mus), np.concatenate(lvs), groups

@@ -24,6 +24,7 @@ from radius.decomposition import (
     mean_pairwise_w2,
     mixture_log_density,
     moment_matched_gaussian,
+    per_input_mean_w2,
     unit_activity,
 )
 from radius.model.multvae import MultVAE, kl_std_normal
@@ -254,7 +255,36 @@ def test_to_dict_carries_gap():
     assert dataclasses.replace(dec, e_kl=dec.e_kl + 1).gap == pytest.approx(dec.gap + 1)
 
 
+@given(gaussians(max_n=6, max_d=3), st.integers(0, 10))
+def test_per_input_shares_average_to_the_terms(g, seed):
+    """The per-input shares of I and KL(q_h||p) average exactly to the two estimates."""
+    dec = kl_decomposition(*g, n_samples=3, seed=seed)
+    assert dec.mi_per_input.shape == dec.kl_aggregate_per_input.shape == (dec.n_inputs,)
+    assert dec.mi_per_input.mean() == pytest.approx(dec.mutual_info, rel=1e-12, abs=1e-12)
+    assert dec.kl_aggregate_per_input.mean() == pytest.approx(
+        dec.kl_aggregate, rel=1e-12, abs=1e-12
+    )
+    assert "mi_per_input" not in dec.to_dict()
+
+
 # --------------------------------------------------------------------------- W2, active units
+@given(gaussians(max_n=7, max_d=3), st.data())
+def test_per_input_mean_w2_averages_its_partners(g, data):
+    """per_input_mean_w2 is each input's mean W2 to the inputs of other groups (brute force);
+    with equal group sizes its mean is mean_pairwise_w2."""
+    mu, logvar = g
+    n = len(mu)
+    groups = np.asarray(data.draw(st.lists(st.integers(0, 2), min_size=n, max_size=n)))
+    v = np.concatenate([mu, np.exp(0.5 * logvar)], axis=1)
+    got = per_input_mean_w2(mu, logvar, groups=groups, chunk_size=2)
+    for i in range(n):
+        other = groups != groups[i]
+        want = np.linalg.norm(v[other] - v[i], axis=1).mean() if other.any() else np.nan
+        assert got[i] == pytest.approx(want, rel=1e-9, abs=1e-12, nan_ok=True)
+    eq = per_input_mean_w2(mu, logvar)  # every input its own group: n - 1 partners each
+    assert eq.mean() == pytest.approx(mean_pairwise_w2(mu, logvar)[0], rel=1e-9)
+
+
 @given(gaussians(max_n=7, max_d=4), st.integers(1, 4), st.data())
 def test_mean_pairwise_w2_matches_pot(g, chunk, data):
     """Mean pairwise W2 equals the average of POT's Bures-Wasserstein distances over kept pairs."""
@@ -322,6 +352,31 @@ def test_encode_masked_masks_differ_and_are_seeded():
     b = encode_masked(model, x, [0, 1], n_masks=3, keep_rate=0.5, seed=3)
     np.testing.assert_array_equal(a[0], b[0])
     assert not np.allclose(a[0][0], a[0][1])
+
+
+def test_encode_masked_goes_through_the_model_protocol():
+    """A model with its own encode_masked(x, b) gets the clean rows and a 0/1 keep mask that
+    is 1 off the support (its input convention decides the encoder input)."""
+    x = sp.csr_matrix(np.array([[1, 0, 1, 1, 0], [0, 1, 1, 0, 0]], dtype=np.float32))
+    seen = []
+
+    class Spy(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.w = torch.nn.Parameter(torch.zeros(1))
+
+        def encode_masked(self, xc, b):
+            seen.append((xc.clone(), b.clone()))
+            return (xc * b)[:, :2], torch.zeros(xc.shape[0], 2)
+
+    mu, _, groups = encode_masked(Spy(), x, [0, 1], n_masks=50, keep_rate=0.5, seed=0)
+    xc, b = seen[0]
+    np.testing.assert_array_equal(xc.numpy(), x[groups].toarray())
+    assert set(np.unique(b.numpy())) <= {0.0, 1.0}
+    assert torch.all(b[xc == 0] == 1)  # off the support the mask is 1
+    kept = b[xc == 1].mean().item()
+    assert 0.35 < kept < 0.65  # about rho on the support
+    np.testing.assert_array_equal(mu, (xc * b)[:, :2].double().numpy())
 
 
 # --------------------------------------------------------------------------- validation
