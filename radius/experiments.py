@@ -7,15 +7,45 @@ for seeds :math:`0..S-1` and evaluates each model on the held-out test users
 setting and per interaction-count cohort: the mean and the sample standard deviation
 over seeds of nDCG@100, Recall@20 and Recall@50.
 
-Direction statements (the paper's, checked here rather than assumed):
+PIA's knobs are chosen on validation users, never on test users
+----------------------------------------------------------------
+:math:`\lambda_A` and the anchor initialisation (``TUNED_KNOBS``) are picked from a grid
+(``DEFAULT_LAMBDA_GRID`` x ``DEFAULT_INIT_GRID``) by the validation nDCG@100 of the PIA
+model, averaged over the grid seeds (seed 0 by default; ``grid_seeds`` more). Rule: the
+largest mean validation nDCG@100; ties (equal to 1e-9) go to the smaller
+:math:`\lambda_A`, then the smaller initial scale. Seed 0 alone keeps the grid at
+:math:`|\text{grid}|` trainings instead of :math:`|\text{grid}| \cdot S`, and the chosen
+seed-0 model is the ablation's own (content-keyed cache), so nothing trains twice; with
+more grid seeds the curve carries each point's seed spread. A knob given as is
+(``fixed``; ``--set lambda_a=...`` on the CLI) is not tuned, and a grid with one point
+is not evaluated at all; the JSON's ``tuning`` says which.
 
-* ordering ``clean < masking < pia`` on the mean nDCG@100, with each step's paired
-  difference :math:`\Delta_s = m_{\text{higher}, s} - m_{\text{lower}, s}` (same seed)
-  summarised by its mean, standard deviation, standard error
-  :math:`\mathrm{sd}/\sqrt S` and the number of seeds on which it is positive;
-* the PIA gain per cohort :math:`g_c = \overline{m_{\text{pia}, c} - m_{\text{masking}, c}}`
-  and whether it is largest at both cohort ends: the first and last non-empty cohorts
-  both have a larger mean gain than every cohort between them.
+Every verdict has an interval and three outcomes
+------------------------------------------------
+Let :math:`m_{s,u}` be the per-user nDCG@100 of setting :math:`s` on test user :math:`u`,
+averaged over seeds. A comparison "higher beats lower" is the paired user bootstrap
+(``radius.stats.paired_bootstrap``, percentile, ``BOOTSTRAP_LEVEL`` = 95%,
+``BOOTSTRAP_DRAWS`` = 2000 draws) of
+
+.. math:: \Delta = \frac{1}{n}\sum_u (m_{\text{higher},u} - m_{\text{lower},u}),
+
+decided by ``radius.stats.decide``: HOLDS when the interval lies above 0, CONTRADICTED
+when it lies below 0, INCONCLUSIVE when it contains 0 or rests on fewer than
+``MIN_USERS`` (20) test users. The seeds' spread of the per-seed :math:`\Delta`
+(``radius.stats.seed_spread``) is reported beside it. Verdicts:
+
+* ordering ``clean < masking < pia``: one comparison per step; the ordering's outcome
+  is ``radius.stats.combine`` of its steps;
+* the PIA gain per cohort :math:`g_c` (users of cohort :math:`c` only);
+* "largest at both ends": :math:`T = \min(g_{\text{first}}, g_{\text{last}}) -
+  \max_{\text{middle}} g_c` over the non-empty cohorts (at least three), bootstrapped
+  jointly over all test users (one resample feeds every cohort); HOLDS when its interval
+  lies above 0. INCONCLUSIVE when a cohort in it has fewer than ``MIN_USERS`` users;
+* attribution controls (``controls=True``, P3.1's two halves): trace-only
+  (``anchor_terms="trace"``: :math:`\lambda_A \operatorname{tr}\Sigma`), alignment-only
+  (``anchor_terms="mean"``: without the trace) at PIA's chosen knobs, and masking with
+  ``patience = epochs`` (no early stop: the full epoch budget; the trainer still keeps
+  the best-validation epoch), each compared with masking ("the control beats masking").
 
 Models go through ``radius.train.get_model`` (content-keyed cache), so a rerun only
 evaluates.
@@ -26,7 +56,7 @@ from __future__ import annotations
 import argparse
 import os
 import time
-from collections.abc import Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -35,12 +65,35 @@ import numpy as np
 from radius.config import SETTINGS, TrainConfig, setting_config
 from radius.data.dataset import COHORTS, Dataset, cohort_of
 from radius.errors import RadiusError
+from radius.stats import (
+    BOOTSTRAP_DRAWS,
+    BOOTSTRAP_LEVEL,
+    Interval,
+    Outcome,
+    bootstrap,
+    bootstrap_mean,
+    combine,
+    decide,
+    paired_bootstrap,
+    seed_spread,
+)
 
 __all__ = [
     "ABLATION_SETTINGS",
     "ABLATION_METRICS",
+    "CONTROLS",
+    "DEFAULT_INIT_GRID",
+    "DEFAULT_LAMBDA_GRID",
+    "MIN_USERS",
+    "QUICK_INIT_GRID",
+    "QUICK_LAMBDA_GRID",
     "PAPER_ABLATION",
+    "TUNED_KNOBS",
     "load_dataset",
+    "parse_init",
+    "tune_pia",
+    "compare",
+    "both_ends",
     "ablation",
     "format_ablation",
     "run_experiment",
@@ -48,6 +101,32 @@ __all__ = [
 
 ABLATION_SETTINGS: tuple[str, ...] = ("clean", "masking", "pia")
 ABLATION_METRICS: tuple[str, ...] = ("ndcg@100", "recall@20", "recall@50")
+METRIC = "ndcg@100"  # the metric every verdict and the grid are decided on
+
+# PIA's knobs tuned on validation users, and their grids.
+TUNED_KNOBS: tuple[str, ...] = ("lambda_a", "anchor_init", "anchor_init_scale")
+DEFAULT_LAMBDA_GRID: tuple[float, ...] = (0.01, 0.1, 1.0, 3.0, 10.0)
+DEFAULT_INIT_GRID: tuple[str, ...] = ("normal:0.01", "normal:0.1")
+# A coarser grid for quick runs (``radius figures --quick``): still chosen on validation.
+QUICK_LAMBDA_GRID: tuple[float, ...] = (0.1, 1.0)
+QUICK_INIT_GRID: tuple[str, ...] = ("normal:0.01",)
+TIE_TOL = 1e-9  # validation means closer than this are a tie (-> smaller lambda_A)
+
+# A comparison resting on fewer test users than this is INCONCLUSIVE (stated up front).
+MIN_USERS = 20
+
+# Attribution controls: name -> (base setting, overrides on top of PIA's chosen knobs
+# or, for the masking control, of masking). "patience" None means patience = epochs.
+CONTROLS: dict[str, tuple[str, dict[str, Any]]] = {
+    "trace_only": ("pia", {"anchor_terms": "trace"}),
+    "alignment_only": ("pia", {"anchor_terms": "mean"}),
+    "masking_full_budget": ("masking", {"patience": None}),
+}
+CONTROL_TEXT: dict[str, str] = {
+    "trace_only": "trace only (lambda_A tr Sigma)",
+    "alignment_only": "alignment only (no tr Sigma)",
+    "masking_full_budget": "masking, no early stop (patience = epochs)",
+}
 
 # The paper's ML-20M ablation (nDCG@100), for context only: the synthetic default is
 # not ML-20M, so only the directions are comparable, not the values.
@@ -74,123 +153,384 @@ def _stats(values: Sequence[float]) -> dict[str, Any]:
     return {"mean": mean, "std": std, "se": float(se), "n": n, "values": v.tolist()}
 
 
+def _nanmean(v: np.ndarray) -> float:
+    v = v[np.isfinite(v)]
+    return float(v.mean()) if v.size else float("nan")
+
+
+def parse_init(spec: str) -> dict[str, Any]:
+    """``"normal:0.01"`` -> N(0, 0.01^2) anchors; ``"zeros"`` -> zero anchors.
+
+    Returns the ``TrainConfig`` overrides (``anchor_init``, and ``anchor_init_scale`` for
+    ``normal``).
+    """
+    if not isinstance(spec, str):
+        raise TypeError(f"an anchor init must be a string like 'normal:0.01', got {spec!r}")
+    name, _, scale = spec.strip().partition(":")
+    if name == "zeros" and not scale:
+        return {"anchor_init": "zeros"}
+    if name == "normal":
+        try:
+            s = float(scale)
+        except ValueError:
+            s = float("nan")
+        if np.isfinite(s) and s > 0:
+            return {"anchor_init": "normal", "anchor_init_scale": s}
+    raise ValueError(f"anchor init must be 'normal:SCALE' (SCALE > 0) or 'zeros', got {spec!r}")
+
+
+def _init_text(knobs: Mapping[str, Any]) -> str:
+    if knobs.get("anchor_init") == "zeros":
+        return "zeros"
+    return f"N(0, {knobs.get('anchor_init_scale')}^2)"
+
+
 def _evaluate_run(
-    dataset: Dataset, config: TrainConfig, cache_dir: str | os.PathLike | None, progress: bool
+    dataset: Dataset,
+    config: TrainConfig,
+    cache_dir: str | os.PathLike | None,
+    progress: bool,
+    split: str = "test",
 ) -> dict[str, Any]:
+    """Train or load ``config`` (``get_model``) and evaluate it on ``split`` users."""
     from radius.metrics import evaluate
     from radius.train import get_model
 
     model = get_model(dataset, config, cache_dir=cache_dir, progress=progress)
     model = model.cpu().eval()
-    res = evaluate(model, dataset.test_tr, dataset.test_te)
+    fold_in, heldout = dataset.heldout(split)
+    res = evaluate(model, fold_in, heldout)
     return {
         "means": res.means,
         "cohorts": res.cohorts,
         "n_users": res.n_users,
-        "_per_user": res.per_user,  # (n_test,) arrays; dropped from the JSON
+        "_per_user": res.per_user,  # (n_users,) arrays; dropped from the JSON
     }
 
 
-def _user_paired(
-    lo: list[dict[str, Any]], hi: list[dict[str, Any]], metric: str, sel: np.ndarray | None = None
+# --------------------------------------------------------------------------- tuning
+def tune_pia(
+    dataset: Dataset,
+    base: TrainConfig,
+    *,
+    lambda_grid: Sequence[float] = DEFAULT_LAMBDA_GRID,
+    init_grid: Sequence[str] = DEFAULT_INIT_GRID,
+    fixed: Iterable[str] = (),
+    grid_seeds: int = 1,
+    cache_dir: str | os.PathLike | None = None,
+    progress: bool = False,
 ) -> dict[str, Any]:
-    """Per-user difference hi - lo averaged over seeds; its mean and standard error over users.
+    r"""Choose :math:`\lambda_A` and the anchor initialisation on validation users.
 
-    The standard error reflects the sampling of test users (the seeds' spread is
-    reported separately); NaN when fewer than 2 users have the metric defined.
+    Every grid point (lambda x init) trains the PIA setting for seeds
+    ``0..grid_seeds-1`` and is scored by its mean validation nDCG@100; the best mean
+    wins, ties (``TIE_TOL``) go to the smaller lambda, then the smaller initial scale.
+    Test users are never evaluated here. Knobs named in ``fixed`` keep ``base``'s value
+    (the grid over them is skipped); when one point is left nothing is evaluated.
+
+    Returns
+    -------
+    dict: ``chosen`` (the overrides for the PIA setting), ``rule``, ``knobs`` (per knob:
+    ``"grid"`` or ``"given"``), ``grid`` (per point: knobs, validation nDCG@100 seed
+    spread, ``chosen``), ``skipped`` (why no grid was evaluated, or None).
     """
-    if not lo or "_per_user" not in lo[0]:
-        return {"mean": float("nan"), "se": float("nan"), "n_users": 0}
-    d = np.mean([b["_per_user"][metric] - a["_per_user"][metric] for a, b in zip(lo, hi)], axis=0)
-    if sel is not None:
-        d = d[sel]
-    d = d[~np.isnan(d)]
-    n = int(d.size)
-    se = float(d.std(ddof=1) / np.sqrt(n)) if n > 1 else float("nan")
-    return {"mean": float(d.mean()) if n else float("nan"), "se": se, "n_users": n}
+    fixed = set(fixed)
+    unknown = sorted(fixed - set(TUNED_KNOBS))
+    if unknown:
+        raise ValueError(f"fixed knobs must be among {list(TUNED_KNOBS)}, got {unknown}")
+    if isinstance(grid_seeds, bool) or not isinstance(grid_seeds, (int, np.integer)):
+        raise TypeError(f"grid_seeds must be an int, got {type(grid_seeds).__name__}")
+    if grid_seeds < 1:
+        raise ValueError(f"grid_seeds must be >= 1, got {grid_seeds}")
+    if "lambda_a" in fixed:
+        if base.lambda_a <= 0:
+            raise RadiusError(
+                f"lambda_a given as is must be > 0 for the pia setting, got {base.lambda_a}"
+            )
+        lambdas = [float(base.lambda_a)]
+    else:
+        lambdas = sorted({float(v) for v in lambda_grid})
+        if not lambdas or any(not np.isfinite(v) or v <= 0 for v in lambdas):
+            raise ValueError(f"lambda grid must be non-empty values > 0, got {list(lambda_grid)}")
+    init_fixed = bool(fixed & {"anchor_init", "anchor_init_scale"})
+    if init_fixed:
+        inits = [{"anchor_init": base.anchor_init, "anchor_init_scale": base.anchor_init_scale}]
+    else:
+        if not init_grid:
+            raise ValueError("init grid must be non-empty")
+        inits = []
+        for spec in init_grid:
+            knobs = {"anchor_init_scale": base.anchor_init_scale, **parse_init(spec)}
+            if knobs not in inits:
+                inits.append(knobs)
 
+    def scale(k: Mapping[str, Any]) -> float:
+        return 0.0 if k["anchor_init"] == "zeros" else float(k["anchor_init_scale"])
 
-def _ordering(
-    runs: dict[str, list[dict[str, Any]]], metric: str, settings: Sequence[str]
-) -> dict[str, Any]:
-    """Is the mean of ``metric`` increasing along ``settings``? Paired per-seed steps."""
-    steps = []
-    for lo, hi in zip(settings[:-1], settings[1:]):
-        diffs = [b["means"][metric] - a["means"][metric] for a, b in zip(runs[lo], runs[hi])]
-        st = _stats(diffs)
-        users = _user_paired(runs[lo], runs[hi], metric)
-        steps.append(
-            {
-                "lower": lo,
-                "higher": hi,
-                "diff_mean": st["mean"],
-                "diff_std": st["std"],
-                "diff_se": st["se"],
-                "seeds_holding": int(np.sum(np.asarray(diffs) > 0)),
-                "n_seeds": len(diffs),
-                "holds": bool(st["mean"] > 0),
-                "beyond_2se": bool(st["n"] > 1 and abs(st["mean"]) > 2 * st["se"]),
-                "user_paired_mean": users["mean"],
-                "user_paired_se": users["se"],
-                "n_users": users["n_users"],
-            }
-        )
-    return {
-        "metric": metric,
-        "order": " < ".join(settings),
-        "holds": bool(steps) and all(s["holds"] for s in steps),
-        "all_seeds": bool(steps) and all(s["seeds_holding"] == s["n_seeds"] for s in steps),
-        "steps": steps,
+    inits.sort(key=scale)
+    points = [{"lambda_a": lam, **init} for lam in lambdas for init in inits]
+    seeds = list(range(int(grid_seeds)))
+    out: dict[str, Any] = {
+        "split": "validation",
+        "metric": METRIC,
+        "seeds": seeds,
+        "rule": (
+            f"largest mean validation {METRIC} over grid seeds {seeds}; ties "
+            f"(within {TIE_TOL:g}) -> smaller lambda_A, then smaller initial scale; "
+            "test users are never used"
+        ),
+        "knobs": {
+            "lambda_a": "given" if "lambda_a" in fixed else "grid",
+            "anchor_init": "given" if init_fixed else "grid",
+        },
+        "lambda_grid": lambdas,
+        "init_grid": [_init_text(k) for k in inits],
     }
-
-
-def _pia_gain(runs: dict[str, list[dict[str, Any]]], metric: str) -> dict[str, Any]:
-    """Per-cohort gain of PIA over masking (paired by seed) and the 'both ends' statement."""
-    per_cohort: dict[str, dict[str, Any]] = {}
-    counts = runs["masking"][0].get("_counts")
-    coh = None if counts is None else cohort_of(counts)  # (n_test,)
-    for k, (label, _, _) in enumerate(COHORTS):
-        users = runs["masking"][0]["cohorts"][label]["users"]
-        diffs = [
-            p["cohorts"][label][metric] - m["cohorts"][label][metric]
-            for m, p in zip(runs["masking"], runs["pia"])
-        ]
-        base = _stats([m["cohorts"][label][metric] for m in runs["masking"]])["mean"]
-        st = _stats(diffs)
-        rel = st["mean"] / base if users and base and np.isfinite(base) else float("nan")
-        paired = _user_paired(
-            runs["masking"], runs["pia"], metric, None if coh is None else coh == k
-        )
-        per_cohort[label] = {
-            "users": int(users),
-            "gain_mean": st["mean"],
-            "gain_std": st["std"],
-            "gain_se": st["se"],
-            "relative_gain": float(rel),
-            "seeds_positive": int(np.sum(np.asarray(diffs) > 0)),
-            "user_paired_se": paired["se"] if coh is not None else float("nan"),
-        }
-    present = [c for c, v in per_cohort.items() if v["users"] > 0 and np.isfinite(v["gain_mean"])]
-    out: dict[str, Any] = {"metric": metric, "per_cohort": per_cohort, "cohorts_used": present}
-    if len(present) < 3:
+    if len(points) == 1:
         out.update(
-            largest_at_both_ends=None,
-            reason=f"needs >= 3 non-empty cohorts to have two ends and a middle, got {present}",
+            chosen=points[0],
+            grid=[],
+            skipped="every tuned knob was given as is (--set); no grid was evaluated",
         )
         return out
-    gains = np.array([per_cohort[c]["gain_mean"] for c in present])
-    middle_max = float(gains[1:-1].max())
+    curve = []
+    for p in points:
+        vals = []
+        for seed in seeds:
+            config = setting_config("pia", base, seed=seed, **p)
+            run = _evaluate_run(dataset, config, cache_dir, progress, split="val")
+            vals.append(float(run["means"][METRIC]))
+        curve.append({**p, "init": _init_text(p), "val": seed_spread(vals)})
+    best = max(c["val"]["mean"] for c in curve if np.isfinite(c["val"]["mean"]))
+    pick = next(
+        i
+        for i, c in enumerate(curve)  # points are sorted by (lambda, scale): first tie wins
+        if np.isfinite(c["val"]["mean"]) and c["val"]["mean"] >= best - TIE_TOL
+    )
+    for i, c in enumerate(curve):
+        c["chosen"] = i == pick
+    out.update(chosen=points[pick], grid=curve, skipped=None)
+    return out
+
+
+# --------------------------------------------------------------------------- verdicts
+def _interval_dict(iv: Interval) -> dict[str, Any]:
+    return iv.to_dict()
+
+
+def compare(
+    lower: np.ndarray,
+    higher: np.ndarray,
+    *,
+    sel: np.ndarray | None = None,
+    min_users: int = MIN_USERS,
+    level: float = BOOTSTRAP_LEVEL,
+    n_boot: int = BOOTSTRAP_DRAWS,
+    seed: int = 0,
+) -> dict[str, Any]:
+    r"""Does ``higher`` beat ``lower``? Paired user bootstrap of the seed-averaged gain.
+
+    Parameters
+    ----------
+    lower, higher : (S, n) per-seed, per-user scores on the same users (NaN: undefined).
+    sel : (n,) boolean selection of users (a cohort), or None for all.
+    min_users : fewer users with a defined difference -> INCONCLUSIVE.
+
+    Returns
+    -------
+    dict: ``interval`` of :math:`\frac1n\sum_u \bar m_{\text{higher},u} -
+    \bar m_{\text{lower},u}` (bars: mean over seeds), ``outcome`` (PASS/FAIL/
+    INCONCLUSIVE), ``verdict`` (HOLDS/CONTRADICTED/INCONCLUSIVE), ``seeds`` (seed spread
+    of the per-seed mean difference), ``n_users``, ``min_users``.
+    """
+    lo = np.atleast_2d(np.asarray(lower, dtype=np.float64))
+    hi = np.atleast_2d(np.asarray(higher, dtype=np.float64))
+    if lo.shape != hi.shape:
+        raise ValueError(f"lower and higher differ in shape: {lo.shape} vs {hi.shape}")
+    if sel is not None:
+        lo, hi = lo[:, sel], hi[:, sel]
+    iv = paired_bootstrap(
+        lo.mean(axis=0), hi.mean(axis=0), level=level, n_boot=n_boot, seed=seed, unit="test users"
+    )
+    outcome = decide(iv, direction=+1, min_n=min_users)
+    per_seed = [_nanmean(h - lo_s) for lo_s, h in zip(lo, hi)]
+    return {
+        "interval": _interval_dict(iv),
+        "outcome": outcome.value,
+        "verdict": outcome.word("empirical"),
+        "seeds": seed_spread(per_seed),
+        "n_users": int(iv.n),
+        "min_users": int(min_users),
+    }
+
+
+def both_ends(
+    lower: np.ndarray,
+    higher: np.ndarray,
+    cohort: np.ndarray,
+    *,
+    min_users: int = MIN_USERS,
+    level: float = BOOTSTRAP_LEVEL,
+    n_boot: int = BOOTSTRAP_DRAWS,
+    seed: int = 0,
+) -> dict[str, Any]:
+    r"""Is the gain (higher - lower) largest at both cohort ends?
+
+    :math:`T = \min(g_{\text{first}}, g_{\text{last}}) - \max_{\text{middle}} g_c`, with
+    :math:`g_c` the mean seed-averaged gain of cohort :math:`c`'s users, over the
+    non-empty cohorts (first and last are the ends, those between the middle).
+    Percentile bootstrap of :math:`T` over all test users jointly (one resample feeds
+    every cohort). HOLDS when the interval lies above 0, CONTRADICTED below 0;
+    INCONCLUSIVE when it contains 0, with fewer than three non-empty cohorts, or when a
+    cohort in it has fewer than ``min_users`` users.
+    """
+    lo = np.atleast_2d(np.asarray(lower, dtype=np.float64))
+    hi = np.atleast_2d(np.asarray(higher, dtype=np.float64))
+    coh = np.asarray(cohort).ravel()
+    if lo.shape != hi.shape or lo.shape[1] != coh.size:
+        raise ValueError(
+            f"shapes disagree: lower {lo.shape}, higher {hi.shape}, cohort {coh.shape}"
+        )
+    d = (hi - lo).mean(axis=0)
+    ok = np.isfinite(d)
+    d, coh, per_seed_d = d[ok], coh[ok], (hi - lo)[:, ok]
+    labels = [c[0] for c in COHORTS]
+    users = {labels[k]: int(np.sum(coh == k)) for k in range(len(COHORTS))}
+    present = [k for k in range(len(COHORTS)) if users[labels[k]] > 0]
+    out: dict[str, Any] = {
+        "statistic": "min(end gains) - max(middle gains)",
+        "cohorts_used": [labels[k] for k in present],
+        "users": users,
+        "min_users": int(min_users),
+    }
+    if len(present) < 3:
+        iv = Interval(float("nan"), float("nan"), float("nan"), level, "not formed", 0)
+        out.update(
+            interval=_interval_dict(iv),
+            outcome=Outcome.INCONCLUSIVE.value,
+            verdict=Outcome.INCONCLUSIVE.word("empirical"),
+            seeds=seed_spread([]),
+            reason=f"needs >= 3 non-empty cohorts to have two ends and a middle, got "
+            f"{[labels[k] for k in present]}",
+        )
+        return out
+
+    def stat_of(values: np.ndarray, cohorts: np.ndarray) -> float:
+        g = []
+        for k in present:
+            v = values[cohorts == k]
+            if not v.size:
+                return float("nan")
+            g.append(v.mean())
+        return float(min(g[0], g[-1]) - max(g[1:-1]))
+
+    iv = bootstrap(
+        lambda idx: stat_of(d[idx], coh[idx]),
+        int(d.size),
+        level=level,
+        n_boot=n_boot,
+        seed=seed,
+        unit="test users (jointly over cohorts)",
+    )
+    small = [labels[k] for k in present if users[labels[k]] < min_users]
+    outcome = Outcome.INCONCLUSIVE if small else decide(iv, direction=+1, min_n=2)
+    reason = (
+        f"cohort(s) {small} have fewer than {min_users} users"
+        if small
+        else f"ends {labels[present[0]]} and {labels[present[-1]]} against the middle "
+        f"{[labels[k] for k in present[1:-1]]}; holds when the interval lies above 0"
+    )
+    g = [float(d[coh == k].mean()) for k in present]
     out.update(
-        ends=[present[0], present[-1]],
-        end_gains=[float(gains[0]), float(gains[-1])],
-        middle_max_gain=middle_max,
-        largest_at_both_ends=bool(gains[0] > middle_max and gains[-1] > middle_max),
-        argmax=present[int(np.argmax(gains))],
-        reason="the first and last non-empty cohorts must both beat every middle cohort",
+        interval=_interval_dict(iv),
+        outcome=outcome.value,
+        verdict=outcome.word("empirical"),
+        seeds=seed_spread([stat_of(row, coh) for row in per_seed_d]),
+        ends=[labels[present[0]], labels[present[-1]]],
+        end_gains=[g[0], g[-1]],
+        middle_max_gain=max(g[1:-1]),
+        argmax=labels[present[int(np.argmax(g))]],
+        reason=reason,
     )
     return out
 
 
+def _per_user(runs: list[dict[str, Any]], metric: str) -> np.ndarray:
+    """(S, n) per-seed per-user values of ``metric``."""
+    return np.stack([np.asarray(r["_per_user"][metric], dtype=np.float64) for r in runs])
+
+
+def _ordering(
+    runs: dict[str, list[dict[str, Any]]],
+    metric: str,
+    settings: Sequence[str],
+    **kw: Any,
+) -> dict[str, Any]:
+    """Each step of ``settings`` (claimed increasing) as a paired comparison; combined."""
+    steps = []
+    for lo, hi in zip(settings[:-1], settings[1:]):
+        c = compare(_per_user(runs[lo], metric), _per_user(runs[hi], metric), **kw)
+        steps.append({"lower": lo, "higher": hi, **c})
+    outcome = combine(s["outcome"] for s in steps)
+    return {
+        "metric": metric,
+        "order": " < ".join(settings),
+        "outcome": outcome.value,
+        "verdict": outcome.word("empirical"),
+        "steps": steps,
+    }
+
+
+def _pia_gain(
+    runs: dict[str, list[dict[str, Any]]], metric: str, cohort: np.ndarray, **kw: Any
+) -> dict[str, Any]:
+    """Per-cohort gain of PIA over masking (paired users) and the 'both ends' statement."""
+    lo, hi = _per_user(runs["masking"], metric), _per_user(runs["pia"], metric)
+    per_cohort: dict[str, dict[str, Any]] = {}
+    for k, (label, _, _) in enumerate(COHORTS):
+        sel = cohort == k
+        c = compare(lo, hi, sel=sel, **kw)
+        base = _nanmean(lo[:, sel].mean(axis=0)) if sel.any() else float("nan")
+        est = c["interval"]["estimate"]
+        rel = est / base if np.isfinite(base) and base and np.isfinite(est) else float("nan")
+        per_cohort[label] = {"users": int(sel.sum()), "relative_gain": float(rel), **c}
+    return {
+        "metric": metric,
+        "per_cohort": per_cohort,
+        "both_ends": both_ends(lo, hi, cohort, **kw),
+    }
+
+
+def _cohort_table(
+    runs: dict[str, list[dict[str, Any]]],
+    cohort: np.ndarray,
+    *,
+    level: float,
+    n_boot: int,
+    seed: int,
+) -> dict[str, Any]:
+    """setting -> cohort -> users and metric -> mean/std over seeds (+ user interval)."""
+    cohorts: dict[str, dict[str, Any]] = {}
+    for s, rs in runs.items():
+        cohorts[s] = {}
+        for k, (label, _, _) in enumerate(COHORTS):
+            entry: dict[str, Any] = {"users": int(rs[0]["cohorts"][label]["users"])}
+            for m in ABLATION_METRICS:
+                st = _stats([r["cohorts"][label][m] for r in rs])
+                entry[m] = {"mean": st["mean"], "std": st["std"], "n": st["n"]}
+            iv = bootstrap_mean(
+                _per_user(rs, METRIC)[:, cohort == k].mean(axis=0),
+                level=level,
+                n_boot=n_boot,
+                seed=seed,
+                unit="test users",
+            )
+            entry[METRIC]["interval"] = iv.to_dict()
+            cohorts[s][label] = entry
+    return cohorts
+
+
+# --------------------------------------------------------------------------- ablation
 def ablation(
     dataset: Dataset,
     *,
@@ -200,24 +540,37 @@ def ablation(
     cache_dir: str | os.PathLike | None = None,
     progress: bool = False,
     settings: Sequence[str] = ABLATION_SETTINGS,
+    lambda_grid: Sequence[float] = DEFAULT_LAMBDA_GRID,
+    init_grid: Sequence[str] = DEFAULT_INIT_GRID,
+    fixed: Iterable[str] = (),
+    grid_seeds: int = 1,
+    controls: bool = False,
+    min_users: int = MIN_USERS,
+    level: float = BOOTSTRAP_LEVEL,
+    n_boot: int = BOOTSTRAP_DRAWS,
+    bootstrap_seed: int = 0,
 ) -> dict[str, Any]:
-    """Train (or load) and evaluate every (setting, seed); summarise over seeds.
+    """Tune PIA on validation, train (or load) and evaluate every (setting, seed) on test.
 
     Parameters
     ----------
-    dataset : the prepared dataset (test users are evaluated).
+    dataset : the prepared dataset (validation users tune, test users are evaluated).
     seeds : number of seeds, 0..seeds-1 (``TrainConfig.seed``).
     model : ``"multvae"`` or ``"recvae"``.
     base_config : config the settings start from (default ``TrainConfig()``).
     cache_dir : model cache (``get_model``); None uses ``default_cache_dir()``.
     settings : settings to compare, in the order the paper claims is increasing.
+    lambda_grid, init_grid, fixed, grid_seeds : PIA's tuning (:func:`tune_pia`).
+    controls : add the attribution controls (``CONTROLS``), each against masking.
+    min_users : fewer test users in a comparison -> INCONCLUSIVE.
+    level, n_boot, bootstrap_seed : the bootstrap of every interval.
 
     Returns
     -------
     JSON-able dict: ``runs`` (per setting, per seed: means and cohort values),
-    ``summary`` (setting -> metric -> mean/std/se/values), ``cohorts`` (setting ->
-    cohort -> users and metric -> mean/std), ``ordering`` and ``pia_gain`` (the
-    direction statements, see the module docstring), ``paper`` (reference values).
+    ``summary`` (setting -> metric -> mean/std/se/values), ``cohorts``, ``tuning``,
+    ``statistics`` (level, draws, minimum users, rule), ``ordering``, ``pia_gain``
+    (per cohort and ``both_ends``), ``controls`` (when asked), ``paper``.
     """
     if isinstance(seeds, bool) or not isinstance(seeds, (int, np.integer)):
         raise TypeError(f"seeds must be an int, got {type(seeds).__name__}")
@@ -228,52 +581,114 @@ def ablation(
     unknown = [s for s in settings if s not in SETTINGS]
     if unknown or len(settings) < 2:
         raise ValueError(f"settings must be >= 2 names from {sorted(SETTINGS)}, got {settings}")
+    if controls and not {"masking", "pia"} <= set(settings):
+        raise ValueError("controls need the 'masking' and 'pia' settings")
+    if min_users < 2:
+        raise ValueError(f"min_users must be >= 2, got {min_users}")
     base = (base_config or TrainConfig()).replace(model=model)
     t0 = time.perf_counter()
-    runs: dict[str, list[dict[str, Any]]] = {s: [] for s in settings}
-    for setting in settings:
-        for seed in range(int(seeds)):
-            config = setting_config(setting, base, seed=seed)
-            rec = _evaluate_run(dataset, config, cache_dir, progress)
-            rec.update(setting=setting, seed=seed, _counts=dataset.counts("test"))
-            runs[setting].append(rec)
-    summary = {
-        s: {m: _stats([r["means"][m] for r in runs[s]]) for m in ABLATION_METRICS} for s in settings
+    tuning = None
+    pia_knobs: dict[str, Any] = {}
+    if "pia" in settings:
+        tuning = tune_pia(
+            dataset,
+            base,
+            lambda_grid=lambda_grid,
+            init_grid=init_grid,
+            fixed=fixed,
+            grid_seeds=grid_seeds,
+            cache_dir=cache_dir,
+            progress=progress,
+        )
+        pia_knobs = dict(tuning["chosen"])
+    configs: dict[str, Any] = {
+        s: (
+            lambda seed, s=s: setting_config(
+                s, base, seed=seed, **(pia_knobs if s == "pia" else {})
+            )
+        )
+        for s in settings
     }
-    cohorts: dict[str, dict[str, Any]] = {}
-    for s in settings:
-        cohorts[s] = {}
-        for label, _, _ in COHORTS:
-            entry: dict[str, Any] = {"users": int(runs[s][0]["cohorts"][label]["users"])}
-            for m in ABLATION_METRICS:
-                st = _stats([r["cohorts"][label][m] for r in runs[s]])
-                entry[m] = {"mean": st["mean"], "std": st["std"], "n": st["n"]}
-            cohorts[s][label] = entry
+    control_over: dict[str, dict[str, Any]] = {}
+    if controls:
+        for name, (start, over) in CONTROLS.items():
+            over = {
+                k: (base.epochs if k == "patience" and v is None else v) for k, v in over.items()
+            }
+            if start == "pia":
+                over = {**pia_knobs, **over}
+            control_over[name] = {"setting": start, **over}
+            configs[name] = lambda seed, start=start, over=over: setting_config(
+                start, base, seed=seed, **over
+            )
+    runs: dict[str, list[dict[str, Any]]] = {s: [] for s in configs}
+    for name, make in configs.items():
+        for seed in range(int(seeds)):
+            rec = _evaluate_run(dataset, make(seed), cache_dir, progress, split="test")
+            rec.update(setting=name, seed=seed)
+            runs[name].append(rec)
+    cohort = cohort_of(dataset.counts("test"))
+    kw = {"min_users": min_users, "level": level, "n_boot": n_boot, "seed": bootstrap_seed}
+    main_runs = {s: runs[s] for s in settings}
+    summary = {
+        s: {m: _stats([r["means"][m] for r in runs[s]]) for m in ABLATION_METRICS} for s in runs
+    }
     out: dict[str, Any] = {
         "experiment": "ablation",
         "data": dataset.summary(),
         "model": model,
         "seeds": list(range(int(seeds))),
         "settings": list(settings),
-        "setting_overrides": {s: SETTINGS[s] for s in settings},
+        "setting_overrides": {
+            s: {**SETTINGS[s], **(pia_knobs if s == "pia" else {})} for s in settings
+        },
         "base_config": base.key_dict(),
         "metrics": list(ABLATION_METRICS),
         "test_users": runs[settings[0]][0]["n_users"],
+        "tuning": tuning,
+        "statistics": {
+            "metric": METRIC,
+            "level": level,
+            "draws": n_boot,
+            "bootstrap_seed": bootstrap_seed,
+            "min_users": min_users,
+            "method": "paired percentile bootstrap over test users of the seed-averaged "
+            "per-user difference; seed spread of the per-seed difference beside it",
+            "rule": "HOLDS when the interval lies above 0 (the claimed direction), "
+            "CONTRADICTED when it lies below 0, INCONCLUSIVE when it contains 0 or rests "
+            f"on fewer than {min_users} test users",
+        },
         "runs": {
             s: [{k: v for k, v in r.items() if not k.startswith("_")} for r in rs]
             for s, rs in runs.items()
         },
         "summary": summary,
-        "cohorts": cohorts,
-        "ordering": _ordering(runs, "ndcg@100", settings),
+        "cohorts": _cohort_table(
+            main_runs, cohort, level=level, n_boot=n_boot, seed=bootstrap_seed
+        ),
+        "ordering": _ordering(main_runs, METRIC, settings, **kw),
         "paper": PAPER_ABLATION,
     }
     if "masking" in runs and "pia" in runs:
-        out["pia_gain"] = _pia_gain(runs, "ndcg@100")
+        out["pia_gain"] = _pia_gain(runs, METRIC, cohort, **kw)
+    if controls:
+        lo = _per_user(runs["masking"], METRIC)
+        rows = {}
+        for name in CONTROLS:
+            c = compare(lo, _per_user(runs[name], METRIC), **kw)
+            rows[name] = {"label": CONTROL_TEXT[name], "config": control_over[name], **c}
+        pia = compare(lo, _per_user(runs["pia"], METRIC), **kw)
+        out["controls"] = {
+            "against": "masking",
+            "claim": "the control beats masking (gain above 0)",
+            "pia": {"label": "masking + PIA (both terms)", **pia},
+            "rows": rows,
+        }
     out["seconds"] = time.perf_counter() - t0
     return out
 
 
+# --------------------------------------------------------------------------- text
 def _pm(mean: float, std: float) -> str:
     if not np.isfinite(mean):
         return "n/a"
@@ -288,10 +703,33 @@ def _table(rows: list[list[str]], header: list[str]) -> str:
     return "\n".join(lines)
 
 
+def interval_text(iv: Mapping[str, Any]) -> str:
+    """``+0.0127 [+0.0090, +0.0170]`` from an interval dict (``[no interval]`` if NaN)."""
+    est, lo, hi = (iv.get(k, float("nan")) for k in ("estimate", "low", "high"))
+    if not isinstance(est, (int, float)) or not np.isfinite(est):
+        return "n/a"
+    if not all(isinstance(v, (int, float)) and np.isfinite(v) for v in (lo, hi)):
+        return f"{est:+.4f} [no interval]"
+    return f"{est:+.4f} [{lo:+.4f}, {hi:+.4f}]"
+
+
+def verdict_text(c: Mapping[str, Any]) -> str:
+    """``+0.0127 [+0.0090, +0.0170] HOLDS (seeds: +0.0120 ± 0.0010, 3/3 positive)``."""
+    s = c.get("seeds") or {}
+    vals = [v for v in s.get("values", []) if np.isfinite(v)]
+    seeds = ""
+    if vals:
+        pos = sum(v > 0 for v in vals)
+        seeds = f" (seeds: {_pm(s.get('mean', float('nan')), s.get('std', float('nan')))}, "
+        seeds += f"{pos}/{len(vals)} positive)"
+    return f"{interval_text(c.get('interval', {}))} {c.get('verdict', '?')}{seeds}"
+
+
 def format_ablation(result: dict[str, Any]) -> str:
-    """Readable tables of an ``ablation`` result: settings x metrics, cohorts, directions."""
+    """Readable tables of an ``ablation`` result: settings, cohorts, verdicts, grid."""
     settings = result["settings"]
     n = len(result["seeds"])
+    st = result["statistics"]
     parts = [
         f"ablation of {result['model']} on {result['data']['name']} "
         f"[{result['data']['hash']}], {n} seed(s), {result['test_users']} test users "
@@ -306,12 +744,39 @@ def format_ablation(result: dict[str, Any]) -> str:
                         for m in result["metrics"]
                     ),
                 ]
-                for s in settings
+                for s in result["summary"]
             ],
             ["setting", *result["metrics"]],
         ),
+    ]
+    tuning = result.get("tuning")
+    if tuning:
+        ch = tuning["chosen"]
+        parts += [
+            "",
+            f"PIA knobs: lambda_A = {ch['lambda_a']:g}, anchors {_init_text(ch)} "
+            f"(lambda_A {tuning['knobs']['lambda_a']}, init {tuning['knobs']['anchor_init']})",
+        ]
+        if tuning.get("skipped"):
+            parts.append(f"  grid skipped: {tuning['skipped']}")
+        else:
+            parts.append(f"  rule: {tuning['rule']}")
+            rows = [
+                [
+                    f"{g['lambda_a']:g}",
+                    g["init"],
+                    _pm(g["val"]["mean"], g["val"]["std"]),
+                    "<- chosen" if g["chosen"] else "",
+                ]
+                for g in tuning["grid"]
+            ]
+            parts.append(_table(rows, ["lambda_A", "anchor init", f"val {METRIC}", ""]))
+    parts += [
         "",
-        "nDCG@100 per interaction-count cohort:",
+        f"verdicts on {st['metric']}: paired user bootstrap, {st['level']:.0%} interval, "
+        f"{st['draws']} draws; INCONCLUSIVE below {st['min_users']} users",
+        "",
+        f"{METRIC} per interaction-count cohort:",
     ]
     gain = result.get("pia_gain")
     rows = []
@@ -319,35 +784,38 @@ def format_ablation(result: dict[str, Any]) -> str:
         row = [label, str(result["cohorts"][settings[0]][label]["users"])]
         row += [
             _pm(
-                result["cohorts"][s][label]["ndcg@100"]["mean"],
-                result["cohorts"][s][label]["ndcg@100"]["std"],
+                result["cohorts"][s][label][METRIC]["mean"],
+                result["cohorts"][s][label][METRIC]["std"],
             )
             for s in settings
         ]
         if gain is not None:
             g = gain["per_cohort"][label]
-            row.append(_pm(g["gain_mean"], g["gain_std"]))
+            row += [interval_text(g["interval"]), g["verdict"]]
         rows.append(row)
-    header = ["cohort", "users", *settings] + (["pia - masking"] if gain is not None else [])
+    header = [
+        "cohort",
+        "users",
+        *settings,
+        *(["pia - masking [95% CI]", "outcome"] if gain is not None else []),
+    ]
     parts.append(_table(rows, header))
     o = result["ordering"]
-    parts += [
-        "",
-        f"ordering {o['order']} on {o['metric']}: {'HOLDS' if o['holds'] else 'DOES NOT HOLD'}",
-    ]
+    parts += ["", f"ordering {o['order']} on {o['metric']}: {o['verdict']}"]
     for s in o["steps"]:
-        parts.append(
-            f"  {s['higher']} - {s['lower']}: {_pm(s['diff_mean'], s['diff_std'])} "
-            f"(positive on {s['seeds_holding']}/{s['n_seeds']} seeds"
-            f"{', beyond 2 s.e.' if s['beyond_2se'] else ', within 2 s.e.'}); "
-            f"per test user, seed-averaged: {s['user_paired_mean']:+.4f} "
-            f"± {s['user_paired_se']:.4f} s.e. over {s['n_users']} users"
-        )
+        parts.append(f"  {s['higher']} - {s['lower']}: {verdict_text(s)}")
     if gain is not None:
-        verdict = gain["largest_at_both_ends"]
-        text = {True: "YES", False: "NO", None: "UNDEFINED"}[verdict]
-        parts.append(f"PIA gain largest at both cohort ends: {text} ({gain['reason']})")
-    ref = result["paper"]["ndcg@100"]
+        b = gain["both_ends"]
+        parts.append(
+            f"PIA gain largest at both cohort ends ({b['statistic']}): "
+            f"{interval_text(b['interval'])} {b['verdict']} ({b['reason']})"
+        )
+    ctl = result.get("controls")
+    if ctl:
+        parts += ["", f"attribution controls against {ctl['against']} (claim: {ctl['claim']}):"]
+        for row in [ctl["pia"], *ctl["rows"].values()]:
+            parts.append(f"  {row['label']}: {verdict_text(row)}")
+    ref = result["paper"][METRIC]
     parts.append(
         "paper (ML-20M, nDCG@100, for direction only): "
         + " < ".join(f"{s} {ref[s]:.3f}" for s in ("clean", "masking", "pia"))
@@ -355,19 +823,66 @@ def format_ablation(result: dict[str, Any]) -> str:
     return "\n".join(parts)
 
 
+def _floats(text: str | None, flag: str) -> list[float] | None:
+    if text is None:
+        return None
+    try:
+        vals = [float(v) for v in str(text).split(",") if v.strip()]
+    except ValueError:
+        raise RadiusError(f"{flag} expects comma-separated numbers, got {text!r}") from None
+    if not vals or any(not np.isfinite(v) or v <= 0 for v in vals):
+        raise RadiusError(f"{flag} expects values > 0, got {text!r}")
+    return vals
+
+
+def _inits(text: str | None) -> list[str] | None:
+    if text is None:
+        return None
+    specs = [v.strip() for v in str(text).split(",") if v.strip()]
+    for s in specs:
+        try:
+            parse_init(s)
+        except ValueError as e:
+            raise RadiusError(f"--init-grid: {e}") from None
+    if not specs:
+        raise RadiusError(f"--init-grid expects e.g. normal:0.01,normal:0.1, got {text!r}")
+    return specs
+
+
+def _int_option(args: argparse.Namespace, name: str, default: int) -> int:
+    value = getattr(args, name, None)
+    return default if value is None else int(value)
+
+
 def run_experiment(args: argparse.Namespace) -> int:
-    """``radius experiment ablation``: print the tables, write the JSON, return 0."""
+    """``radius experiment ablation``: print the tables, write the JSON, return 0.
+
+    The exit code is 0 whatever the verdicts: an experiment measures, it does not
+    verify, and its outcomes are in the table and the JSON (``radius verify`` exits 1/3
+    on a failed or inconclusive claim). Bad input exits 2.
+    """
     from radius.io import atomic_write_json
     from radius.train import default_cache_dir
 
     name = getattr(args, "name", "ablation") or "ablation"
     if name != "ablation":
         raise RadiusError(f"unknown experiment {name!r} (choose from ['ablation'])")
-    ds = load_dataset(getattr(args, "data", "default") or "default")
     model = getattr(args, "model", None) or "multvae"
     seeds = int(getattr(args, "seeds", 3))
     if seeds < 1:
         raise RadiusError(f"--seeds must be >= 1, got {seeds}")
+    grid_seeds = _int_option(args, "grid_seeds", 1)
+    if grid_seeds < 1:
+        raise RadiusError(f"--grid-seeds must be >= 1, got {grid_seeds}")
+    min_users = _int_option(args, "min_users", MIN_USERS)
+    if min_users < 2:
+        raise RadiusError(f"--min-users must be >= 2, got {min_users}")
+    # knobs given with --set are used as is: no grid over them
+    given = {str(p).split("=", 1)[0].strip() for p in (getattr(args, "set", None) or [])}
+    fixed = sorted(given & set(TUNED_KNOBS))
+    lambdas = _floats(getattr(args, "lambda_grid", None), "--lambda-grid")
+    inits = _inits(getattr(args, "init_grid", None))
+    ds = load_dataset(getattr(args, "data", "default") or "default")  # after the options
     # programmatic callers (tests) may pass base_config / cache_dir on the namespace
     cache = getattr(args, "cache_dir", None) or default_cache_dir()
     result = ablation(
@@ -377,6 +892,12 @@ def run_experiment(args: argparse.Namespace) -> int:
         base_config=getattr(args, "base_config", None),
         cache_dir=cache,
         progress=bool(getattr(args, "progress", True)),
+        lambda_grid=lambdas or DEFAULT_LAMBDA_GRID,
+        init_grid=inits or DEFAULT_INIT_GRID,
+        fixed=fixed,
+        grid_seeds=grid_seeds,
+        controls=bool(getattr(args, "controls", False)),
+        min_users=min_users,
     )
     if getattr(args, "command_line", None):
         result["command"] = args.command_line

@@ -559,8 +559,78 @@ def _flatten(obj: Any, prefix: str = "", depth: int = 3) -> list[tuple[str, Any]
     return []
 
 
+def _is_num(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+
+def _level(v: Any) -> str:
+    return f"{v:.0%}" if _is_num(v) else "?"
+
+
+def _ci(iv: Any) -> str:
+    """``+0.0127 [+0.0090, +0.0170]`` from an interval dict of ``radius.stats.Interval``."""
+    if not isinstance(iv, Mapping) or not _is_num(iv.get("estimate")):
+        return "n/a"
+    if not (_is_num(iv.get("low")) and _is_num(iv.get("high"))):
+        return f"{iv['estimate']:+.4f} [no interval]"
+    return f"{iv['estimate']:+.4f} [{iv['low']:+.4f}, {iv['high']:+.4f}]"
+
+
+def _seed_text(spread: Any) -> str:
+    """``seeds +0.0120 ± 0.0010, 3/3 positive`` from a ``seed_spread`` dict."""
+    if not isinstance(spread, Mapping):
+        return ""
+    vals = [v for v in spread.get("values") or [] if _is_num(v)]
+    if not vals:
+        return ""
+    pos = sum(v > 0 for v in vals)
+    return f"seeds {_pm(spread)}, {pos}/{len(vals)} positive"
+
+
+def _verdict_line(c: Mapping[str, Any]) -> str:
+    seeds = _seed_text(c.get("seeds"))
+    return f"{_ci(c.get('interval'))} **{c.get('verdict', '?')}**" + (
+        f" ({seeds})" if seeds else ""
+    )
+
+
+def _ablation_tuning(tuning: Mapping[str, Any]) -> list[str]:
+    """The PIA knobs chosen on validation and the grid curve."""
+    ch = tuning["chosen"]
+    init = "zeros" if ch.get("anchor_init") == "zeros" else f"N(0, {ch.get('anchor_init_scale')}²)"
+    knobs = tuning.get("knobs", {})
+    lines = [
+        "",
+        f"PIA knobs: λ_A = {ch['lambda_a']:g} ({knobs.get('lambda_a', '?')}), anchors {init} "
+        f"({knobs.get('anchor_init', '?')}).",
+    ]
+    if tuning.get("skipped"):
+        return lines + [f"Grid skipped: {tuning['skipped']}."]
+    rows = [
+        [
+            f"{g['lambda_a']:g}",
+            g.get("init", "?"),
+            _pm(g.get("val")),
+            (g.get("val") or {}).get("n", "?"),
+            "**chosen**" if g.get("chosen") else "",
+        ]
+        for g in tuning.get("grid") or []
+    ]
+    return lines + [
+        f"Chosen on validation users: {tuning.get('rule', '?')}.",
+        "",
+        _md_table(
+            ["λ_A", "anchor init", f"validation {tuning.get('metric', '?')}", "seeds", ""], rows
+        ),
+    ]
+
+
 def _ablation_known(data: Mapping[str, Any]) -> str:
-    """Tables of the ``radius.experiments.ablation`` layout (raises KeyError/TypeError)."""
+    """Tables of the ``radius.experiments.ablation`` layout (raises KeyError/TypeError).
+
+    Files written before verdicts carried intervals (no ``statistics``) render their
+    numbers with a note and no verdict: a point estimate decides nothing.
+    """
     settings = list(data["settings"])
     summary = data["summary"]
     metrics = list(data.get("metrics") or next(iter(summary.values())).keys())
@@ -568,43 +638,95 @@ def _ablation_known(data: Mapping[str, Any]) -> str:
     dhash = data.get("data", {}).get("hash", "?") if isinstance(data.get("data"), Mapping) else "?"
     seeds = data.get("seeds", [])
     n_seeds = len(seeds) if isinstance(seeds, list) else seeds
+    stats = data.get("statistics") if isinstance(data.get("statistics"), Mapping) else None
+    rows_of = [s for s in summary if s in settings] + [s for s in summary if s not in settings]
     lines = [
         f"{data.get('model', '?')} on `{dname}` (hash `{dhash}`), {n_seeds} seed(s), "
         f"{data.get('test_users', '?')} test users; mean ± sample std over seeds.",
         "",
         _md_table(
-            ["setting", *metrics], [[s, *(_pm(summary[s][m]) for m in metrics)] for s in settings]
+            ["setting", *metrics], [[s, *(_pm(summary[s][m]) for m in metrics)] for s in rows_of]
         ),
     ]
+    if stats is None:
+        lines += [
+            "",
+            "*Legacy layout: this file predates intervals and outcomes, so no verdict is "
+            "drawn from it. Regenerate with `radius experiment ablation`.*",
+        ]
+    if isinstance(data.get("tuning"), Mapping):
+        lines += _ablation_tuning(data["tuning"])
+    if stats is not None:
+        lines += [
+            "",
+            f"Verdicts on {stats.get('metric', '?')}: {stats.get('method', '?')}; "
+            f"{_level(stats.get('level'))} level, {stats.get('draws', '?')} draws. "
+            f"{stats.get('rule', '')}.",
+        ]
     cohorts = data.get("cohorts")
+    gain = data.get("pia_gain") if isinstance(data.get("pia_gain"), Mapping) else None
     if isinstance(cohorts, Mapping) and settings[0] in cohorts:
         metric = "ndcg@100" if "ndcg@100" in metrics else metrics[0]
-        gain = data.get("pia_gain") if isinstance(data.get("pia_gain"), Mapping) else None
         rows = []
         for label, entry in cohorts[settings[0]].items():
             row = [label, entry.get("users", "?") if isinstance(entry, Mapping) else "?"]
             row += [_pm(cohorts[s].get(label, {}).get(metric)) for s in settings]
-            if gain is not None:
+            if gain is not None and stats is not None:
+                g = gain.get("per_cohort", {}).get(label, {})
+                row += [_ci(g.get("interval")), f"**{g.get('verdict', '?')}**"]
+            elif gain is not None:
                 g = gain.get("per_cohort", {}).get(label, {})
                 row.append(_pm({"mean": g.get("gain_mean"), "std": g.get("gain_std")}))
             rows.append(row)
-        header = ["cohort", "users", *settings] + (["pia − masking"] if gain is not None else [])
+        header = ["cohort", "users", *settings]
+        if gain is not None:
+            header += (
+                ["pia − masking [95% CI]", "outcome"] if stats is not None else ["pia − masking"]
+            )
         lines += ["", f"{metric} per interaction-count cohort:", "", _md_table(header, rows)]
     order = data.get("ordering")
-    if isinstance(order, Mapping):
-        holds = "holds" if order.get("holds") else "does NOT hold"
-        lines += ["", f"Ordering {order.get('order', '?')} on {order.get('metric', '?')}: {holds}."]
+    if isinstance(order, Mapping) and stats is not None:
+        lines += [
+            "",
+            f"Ordering {order.get('order', '?')} on {order.get('metric', '?')}: "
+            f"**{order.get('verdict', '?')}** (combined over its steps).",
+        ]
+        for st in order.get("steps") or []:
+            lines.append(f"- {st.get('higher')} − {st.get('lower')}: {_verdict_line(st)}")
+    elif isinstance(order, Mapping):
+        lines += ["", f"Ordering {order.get('order', '?')} on {order.get('metric', '?')}:"]
         for st in order.get("steps") or []:
             lines.append(
                 f"- {st.get('higher')} − {st.get('lower')}: "
-                f"{_pm({'mean': st.get('diff_mean'), 'std': st.get('diff_std')})}, positive on "
-                f"{st.get('seeds_holding')}/{st.get('n_seeds')} seeds"
-                + (" (beyond 2 s.e.)" if st.get("beyond_2se") else " (within 2 s.e.)")
+                f"{_pm({'mean': st.get('diff_mean'), 'std': st.get('diff_std')})} over seeds, "
+                f"positive on {st.get('seeds_holding')}/{st.get('n_seeds')} seeds (no interval)"
             )
-    gain = data.get("pia_gain")
-    if isinstance(gain, Mapping) and "largest_at_both_ends" in gain:
-        text = {True: "yes", False: "no", None: "undefined"}.get(gain["largest_at_both_ends"], "?")
-        lines += ["", f"PIA gain largest at both cohort ends: {text} ({gain.get('reason', '')})."]
+    if gain is not None and isinstance(gain.get("both_ends"), Mapping):
+        b = gain["both_ends"]
+        lines += [
+            "",
+            f"PIA gain largest at both cohort ends ({b.get('statistic', '?')}): "
+            f"{_verdict_line(b)}; {b.get('reason', '')}.",
+        ]
+    controls = data.get("controls")
+    if isinstance(controls, Mapping):
+        rows = [
+            [
+                r.get("label", name),
+                _ci(r.get("interval")),
+                f"**{r.get('verdict', '?')}**",
+                _seed_text(r.get("seeds")),
+            ]
+            for name, r in [("pia", controls.get("pia", {})), *(controls.get("rows") or {}).items()]
+            if isinstance(r, Mapping)
+        ]
+        lines += [
+            "",
+            f"Attribution controls against {controls.get('against', '?')} "
+            f"(claim: {controls.get('claim', '?')}):",
+            "",
+            _md_table(["model", "gain over masking [95% CI]", "outcome", "seeds"], rows),
+        ]
     paper = data.get("paper")
     if isinstance(paper, Mapping):
         for metric, vals in paper.items():

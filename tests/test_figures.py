@@ -110,33 +110,69 @@ def test_tsne_figure(tiny_ctx, out_dir):
 
 
 # --------------------------------------------------------------------------- cohorts
-@pytest.mark.slow
-def test_cohorts_figure(tiny_ctx, out_dir):
-    """One CSV row per cohort; means, stds and gains equal the ablation's."""
-    from radius.figures.cohorts import collect_cohorts, draw_cohorts
+@pytest.fixture(scope="module")
+def cohorts_result(tiny_ctx):
+    """The ablation behind the cohort figure: 2 seeds, a 2-point lambda_A grid."""
+    from radius.figures.cohorts import collect_cohorts
 
-    result = collect_cohorts(tiny_ctx, seeds=2)
+    return collect_cohorts(
+        tiny_ctx, seeds=2, lambda_grid=(0.1, 1.0), init_grid=("normal:0.01",), n_boot=300
+    )
+
+
+@pytest.mark.slow
+def test_cohorts_figure(cohorts_result, out_dir):
+    """One CSV row per cohort; means, intervals, gains and outcomes equal the ablation's."""
+    from radius.figures.cohorts import draw_cohorts
+
+    result = cohorts_result
     res = draw_cohorts(result, out_dir)
     _png_ok(res["png"])
     header, rows = _csv(res["csv"])
     assert header[:2] == ["cohort", "users"]
-    assert {"masking_mean", "masking_std", "pia_mean", "pia_std", "gain_mean", "gain_std"} <= set(
-        header
-    )
+    want_cols = {"masking_mean", "masking_low", "masking_high", "pia_mean", "gain_mean"}
+    assert want_cols | {"gain_low", "gain_high", "gain_outcome"} <= set(header)
     assert [r["cohort"] for r in rows] == COHORT_LABELS
     for r in rows:
         c = r["cohort"]
         for s in ("clean", "masking", "pia"):
             want = result["cohorts"][s][c]["ndcg@100"]
-            for k in ("mean", "std"):
-                got = _f(r[f"{s}_{k}"])
-                assert (math.isnan(got) and math.isnan(want[k])) or got == pytest.approx(want[k])
+            for k, got in (("mean", want["mean"]), ("low", want["interval"]["low"])):
+                v = _f(r[f"{s}_{k}"])
+                assert (math.isnan(v) and math.isnan(got)) or v == pytest.approx(got)
+        g = result["pia_gain"]["per_cohort"][c]
+        assert r["gain_outcome"] == g["verdict"]
+        for k in ("low", "high"):
+            v, w = _f(r[f"gain_{k}"]), g["interval"][k]
+            assert (math.isnan(v) and math.isnan(w)) or v == pytest.approx(w)
         if int(r["users"]):
             assert 0.0 <= _f(r["pia_mean"]) <= 1.0
             assert _f(r["gain_mean"]) == pytest.approx(_f(r["pia_mean"]) - _f(r["masking_mean"]))
+        if int(r["users"]) < 20:  # the tiny data's small cohorts cannot decide
+            assert r["gain_outcome"] == "INCONCLUSIVE"
     assert sum(int(r["users"]) for r in rows) == result["test_users"]
     js = json.loads(res["json"].read_text())
-    assert js["pia_gain"]["largest_at_both_ends"] == result["pia_gain"]["largest_at_both_ends"]
+    assert js["pia_gain"]["both_ends"]["verdict"] == result["pia_gain"]["both_ends"]["verdict"]
+    assert js["statistics"]["level"] == 0.95
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("verdict", ["HOLDS", "CONTRADICTED", "INCONCLUSIVE"])
+def test_cohorts_figure_states_both_ends_with_its_interval(cohorts_result, out_dir, verdict):
+    """The gain panel says the outcome of "largest at both ends" and its interval, never
+    a yes/no from the point estimate."""
+    import copy
+
+    from radius.figures.cohorts import draw_cohorts
+
+    result = copy.deepcopy(cohorts_result)
+    both = result["pia_gain"]["both_ends"]
+    lo, hi = {"HOLDS": (0.01, 0.03), "CONTRADICTED": (-0.03, -0.01)}.get(verdict, (-0.01, 0.03))
+    both["interval"].update(estimate=(lo + hi) / 2, low=lo, high=hi)
+    both["verdict"] = verdict
+    text = draw_cohorts(result, out_dir)["both_ends_text"]
+    assert text == f"largest at both ends: {verdict}, {(lo + hi) / 2:+.4f} [{lo:+.4f}, {hi:+.4f}]"
+    assert "yes" not in text and "no" not in text.split(":")[1]
 
 
 # --------------------------------------------------------------------------- radius

@@ -286,8 +286,9 @@ def _ablation_json() -> dict:
     }
 
 
-def test_ablation_table(tmp_path):
-    """runs/<data>/ablation-multvae.json renders a settings x metrics table (mean ± std)."""
+def test_ablation_table_of_a_legacy_file(tmp_path):
+    """A file written before intervals renders its numbers, says it is legacy and draws no
+    verdict (no "holds" from point estimates)."""
     vdir = tmp_path / "runs" / "synthetic" / "verify"
     vdir.mkdir(parents=True)
     atomic_write_json(vdir.parent / "ablation-multvae.json", _ablation_json())
@@ -297,8 +298,103 @@ def test_ablation_table(tmp_path):
     block = next(text[b.start : b.end] for b in parse_blocks(text) if b.key == "ablation")
     assert "| setting | ndcg@100 | recall@20 |" in block
     assert "| masking | 0.3200 ± 0.0020 | 0.2200 |" in block  # NaN std omitted
-    assert "Ordering clean < masking < pia on ndcg@100: holds." in block
     assert "| 100+ | 10 | 0.4000 ± 0.0100 |" in block
+    assert "Legacy layout" in block and "(no interval)" in block
+    assert "holds" not in block.lower() and "HOLDS" not in block
+
+
+def _ablation_json_with_verdicts() -> dict:
+    """The current layout: verdicts computed by radius.experiments on constructed scores
+    (masking - clean HOLDS, pia - masking CONTRADICTED, one control each way)."""
+    import numpy as np
+
+    from radius import experiments as ex
+
+    rng = np.random.default_rng(0)
+    level = rng.uniform(0.2, 0.5, 400)
+    coh = np.repeat(np.arange(4), [100, 100, 100, 100])
+
+    def arm(shift):
+        return [{"_per_user": {"ndcg@100": level + shift + rng.normal(0, 0.01, 400)}}] * 2
+
+    runs = {"clean": arm(0.0), "masking": arm(0.02), "pia": arm(0.01)}
+    data = _ablation_json()
+    kw = {"n_boot": 300}
+    lo = ex._per_user(runs["masking"], "ndcg@100")
+    data.update(
+        statistics={
+            "metric": "ndcg@100",
+            "level": 0.95,
+            "draws": 300,
+            "min_users": 20,
+            "method": "paired user bootstrap",
+            "rule": "HOLDS above 0",
+        },
+        ordering=ex._ordering(runs, "ndcg@100", ["clean", "masking", "pia"], **kw),
+        pia_gain=ex._pia_gain(runs, "ndcg@100", coh, **kw),
+        tuning={
+            "chosen": {"lambda_a": 1.0, "anchor_init": "normal", "anchor_init_scale": 0.01},
+            "knobs": {"lambda_a": "grid", "anchor_init": "grid"},
+            "rule": "largest mean validation ndcg@100",
+            "metric": "ndcg@100",
+            "skipped": None,
+            "grid": [
+                {
+                    "lambda_a": lam,
+                    "init": "N(0, 0.01^2)",
+                    "chosen": lam == 1.0,
+                    "val": {"mean": v, "std": float("nan"), "n": 1, "values": [v]},
+                }
+                for lam, v in ((0.1, 0.30), (1.0, 0.31), (10.0, 0.29))
+            ],
+        },
+        controls={
+            "against": "masking",
+            "claim": "the control beats masking",
+            "pia": {
+                "label": "masking + PIA",
+                **ex.compare(lo, ex._per_user(runs["pia"], "ndcg@100"), **kw),
+            },
+            "rows": {"trace_only": {"label": "trace only", **ex.compare(lo, lo + 0.01, **kw)}},
+        },
+    )
+    return data
+
+
+def test_ablation_table_with_verdicts(tmp_path):
+    """The current layout: each ordering step, cohort gain, "both ends" and control with its
+    interval and outcome; the grid curve with the chosen point."""
+    data = _ablation_json_with_verdicts()
+    text = render_ablation({Path("runs/x/ablation-multvae.json"): data})
+    assert "Legacy" not in text
+    assert "Ordering clean < masking < pia on ndcg@100: **CONTRADICTED**" in text
+    step = data["ordering"]["steps"][0]
+    iv = step["interval"]
+    assert (
+        f"- masking − clean: {iv['estimate']:+.4f} [{iv['low']:+.4f}, {iv['high']:+.4f}] **HOLDS**"
+        in text
+    )
+    assert "- pia − masking: " in text and "**CONTRADICTED** (seeds" in text
+    assert "| pia − masking [95% CI] | outcome |" in text
+    assert "PIA gain largest at both cohort ends" in text
+    assert f"**{data['pia_gain']['both_ends']['verdict']}**" in text
+    assert "| 1 | N(0, 0.01^2) | 0.3100 | 1 | **chosen** |" in text
+    assert "PIA knobs: λ_A = 1 (grid), anchors N(0, 0.01²) (grid)." in text
+    assert "| trace only | +0.0100 [+0.0100, +0.0100] | **HOLDS** |" in text
+    assert "95% level, 300 draws" in text
+
+
+def test_ablation_table_of_a_skipped_grid():
+    """A λ_A given with --set shows the grid as skipped, with the reason."""
+    data = _ablation_json_with_verdicts()
+    data["tuning"].update(
+        skipped="every tuned knob was given as is (--set); no grid was evaluated",
+        grid=[],
+        knobs={"lambda_a": "given", "anchor_init": "given"},
+    )
+    text = render_ablation({Path("runs/x/ablation-multvae.json"): data})
+    assert "Grid skipped: every tuned knob was given as is (--set)" in text
+    assert "(given)" in text and "**chosen**" not in text
 
 
 def test_ablation_unknown_layout_falls_back():
