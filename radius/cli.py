@@ -2,7 +2,8 @@
 
 Every command works with no arguments on the embedded synthetic default, prints a
 readable table, writes machine-readable JSON beside it, and exits 0 on success,
-1 when a verified claim fails, 2 on bad input (with a message naming the problem).
+1 when a verified claim fails, 2 on bad input (with a message naming the problem), and
+(``verify``) 3 when a claim is INCONCLUSIVE: its evidence could not decide it.
 """
 
 from __future__ import annotations
@@ -253,6 +254,95 @@ def cmd_eval(args: argparse.Namespace) -> int:
     return 0
 
 
+_OUTCOME_ORDER = {"FAIL": 0, "INCONCLUSIVE": 1, "PASS": 2}
+
+
+def _short(v: Any) -> str:
+    if isinstance(v, float):
+        if v != v or v in (float("inf"), float("-inf")):
+            return str(v)
+        return f"{v:.4g}"
+    return "" if v is None else str(v)
+
+
+def verify_table(res: Any) -> str:
+    """One claim's checks grouped by kind (identity, bound, empirical), then its verdict line.
+
+    Each row: outcome (HOLDS / CONTRADICTED / INCONCLUSIVE for empirical checks), the
+    check, its evidence (``probe`` rows never decide), measured value, interval where
+    there is one, bound, n and note.
+    """
+    lines = []
+    for kind, checks in res.checks_by_kind().items():
+        if not checks:
+            continue
+        rows = [
+            [
+                c.label,
+                c.name,
+                c.evidence if c.evidence != "real" else "",
+                _short(c.measured),
+                str(c.interval) if c.interval is not None else "",
+                _short(c.bound),
+                c.n,
+                c.note,
+            ]
+            for c in checks
+        ]
+        head = "identity (implementation; never decides)" if kind == "identity" else kind
+        lines.append(f"  {head}:")
+        table = _table(
+            rows, ["outcome", "check", "evidence", "measured", "interval", "bound", "n", "note"]
+        )
+        lines += ["    " + ln for ln in table.splitlines()]
+    lines.append(f"  {res.claim}: {verdict_line(res)}")
+    return "\n".join(lines)
+
+
+def verdict_line(res: Any) -> str:
+    """``verdict X; implementation verified/BROKEN`` (plus what the verdict rests on)."""
+    deciding = [c for c in res.checks if c.decides]
+    impl = {
+        "verified": "implementation verified",
+        "BROKEN": "implementation BROKEN",
+        "none": "no implementation checks",
+    }[res.implementation]
+    if deciding:
+        counts = {o: sum(c.outcome.value == o for c in deciding) for o in _OUTCOME_ORDER}
+        rest = ", ".join(f"{n} {o}" for o, n in counts.items() if n)
+        basis = f"rests on {len(deciding)} bound/empirical checks on real data ({rest})"
+    else:
+        basis = "no bound or empirical check on real data: nothing decides it"
+    return f"verdict {res.verdict}; {impl}; {basis}"
+
+
+def power_table(rows: list[tuple[str, Any]]) -> str:
+    """Power rows ``(claim id, PowerRow)`` as a table: the grades with their outcomes and
+    the mildest grade that flips the check ("cannot fail here" when none does)."""
+    body = [
+        [
+            cid,
+            r.check,
+            r.kind,
+            r.perturbation,
+            r.baseline,
+            ", ".join(f"{g['grade']} {g['outcome']}" for g in r.grades),
+            r.label,
+        ]
+        for cid, r in rows
+    ]
+    return _table(body, ["claim", "check", "kind", "perturbation", "baseline", "grades", "flips"])
+
+
+def _power_json(cid: str, mod: Any, rows: list[Any] | None, note: str) -> dict[str, Any]:
+    return {
+        "claim": cid,
+        "title": getattr(mod, "TITLE", ""),
+        "rows": [r.to_dict() for r in rows or []],
+        "note": note,
+    }
+
+
 def cmd_verify(args: argparse.Namespace) -> int:
     from radius.config import TrainConfig
     from radius.io import atomic_write_json
@@ -281,7 +371,7 @@ def cmd_verify(args: argparse.Namespace) -> int:
         progress=True,
     )
     out_dir = Path(args.out or RUNS / ds.name / "verify")
-    rows, outcomes, results = [], [], {}
+    outcomes, tables, summary, power_rows = [], [], [], []
     for cid in ids:
         mod = claim_module(cid)
         t0 = time.perf_counter()
@@ -292,27 +382,36 @@ def cmd_verify(args: argparse.Namespace) -> int:
         data = res.to_dict()
         data["seconds"] = secs
         atomic_write_json(out_dir / f"{CLAIMS[cid]}.json", data)
-        results[cid] = data
-        for c in res.checks:
-            rows.append(
-                [
-                    cid,
-                    c.name,
-                    c.measured,
-                    c.bound,
-                    c.slack,
-                    c.n,
-                    c.tolerance,
-                    c.label,
-                ]
-            )
         print(f"  {cid}: {res.verdict} ({secs:.1f} s)")
+        tables.append(f"{cid}  {res.title}\n{verify_table(res)}")
+        summary.append([cid, res.verdict, res.implementation, verdict_line(res).split("; ", 2)[2]])
         outcomes.append(res.outcome)
+        if getattr(args, "power", False):
+            power_fn = getattr(mod, "power", None)
+            has_graded = any(c.kind != "identity" for c in res.checks)
+            if not has_graded:
+                rows, note = [], "identities only: no bound or empirical check to perturb"
+            elif power_fn is None:
+                rows, note = [], "no power() in this claim module yet"
+            else:
+                print(f"  power of {cid} ...", flush=True)
+                rows, note = list(power_fn(ctx)), ""
+            atomic_write_json(
+                out_dir / "power" / f"{CLAIMS[cid]}.json", _power_json(cid, mod, rows, note)
+            )
+            power_rows += [(cid, r) for r in rows]
+            if note:
+                print(f"  power of {cid}: {note}")
     print()
-    print(
-        _table(rows, ["claim", "check", "measured", "bound", "slack", "n", "tolerance", "verdict"])
-    )
+    print("\n\n".join(tables))
+    print()
+    print(_table(summary, ["claim", "verdict", "implementation", "basis"]))
+    if getattr(args, "power", False):
+        print("\npower: the mildest perturbation of the real model that flips each check")
+        print(power_table(power_rows) if power_rows else "(no bound or empirical checks)")
+        print(f"\npower JSON in {out_dir / 'power'}/")
     print(f"\nJSON reports in {out_dir}/")
+    print("exit codes: 0 PASS, 1 FAIL, 2 bad input, 3 INCONCLUSIVE")
     return exit_code(combine(outcomes))
 
 
@@ -532,7 +631,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", help="where to write the metrics JSON")
     p.set_defaults(func=cmd_eval)
 
-    p = sub.add_parser("verify", help="check a claim of the paper and say PASS or FAIL")
+    p = sub.add_parser("verify", help="check a claim of the paper: PASS, FAIL or INCONCLUSIVE")
     p.add_argument(
         "--theorem",
         default="2.6",
@@ -562,6 +661,14 @@ def build_parser() -> argparse.ArgumentParser:
         action="append",
         metavar="KEY=VALUE",
         help="any TrainConfig field of the models verified (the settings apply on top)",
+    )
+    p.add_argument(
+        "--power",
+        action="store_true",
+        help=(
+            "also perturb the real model/constants in grades and report the mildest grade "
+            "that flips each bound and empirical check (JSON in OUT/power/)"
+        ),
     )
     p.set_defaults(func=cmd_verify)
 

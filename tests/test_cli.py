@@ -58,7 +58,7 @@ def test_verify_writes_json_and_exits_zero_when_claim_holds(tiny_dir, tmp_path, 
         "--data",
         str(tiny_dir),
         "--n-pairs",
-        "20",
+        "40",
         "--n-users",
         "10",
         "--n-mc",
@@ -69,8 +69,10 @@ def test_verify_writes_json_and_exits_zero_when_claim_holds(tiny_dir, tmp_path, 
     rc = main(args)
     out = capsys.readouterr().out
     report = json.loads((tmp_path / "t2_6.json").read_text())
-    assert rc == (0 if report["passed"] else 1)
-    assert report["verdict"] == "PASS" and "PASS" in out
+    assert rc == 0 and report["passed"]
+    assert report["verdict"] == "PASS" and "HOLDS" in out
+    assert "2.6: verdict PASS; implementation verified" in out
+    assert report["implementation"] == "verified"
     assert report["context"]["data_hash"]
 
 
@@ -87,6 +89,117 @@ def test_verify_exits_one_when_a_claim_fails(tiny_dir, tmp_path, monkeypatch):
         main(["verify", "--theorem", "2.6", "--data", str(tiny_dir), "--out", str(tmp_path)]) == 1
     )
     assert json.loads((tmp_path / "t2_6.json").read_text())["verdict"] == "FAIL"
+
+
+def _fake_result():
+    """A claim with one check of each kind: identity PASS, bound PASS, empirical
+    INCONCLUSIVE (interval spanning 0), and a failing probe that must not decide."""
+    from radius.stats import Interval, Outcome
+
+    iv = Interval(-0.1, -0.4, 0.2, 0.95, "bootstrap", 30)
+    checks = [
+        Check(
+            "emp",
+            "rho < 0",
+            -0.1,
+            0.0,
+            0.1,
+            "interval",
+            False,
+            30,
+            kind="empirical",
+            outcome=Outcome.INCONCLUSIVE,
+            interval=iv,
+            note="the interval contains 0",
+        ),
+        Check("bnd", "a <= b", 1.0, 0.99, 0.01, "fraction", True, 40, kind="bound"),
+        Check("ident", "x == y", 0.0, 1e-9, 1e-9, "rtol", True, 5, kind="identity"),
+        Check("bnd[probe]", "a <= b", 1.0, 0.99, 0.01, "fraction", True, 9, evidence="probe"),
+    ]
+    return ClaimResult("2.6", "t", "s", True, checks)
+
+
+def test_verify_exits_three_when_inconclusive_and_groups_by_kind(
+    tiny_dir, tmp_path, monkeypatch, capsys
+):
+    """An INCONCLUSIVE claim exits 3; checks print grouped identity, bound, empirical,
+    with the empirical outcome, its interval and note, and the verdict line."""
+    import radius.verify.t2_6 as mod
+
+    monkeypatch.setattr(mod, "run", lambda ctx: _fake_result())
+    args = ["verify", "--theorem", "2.6", "--data", str(tiny_dir), "--out", str(tmp_path)]
+    assert main(args) == 3
+    out = capsys.readouterr().out
+    i_id, i_b, i_e = (out.index(h) for h in ("identity (implementation", "bound:", "empirical:"))
+    assert i_id < i_b < i_e
+    assert "INCONCLUSIVE" in out and "-0.1 [-0.4, +0.2]" in out and "the interval contains 0" in out
+    assert "2.6: verdict INCONCLUSIVE; implementation verified" in out
+    assert "3 INCONCLUSIVE" in out  # the exit codes are printed
+    data = json.loads((tmp_path / "t2_6.json").read_text())
+    assert data["verdict"] == "INCONCLUSIVE" and data["implementation"] == "verified"
+    emp = next(c for c in data["checks"] if c["name"] == "emp")
+    assert emp["kind"] == "empirical" and emp["interval"]["low"] == -0.4
+
+
+def test_verify_failing_probe_does_not_decide_but_breaks_implementation(
+    tiny_dir, tmp_path, monkeypatch, capsys
+):
+    """A failing probe check leaves the real verdict alone but reports the implementation
+    BROKEN, which makes the claim FAIL (exit 1)."""
+    import radius.verify.t2_6 as mod
+    from radius.stats import Outcome
+
+    def broken(ctx):
+        res = _fake_result()
+        res.checks[-1] = Check(
+            "bnd[probe]", "a <= b", 0.5, 0.99, -0.49, "f", False, 9, evidence="probe"
+        )
+        res.checks[0] = Check("emp", "rho < 0", -0.5, 0.0, 0.5, "i", True, 30, kind="empirical")
+        return res
+
+    monkeypatch.setattr(mod, "run", broken)
+    args = ["verify", "--theorem", "2.6", "--data", str(tiny_dir), "--out", str(tmp_path)]
+    assert main(args) == 1
+    out = capsys.readouterr().out
+    assert "implementation BROKEN" in out and "HOLDS" in out
+    assert broken(None).outcome is Outcome.FAIL
+
+
+def test_verify_power_prints_table_and_writes_json(tiny_dir, tmp_path, monkeypatch, capsys):
+    """--power calls each module's power(ctx), prints grades and the mildest flip (or
+    "cannot fail here"), writes OUT/power/<module>.json; identity-only claims say so."""
+    import radius.verify.p3_1 as p31
+    import radius.verify.t2_6 as mod
+    from radius.verify.base import PowerRow
+
+    rows = [
+        PowerRow.from_grades(
+            "bnd",
+            "bound",
+            "constant scaled",
+            "PASS",
+            [("x0.9", "PASS", 1.0), ("x0.5", "FAIL", 0.8)],
+        ),
+        PowerRow.from_grades(
+            "emp", "empirical", "shuffled", "INCONCLUSIVE", [("50%", "INCONCLUSIVE", 0.0)]
+        ),
+    ]
+    monkeypatch.setattr(mod, "run", lambda ctx: _fake_result())
+    monkeypatch.setattr(mod, "power", lambda ctx: rows, raising=False)
+    identity_only = ClaimResult(
+        "3.1", "t", "s", False, [Check("i", "x", 0.0, 1.0, 1.0, "t", True, 3, kind="identity")]
+    )
+    monkeypatch.setattr(p31, "run", lambda ctx: identity_only)
+    args = ["verify", "--theorem", "2.6,3.1", "--data", str(tiny_dir), "--out", str(tmp_path)]
+    assert main([*args, "--power"]) == 3
+    out = capsys.readouterr().out
+    assert "x0.9 PASS, x0.5 FAIL" in out and "flips at x0.5" in out
+    assert "cannot fail here" in out and "identities only" in out
+    data = json.loads((tmp_path / "power" / "t2_6.json").read_text())
+    assert [r["flips_at"] for r in data["rows"]] == ["x0.5", None]
+    assert data["rows"][1]["label"] == "cannot fail here"
+    p = json.loads((tmp_path / "power" / "p3_1.json").read_text())
+    assert p["rows"] == [] and "identities only" in p["note"]
 
 
 def test_train_then_eval_prints_cohort_table(tiny_dir, tmp_path, capsys):
