@@ -204,8 +204,28 @@ def _evaluate_run(
         "means": res.means,
         "cohorts": res.cohorts,
         "n_users": res.n_users,
+        **_training_record(dataset, config, cache_dir),
         "_per_user": res.per_user,  # (n_users,) arrays; dropped from the JSON
     }
+
+
+def _training_record(
+    dataset: Dataset, config: TrainConfig, cache_dir: str | os.PathLike | None
+) -> dict[str, Any]:
+    """How the cached model's training ended: ``stopped`` ("early" / "cap") and the best
+    epoch, from the log the trainer writes beside the checkpoint (None when absent)."""
+    import json
+
+    from radius.train import cache_key, default_cache_dir
+
+    ckpt = (
+        Path(cache_dir or default_cache_dir()) / f"{config.model}-{cache_key(dataset, config)}.pt"
+    )
+    try:
+        log = json.loads(Path(str(ckpt) + ".log.json").read_text())
+    except (OSError, ValueError):
+        return {"stopped": None, "best_epoch": None}
+    return {"stopped": log.get("stopped"), "best_epoch": log.get("best_epoch")}
 
 
 # --------------------------------------------------------------------------- tuning
@@ -295,12 +315,13 @@ def tune_pia(
         return out
     curve = []
     for p in points:
-        vals = []
+        vals, stops = [], []
         for seed in seeds:
             config = setting_config("pia", base, seed=seed, **p)
             run = _evaluate_run(dataset, config, cache_dir, progress, split="val")
             vals.append(float(run["means"][METRIC]))
-        curve.append({**p, "init": _init_text(p), "val": seed_spread(vals)})
+            stops.append(run.get("stopped"))
+        curve.append({**p, "init": _init_text(p), "val": seed_spread(vals), "stopped": stops})
     best = max(c["val"]["mean"] for c in curve if np.isfinite(c["val"]["mean"]))
     pick = next(
         i
@@ -749,6 +770,18 @@ def format_ablation(result: dict[str, Any]) -> str:
             ["setting", *result["metrics"]],
         ),
     ]
+    capped = [
+        f"{r['setting']} seed {r['seed']}"
+        for rs in result["runs"].values()
+        for r in rs
+        if r.get("stopped") == "cap"
+    ]
+    if capped:
+        parts += [
+            "",
+            f"WARNING: {len(capped)} run(s) hit the epoch cap before early stopping "
+            f"(under-trained?): {', '.join(capped)}",
+        ]
     tuning = result.get("tuning")
     if tuning:
         ch = tuning["chosen"]

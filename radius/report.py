@@ -648,6 +648,19 @@ def _ablation_known(data: Mapping[str, Any]) -> str:
             ["setting", *metrics], [[s, *(_pm(summary[s][m]) for m in metrics)] for s in rows_of]
         ),
     ]
+    runs = data.get("runs") if isinstance(data.get("runs"), Mapping) else {}
+    capped = [
+        f"{r.get('setting', name)} seed {r.get('seed', '?')}"
+        for name, rs in runs.items()
+        for r in (rs if isinstance(rs, list) else [])
+        if isinstance(r, Mapping) and r.get("stopped") == "cap"
+    ]
+    if capped:
+        lines += [
+            "",
+            f"**Warning:** {len(capped)} run(s) hit the epoch cap before early stopping "
+            f"(under-trained?): {', '.join(capped)}.",
+        ]
     if stats is None:
         lines += [
             "",

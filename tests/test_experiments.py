@@ -179,6 +179,7 @@ class FakeRuns:
             "means": {m: float(v.mean()) for m in per_user},
             "cohorts": cohorts,
             "n_users": n,
+            "stopped": "cap" if config.patience >= config.epochs else "early",
             "_per_user": per_user,
         }
 
@@ -301,6 +302,9 @@ def test_controls_are_three_and_attributed(tiny_dataset, monkeypatch):
     assert set(res["summary"]) >= {"clean", "masking", "pia", *rows}
     text = ex.format_ablation(res)
     assert "trace only" in text and "CONTRADICTED" in text and "attribution controls" in text
+    # the full-budget control runs to the cap by construction: shown as a warning
+    assert "WARNING: 2 run(s) hit the epoch cap" in text
+    assert "masking_full_budget seed 0, masking_full_budget seed 1" in text
 
 
 def test_statistics_are_stated(tiny_dataset, monkeypatch):
@@ -350,6 +354,8 @@ def test_ablation_on_trained_models(ablation_result):
         assert step["interval"]["estimate"] == pytest.approx(np.mean(d))
         assert step["verdict"] in ("HOLDS", "CONTRADICTED", "INCONCLUSIVE")
     assert len(res["tuning"]["grid"]) == 2
+    for rs in res["runs"].values():  # how each training ended is recorded
+        assert all(r["stopped"] in ("early", "cap") and r["best_epoch"] >= 0 for r in rs)
     assert all(not k.startswith("_") for r in res["runs"]["pia"] for k in r)
     for c in COHORT_LABELS:  # cohorts below 20 users cannot decide
         g = res["pia_gain"]["per_cohort"][c]

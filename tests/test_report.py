@@ -365,8 +365,16 @@ def test_ablation_table_with_verdicts(tmp_path):
     """The current layout: each ordering step, cohort gain, "both ends" and control with its
     interval and outcome; the grid curve with the chosen point."""
     data = _ablation_json_with_verdicts()
+    data["runs"] = {
+        "masking": [
+            {"setting": "masking", "seed": 0, "stopped": "cap"},
+            {"setting": "masking", "seed": 1, "stopped": "early"},
+        ]
+    }
     text = render_ablation({Path("runs/x/ablation-multvae.json"): data})
     assert "Legacy" not in text
+    assert "**Warning:** 1 run(s) hit the epoch cap before early stopping" in text
+    assert "masking seed 0." in text
     assert "Ordering clean < masking < pia on ndcg@100: **CONTRADICTED**" in text
     step = data["ordering"]["steps"][0]
     iv = step["interval"]
