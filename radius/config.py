@@ -8,7 +8,20 @@ from typing import Any
 
 from radius.errors import RadiusError
 
-__all__ = ["TrainConfig", "SETTINGS", "setting_config"]
+__all__ = ["TrainConfig", "SETTINGS", "setting_config", "MODEL_DEFAULTS", "INPUT_CONVENTIONS"]
+
+INPUT_CONVENTIONS = ("normalize-mask", "mask-normalize")
+
+# Per-model defaults of the fields that differ between the reference codes. A field
+# left unset (None) takes its model's value; a value given explicitly (``--set``) is
+# used as is. Multi-VAE: dawenl/vae_cf trains up to 200 epochs and anneals beta over
+# about a quarter of them; early stopping (patience 20 on validation nDCG@100) ends it.
+# RecVAE: ilya-shenbin/RecVAE's run.py (lr 5e-4, n_epochs 50; it keeps the best
+# validation epoch, patience 20 here).
+MODEL_DEFAULTS: dict[str, dict[str, Any]] = {
+    "multvae": {"lr": 1e-3, "epochs": 200, "patience": 20, "anneal_epochs": 50.0},
+    "recvae": {"lr": 5e-4, "epochs": 50, "patience": 20, "anneal_epochs": 50.0},
+}
 
 
 @dataclass(frozen=True)
@@ -24,17 +37,23 @@ class TrainConfig:
     beta_cap : cap of the linearly annealed KL weight beta.
     anneal_steps : number of gradient steps over which beta rises linearly from 0 to
         ``beta_cap``; None (default) means ``anneal_epochs`` epochs' worth of steps.
-    anneal_epochs : used when ``anneal_steps`` is None.
+    anneal_epochs : used when ``anneal_steps`` is None (default: 50 epochs, a quarter of
+        Multi-VAE's 200-epoch budget, as dawenl/vae_cf's ``total_anneal_steps``).
     lambda_a : weight of the PIA anchor loss L_A; 0 disables PIA.
     anchor_init : ``"normal"`` (N(0, anchor_init_scale^2)) or ``"zeros"``.
     anchor_init_scale : standard deviation of the anchors' initialisation.
     anchor_terms : which parts of L_A train the encoder: ``"both"`` (||mu - e_bar||^2 +
         tr Sigma, P3.1), ``"mean"`` (only the alignment term) or ``"trace"``.
-    lr : Adam learning rate.
+    lr : Adam learning rate (default per model: 1e-3 Multi-VAE, 5e-4 RecVAE).
     weight_decay : Adam L2 weight decay.
     batch_size : users per batch.
-    epochs : maximum number of epochs.
-    patience : early stopping: epochs without a better validation nDCG@100.
+    epochs : maximum number of epochs (default per model: 200 Multi-VAE, 50 RecVAE);
+        a run that reaches it is recorded as ``stopped="cap"`` with a warning.
+    patience : early stopping: epochs without a better validation nDCG@100 (20).
+    input_convention : what the encoder sees under the keep mask b:
+        ``"normalize-mask"`` (default; the reference codes': L2-normalise x, then
+        inverted dropout x_n * b / rho) or ``"mask-normalize"`` (radius <= training
+        revision 3: normalise x * b). Checkpoints without it load as the latter.
     dropout_encoder : extra dropout on hidden layers (0 in Multi-VAE).
     seed : seed for initialisation, masks, batches and reparameterisation.
     device : ``"auto"`` (CUDA when present), ``"cpu"`` or ``"cuda"``.
@@ -45,6 +64,10 @@ class TrainConfig:
     recvae_prior : ``"composite"`` (RecVAE's mixture prior, the default) or
         ``"standard"`` (N(0, I) only: an ablation of the composite prior). Left out of
         ``key_dict`` at its default, so adding it kept every earlier cache key.
+
+    ``lr``, ``epochs``, ``patience`` and ``anneal_epochs`` left as None take the model's
+    value from ``MODEL_DEFAULTS`` (so ``TrainConfig(model="recvae")`` is RecVAE's
+    reference recipe); ``replace(model=...)`` re-resolves the ones never set.
     """
 
     model: str = "multvae"
@@ -53,16 +76,16 @@ class TrainConfig:
     keep_rate: float = 0.5
     beta_cap: float = 0.2
     anneal_steps: int | None = None
-    anneal_epochs: float = 20.0
+    anneal_epochs: float | None = None
     lambda_a: float = 0.0
     anchor_init: str = "normal"
-    anchor_init_scale: float = 0.1
+    anchor_init_scale: float = 0.01
     anchor_terms: str = "both"
-    lr: float = 1e-3
+    lr: float | None = None
     weight_decay: float = 0.0
     batch_size: int = 500
-    epochs: int = 60
-    patience: int = 10
+    epochs: int | None = None
+    patience: int | None = None
     dropout_encoder: float = 0.0
     seed: int = 0
     device: str = "auto"
@@ -70,11 +93,25 @@ class TrainConfig:
     gamma: float = 0.005
     enc_epochs: int = 3
     recvae_prior: str = "composite"
+    input_convention: str = "normalize-mask"
     _extra: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
 
     def __post_init__(self) -> None:
         if self.model not in ("multvae", "recvae"):
             raise RadiusError(f"model must be 'multvae' or 'recvae', got {self.model!r}")
+        defaulted = []
+        for name, value in MODEL_DEFAULTS[self.model].items():
+            if getattr(self, name) is None:
+                object.__setattr__(self, name, value)
+                defaulted.append(name)
+        self._extra["defaulted"] = tuple(defaulted)
+        if self.input_convention not in INPUT_CONVENTIONS:
+            raise RadiusError(
+                f"input_convention must be one of {list(INPUT_CONVENTIONS)}, "
+                f"got {self.input_convention!r}"
+            )
+        if self.patience < 1:
+            raise RadiusError(f"patience must be >= 1, got {self.patience}")
         if not (0.0 < self.keep_rate <= 1.0):
             raise RadiusError(f"keep_rate (rho) must be in (0, 1], got {self.keep_rate}")
         if self.beta_cap < 0:
@@ -109,7 +146,19 @@ class TrainConfig:
             raise RadiusError(f"unknown config field(s) {bad}; valid: {sorted(names)}")
         if "hidden_dims" in changes:
             changes["hidden_dims"] = tuple(int(h) for h in changes["hidden_dims"])
-        return dataclasses.replace(self, **changes)
+        # fields that took their model's default re-resolve (e.g. on a change of model)
+        unset = {k: None for k in self._extra.get("defaulted", ()) if k not in changes}
+        return dataclasses.replace(self, **unset, **changes, _extra={})
+
+    @classmethod
+    def for_model(cls, model: str, **fields: Any) -> TrainConfig:
+        """The reference recipe of ``model`` (``MODEL_DEFAULTS``) with ``fields`` on top."""
+        return cls(model=model, **fields)
+
+    @property
+    def defaulted(self) -> tuple[str, ...]:
+        """The per-model fields that took their model's default (not set explicitly)."""
+        return tuple(self._extra.get("defaulted", ()))
 
     def as_dict(self) -> dict[str, Any]:
         """Every field that determines the trained weights (device excluded), JSON-able."""
@@ -129,11 +178,13 @@ class TrainConfig:
 
 
 # The paper's three settings (Section 4 ablation): clean input, Bernoulli masking
-# (Multi-VAE's dropout 0.5 on the input) and masking + PIA.
+# (Multi-VAE's dropout 0.5 on the input) and masking + PIA. PIA's lambda_A = 1 with
+# anchors ~ N(0, 0.01^2) (``TrainConfig.anchor_init_scale``) is the reference loop of
+# issue 10; bench/README.md "Quality at convergence" measures radius against it.
 SETTINGS: dict[str, dict[str, Any]] = {
     "clean": {"keep_rate": 1.0, "lambda_a": 0.0},
     "masking": {"keep_rate": 0.5, "lambda_a": 0.0},
-    "pia": {"keep_rate": 0.5, "lambda_a": 0.1},
+    "pia": {"keep_rate": 0.5, "lambda_a": 1.0},
 }
 
 

@@ -3,11 +3,15 @@ r"""Training: Adam on the (masked, annealed) beta-ELBO plus the PIA anchor loss.
 .. math::
 
     \mathcal L = \mathbb E_b\Big[-\sum_i x_i \log\operatorname{softmax}(f_\theta(z))_i
-        + \beta\,\mathrm{KL}(q(z\mid x\odot b)\,\|\,\mathcal N(0, I))\Big]
-        + \lambda_A\,\mathbb E_b[L_A(x\odot b, x)],\qquad z\sim q(z\mid x\odot b)
+        + \beta\,\mathrm{KL}(q(z\mid x, b)\,\|\,\mathcal N(0, I))\Big]
+        + \lambda_A\,\mathbb E_b[L_A(x\odot b, x)],\qquad z\sim q(z\mid x, b)
 
-beta rises linearly from 0 to ``beta_cap`` over ``anneal_steps`` gradient steps.
-Early stopping keeps the weights with the best validation nDCG@100. Checkpoints are
+where :math:`q(z \mid x, b)` encodes the input the config's ``input_convention`` builds
+from x and the keep mask b (``radius.model.multvae``: by default the reference codes'
+:math:`x/\|x\| \odot b/\rho`). beta rises linearly from 0 to ``beta_cap`` over
+``anneal_steps`` gradient steps. Early stopping keeps the weights with the best
+validation nDCG@100; every result records whether patience ran out
+(``stopped="early"``) or the epoch budget did (``stopped="cap"``, with a warning). Checkpoints are
 written atomically and carry the config, the data hash, metrics and code version;
 ``resume`` continues an interrupted run bit-for-bit on the CPU. ``get_model`` caches
 trained checkpoints by a content key (data hash + config), so the same request never
@@ -19,6 +23,7 @@ from __future__ import annotations
 
 import os
 import time
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -33,7 +38,13 @@ from radius.data.dataset import Dataset
 from radius.errors import CheckpointError, RadiusError
 from radius.io import atomic_path, atomic_write_json, stable_hash
 from radius.metrics import evaluate
-from radius.model.multvae import MultVAE, SparseBatch, kl_std_normal, reparameterize
+from radius.model.multvae import (
+    MultVAE,
+    SparseBatch,
+    keep_to_dense,
+    kl_std_normal,
+    reparameterize,
+)
 from radius.model.pia import anchor_terms_sparse
 
 __all__ = [
@@ -45,12 +56,23 @@ __all__ = [
     "get_model",
     "cache_key",
     "default_cache_dir",
+    "draw_keep",
+    "check_model_config",
+    "EpochCapWarning",
 ]
 
 CHECKPOINT_FORMAT = 1
 # Bumped whenever a code change alters what training computes, so the content-keyed
 # cache never serves a model trained by older code.
-TRAINING_REVISION = 3
+# 4: input convention "normalize-mask" by default (recorded in every config), per-model
+#    defaults (Multi-VAE 200 epochs / patience 20 / anneal 50; RecVAE's reference recipe)
+TRAINING_REVISION = 4
+# the convention of checkpoints written before ``input_convention`` existed
+LEGACY_INPUT_CONVENTION = "mask-normalize"
+
+
+class EpochCapWarning(RuntimeWarning):
+    """Training reached its epoch budget before early stopping ended it."""
 
 
 def resolve_device(device: str) -> torch.device:
@@ -78,6 +100,8 @@ def build_model(config: TrainConfig, n_items: int) -> nn.Module:
             anchor_init=config.anchor_init,
             anchor_init_scale=config.anchor_init_scale,
             prior=config.recvae_prior,
+            keep_rate=config.keep_rate,
+            input_convention=config.input_convention,
         )
     return MultVAE(
         n_items,
@@ -87,7 +111,32 @@ def build_model(config: TrainConfig, n_items: int) -> nn.Module:
         anchor_init=config.anchor_init,
         anchor_init_scale=config.anchor_init_scale,
         dropout_encoder=config.dropout_encoder,
+        keep_rate=config.keep_rate,
+        input_convention=config.input_convention,
     )
+
+
+def draw_keep(
+    batch: SparseBatch, keep_rate: float, generator: torch.Generator
+) -> torch.Tensor | None:
+    """Keep mask b ~ Bernoulli(keep_rate) on the stored entries, (nnz,) of 0/1 (None at 1)."""
+    if keep_rate >= 1.0:
+        return None
+    keep = torch.rand(batch.values.shape, generator=generator, device=batch.values.device)
+    return (keep < keep_rate).to(batch.values.dtype)
+
+
+def check_model_config(model: nn.Module, config: TrainConfig) -> None:
+    """``ValueError`` unless the model encodes masked inputs as ``config`` trains them
+    (same keep rate and input convention), so ``model.encode_masked`` reproduces training."""
+    got = (getattr(model, "keep_rate", None), getattr(model, "input_convention", None))
+    want = (config.keep_rate, config.input_convention)
+    if got[0] is None or got[1] is None or float(got[0]) != float(want[0]) or got[1] != want[1]:
+        raise ValueError(
+            f"model encodes with keep_rate={got[0]}, input_convention={got[1]!r} but the config "
+            f"trains with keep_rate={want[0]}, input_convention={want[1]!r}: build the model "
+            "with radius.train.build_model(config)"
+        )
 
 
 def mask_batch(batch: SparseBatch, keep_rate: float, generator: torch.Generator) -> SparseBatch:
@@ -104,11 +153,13 @@ def multvae_loss(
     model: MultVAE, batch: SparseBatch, config: TrainConfig, beta: float, generator: torch.Generator
 ) -> tuple[torch.Tensor, dict[str, float]]:
     """Mean over the batch of the training objective; returns (loss, parts)."""
-    masked = mask_batch(batch, config.keep_rate, generator)
+    check_model_config(model, config)
+    keep = draw_keep(batch, config.keep_rate, generator)  # (nnz,) or None
     if config.sparse_input:
-        mu, logvar = model.encode_sparse(masked)  # (B, d)
+        mu, logvar = model.encode_sparse(batch, keep)  # (B, d)
     else:
-        mu, logvar = model.encode(masked.to_dense())
+        b = None if keep is None else keep_to_dense(batch, keep)  # (B, I)
+        mu, logvar = model.encode_masked(batch.to_dense(), b)
     z = reparameterize(mu, logvar, generator)
     logsm = torch.log_softmax(model.decode(z), dim=-1)  # (B, I)
     nll = -(logsm[batch.rows, batch.indices] * batch.values).sum() / batch.n_rows
@@ -339,8 +390,11 @@ def train(
         if bar is not None:
             bar.update(1)
             bar.set_postfix(loss=f"{rec['loss']:.2f}", val_ndcg100=f"{val.means['ndcg@100']:.4f}")
-        done = stale >= config.patience or epoch == config.epochs - 1
+        early = stale >= config.patience
+        done = early or epoch == config.epochs - 1
         paused = stop_after is not None and epoch - start_epoch + 1 >= stop_after and not done
+        if done:
+            rec["stopped"] = "early" if early else "cap"
         if not done:
             save(epoch, val=None, test=None, finished=False)
         if done or paused:
@@ -357,13 +411,33 @@ def train(
             val={},
             test=None,
             path=ckpt_path,
-            meta={"best_epoch": best["epoch"], "paused": True, "data_hash": dataset.hash},
+            meta={
+                "best_epoch": best["epoch"],
+                "paused": True,
+                "stopped": None,
+                "warnings": [],
+                "input_convention": config.input_convention,
+                "data_hash": dataset.hash,
+            },
         )
     model.load_state_dict(best["state"])
     model.eval()
     val_final = evaluate(model, dataset.val_tr, dataset.val_te).means
     test = evaluate(model, dataset.test_tr, dataset.test_te).to_dict() if evaluate_test else None
-    meta = {"best_epoch": best["epoch"], "data_hash": dataset.hash, "code_version": code_version()}
+    stopped = history[-1].get("stopped", "cap")
+    notes = _cap_warnings(stopped, config, best["epoch"], history[-1]["epoch"])
+    if info.is_main:
+        for note in notes:
+            warnings.warn(note, EpochCapWarning, stacklevel=2)
+    meta = {
+        "best_epoch": best["epoch"],
+        "epochs_run": history[-1]["epoch"] + 1,
+        "stopped": stopped,
+        "warnings": notes,
+        "input_convention": config.input_convention,
+        "data_hash": dataset.hash,
+        "code_version": code_version(),
+    }
     save(history[-1]["epoch"], val=val_final, test=test, finished=True)
     distributed.barrier(info)
     return TrainResult(
@@ -375,6 +449,23 @@ def train(
         path=ckpt_path,
         meta=meta,
     )
+
+
+def _cap_warnings(stopped: str, config: TrainConfig, best_epoch: int, last_epoch: int) -> list[str]:
+    """The warning of a run that hit its epoch budget (empty when early stopping ended it)."""
+    if stopped != "cap":
+        return []
+    return [
+        f"training hit its epoch cap ({config.epochs} epochs; best validation nDCG@100 at "
+        f"epoch {best_epoch}, last epoch {last_epoch}) before early stopping (patience "
+        f"{config.patience}) ended it: the model may be under-trained; raise epochs"
+    ]
+
+
+def _stopped(history: list[dict[str, Any]], finished: bool) -> str | None:
+    if not finished or not history:
+        return None
+    return history[-1].get("stopped", "cap")
 
 
 def _write(
@@ -394,9 +485,14 @@ def _write(
     test,
     finished,
 ) -> None:
+    stopped = _stopped(history, finished)
+    notes = _cap_warnings(stopped, config, best["epoch"], history[-1]["epoch"]) if stopped else []
     payload = {
         "format": CHECKPOINT_FORMAT,
         "config": config.key_dict(),
+        "input_convention": config.input_convention,
+        "stopped": stopped,
+        "warnings": notes,
         "n_items": dataset.n_items,
         "data_hash": dataset.hash,
         "data_name": dataset.name,
@@ -421,6 +517,9 @@ def _write(
         Path(str(path) + ".log.json"),
         {
             "config": config.key_dict(),
+            "input_convention": config.input_convention,
+            "stopped": stopped,
+            "warnings": notes,
             "data_hash": dataset.hash,
             "history": history,
             "best_epoch": best["epoch"],
@@ -479,6 +578,8 @@ def load_checkpoint(
         _check_compatible(payload, dataset, None, path)
     cfg = dict(payload["config"])
     cfg["hidden_dims"] = tuple(cfg["hidden_dims"])
+    # written before the field existed: those models masked the raw row, then normalised
+    cfg.setdefault("input_convention", LEGACY_INPUT_CONVENTION)
     config = TrainConfig(**cfg, device=device)
     model = build_model(config, payload["n_items"])
     model.load_state_dict(payload["model_state"])

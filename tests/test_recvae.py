@@ -42,7 +42,7 @@ def test_phases_update_only_their_own_parameters():
     """The encoder phase leaves the decoder unchanged and the decoder phase the encoder."""
     torch.manual_seed(0)
     cfg = TrainConfig(model="recvae", hidden_dims=(16,), latent_dim=4, batch_size=10, lambda_a=0.1)
-    model = RecVAE(30, 16, 4, use_anchors=True)
+    model = RecVAE(30, 16, 4, use_anchors=True, keep_rate=0.5)
     trainer = RecVAETrainer(model, cfg)
     gen = torch.Generator().manual_seed(0)
     x = _csr()
@@ -71,7 +71,7 @@ def test_fully_masked_user_gives_finite_loss():
     """A user with every item masked out gives finite encodings, loss and gradients."""
     torch.manual_seed(0)
     cfg = TrainConfig(model="recvae", hidden_dims=(16,), latent_dim=4, lambda_a=0.2)
-    model = RecVAE(30, 16, 4, use_anchors=True)
+    model = RecVAE(30, 16, 4, use_anchors=True, keep_rate=0.5)
     sb = SparseBatch.from_csr(_csr(seed=3))
     mu, lv = model.encode_sparse(sb.with_values(torch.zeros_like(sb.values)))
     assert torch.isfinite(mu).all() and torch.isfinite(lv).all()

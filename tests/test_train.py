@@ -134,3 +134,108 @@ def test_unknown_config_field_lists_valid_ones():
         TrainConfig().replace(bogus=1)
     with pytest.raises(RadiusError, match="did you mean 'masking'"):
         setting_config("maskng")
+
+
+# --------------------------------------------------------------------------- recipe (issue 10)
+def test_defaults_are_the_reference_recipe():
+    """Multi-VAE: 200 epochs, patience 20, beta annealed over 50 epochs, lr 1e-3, input
+    normalised then keep-masked; PIA: lambda_A 1, anchors ~ N(0, 0.01^2)."""
+    c = TrainConfig()
+    assert (c.epochs, c.patience, c.anneal_epochs, c.lr) == (200, 20, 50.0, 1e-3)
+    assert c.input_convention == "normalize-mask" and c.anchor_init_scale == 0.01
+    pia = setting_config("pia")
+    assert (pia.keep_rate, pia.lambda_a) == (0.5, 1.0)
+    assert c.key_dict()["input_convention"] == "normalize-mask"
+
+
+def test_recvae_preset_and_explicit_values_used_as_is():
+    """model=recvae takes RecVAE's reference recipe (lr 5e-4, 50 epochs, gamma 0.005,
+    3 encoder passes, rho 0.5, 600/200, batch 500); a value set explicitly (``--set``)
+    survives a change of model, one left to its default re-resolves."""
+    r = TrainConfig(model="recvae")
+    assert (r.lr, r.epochs, r.gamma, r.enc_epochs, r.keep_rate) == (5e-4, 50, 0.005, 3, 0.5)
+    assert (r.hidden_dims, r.latent_dim, r.batch_size) == ((600,), 200, 500)
+    assert r.input_convention == "normalize-mask"
+    assert TrainConfig.for_model("recvae") == r
+    assert TrainConfig().replace(model="recvae") == r
+    assert setting_config("masking", TrainConfig(), model="recvae").lr == 5e-4
+    kept = TrainConfig(lr=1e-3, epochs=7).replace(model="recvae")
+    assert (kept.lr, kept.epochs) == (1e-3, 7)
+    assert setting_config("pia", TrainConfig(), model="recvae", lr=2e-3, epochs=3).lr == 2e-3
+    back = r.replace(model="multvae")
+    assert (back.lr, back.epochs) == (1e-3, 200)
+    with pytest.raises(RadiusError, match="input_convention must be one of"):
+        TrainConfig(input_convention="dropout")
+
+
+def test_stopped_early_is_recorded(tiny_dataset, tiny_config, tmp_path):
+    """Patience running out is recorded as stopped="early" in meta, history, checkpoint
+    and log JSON, with no warning; the convention is recorded beside it."""
+    import json
+    import warnings
+
+    cfg = setting_config("masking", tiny_config, epochs=30, patience=1, lr=0.05)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no cap warning may be raised
+        res = train(tiny_dataset, cfg, checkpoint=tmp_path / "e.pt", progress=False)
+    assert res.meta["stopped"] == "early" and res.meta["warnings"] == []
+    assert res.meta["epochs_run"] < 30 and res.history[-1]["stopped"] == "early"
+    assert res.meta["input_convention"] == "normalize-mask"
+    payload = load_checkpoint(tmp_path / "e.pt").payload
+    assert payload["stopped"] == "early" and payload["input_convention"] == "normalize-mask"
+    log = json.loads((tmp_path / "e.pt.log.json").read_text())
+    assert log["stopped"] == "early" and log["config"]["input_convention"] == "normalize-mask"
+
+
+def test_hitting_the_cap_is_recorded_and_warned(tiny_dataset, tiny_config, tmp_path):
+    """A run that reaches its epoch budget is stopped="cap", warns (EpochCapWarning, on
+    stderr) and lists the warning in meta, checkpoint and log."""
+    import json
+
+    from radius.train import EpochCapWarning
+
+    cfg = setting_config("clean", tiny_config, epochs=2, patience=5)
+    with pytest.warns(EpochCapWarning, match="epoch cap \\(2 epochs"):
+        res = train(tiny_dataset, cfg, checkpoint=tmp_path / "c.pt", progress=False)
+    assert res.meta["stopped"] == "cap" and len(res.meta["warnings"]) == 1
+    assert load_checkpoint(tmp_path / "c.pt").payload["stopped"] == "cap"
+    log = json.loads((tmp_path / "c.pt.log.json").read_text())
+    assert log["stopped"] == "cap" and "epoch cap" in log["warnings"][0]
+
+
+def test_paused_run_has_not_stopped(tiny_dataset, tiny_config, tmp_path):
+    """A time-boxed (stop_after) run is neither early nor cap: stopped is None."""
+    cfg = setting_config("clean", tiny_config, epochs=4, patience=4)
+    part = train(tiny_dataset, cfg, checkpoint=tmp_path / "p.pt", progress=False, stop_after=1)
+    assert part.meta["paused"] and part.meta["stopped"] is None
+    assert load_checkpoint(tmp_path / "p.pt").payload["stopped"] is None
+
+
+def test_old_checkpoint_without_convention_loads_as_mask_normalize(tiny_dataset, cfg, tmp_path):
+    """A checkpoint written before ``input_convention`` existed loads as "mask-normalize"
+    (what radius did then), and its model encodes masked inputs that way."""
+    res = train(
+        tiny_dataset,
+        cfg.replace(input_convention="mask-normalize"),
+        progress=False,
+        checkpoint=tmp_path / "old.pt",
+    )
+    payload = torch.load(tmp_path / "old.pt", weights_only=False)
+    for k in ("input_convention", "stopped", "warnings"):
+        payload.pop(k)
+    payload["config"].pop("input_convention")
+    torch.save(payload, tmp_path / "old.pt")
+    loaded = load_checkpoint(tmp_path / "old.pt", tiny_dataset)
+    assert loaded.config.input_convention == "mask-normalize"
+    assert loaded.model.input_convention == "mask-normalize"
+    x = torch.as_tensor(tiny_dataset.test_tr[:4].toarray())
+    b = (torch.rand(x.shape, generator=torch.Generator().manual_seed(0)) < 0.5).float()
+    torch.testing.assert_close(loaded.model.encode_masked(x, b)[0], res.model.encode(x * b)[0])
+
+
+def test_convention_changes_the_cache_key(tiny_dataset, cfg):
+    """The two conventions train different models, so they never share a cache entry."""
+    from radius.train import cache_key
+
+    other = cfg.replace(input_convention="mask-normalize")
+    assert cache_key(tiny_dataset, cfg) != cache_key(tiny_dataset, other)

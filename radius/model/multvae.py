@@ -1,17 +1,25 @@
 r"""Multi-VAE (Liang et al., 2018) with Bernoulli input masking and PIA anchors.
 
-Architecture [I-600-200-600-I], tanh. The encoder L2-normalises its (masked) input
-with an epsilon, so a fully masked user maps to the zero vector and a finite loss.
+Architecture [I-600-200-600-I], tanh. The encoder L2-normalises its input with an
+epsilon, so a fully masked user maps to the zero vector and a finite loss. Under a
+keep mask :math:`b \sim \mathrm{Bernoulli}(\rho)^I` the encoder input follows one of
+two *input conventions* (theory.md, "What the encoder sees"):
 
 .. math::
 
-    q_\phi(z \mid x_h) = \mathcal N(\mu_\phi(x_h), \operatorname{diag}\sigma_\phi(x_h)^2),
-    \qquad x_h = x \odot b,\; b \sim \mathrm{Bernoulli}(\rho)^I
+    \texttt{normalize-mask}:\quad \tilde x = \frac{x}{\|x\|_2 + \epsilon}\odot\frac{b}{\rho}
+    \qquad
+    \texttt{mask-normalize}:\quad \tilde x = \frac{x\odot b}{\|x\odot b\|_2 + \epsilon}
 
-Differences from the reference TensorFlow code, on purpose: the mask is applied
-*before* normalisation (theory.md: the encoder sees ``x_h = x * b``), so the 1/rho
-dropout rescale is irrelevant; the first layer is stored as an ``(I, H)`` table so
-a sparse batch multiplies it as an embedding bag (same maths as the dense product).
+``normalize-mask`` (the default) is the reference codes' order (dawenl/vae_cf's
+``tf.nn.dropout`` after ``tf.nn.l2_normalize``; RecVAE's ``F.dropout`` after dividing by
+the row norm): :math:`\mathbb E_b[\tilde x]` equals the clean input seen at evaluation
+(b = 1). ``mask-normalize`` (radius before training revision 4) rescales each masked
+row to unit norm, so its training inputs are about :math:`\sqrt\rho` times the scale
+of the clean evaluation input: a train/test shift. Both give an input supported on
+:math:`x_h = x \odot b` (what T2.6 and L_A reason about). The first layer is stored as
+an ``(I, H)`` table so a sparse batch multiplies it as an embedding bag (same maths as
+the dense product).
 """
 
 from __future__ import annotations
@@ -22,9 +30,20 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-__all__ = ["MultVAE", "SparseBatch", "EPS_NORM"]
+__all__ = [
+    "MultVAE",
+    "SparseBatch",
+    "EPS_NORM",
+    "INPUT_CONVENTIONS",
+    "check_convention",
+    "encoder_input_dense",
+    "encoder_input_sparse",
+    "keep_to_dense",
+]
 
 EPS_NORM = 1e-8  # epsilon of the input L2 normalisation
+# "normalize-mask": the reference codes' order (default); "mask-normalize": radius <= rev 3
+INPUT_CONVENTIONS = ("normalize-mask", "mask-normalize")
 
 
 @dataclass
@@ -73,6 +92,65 @@ class SparseBatch:
         return x
 
 
+def check_convention(convention: str, keep_rate: float) -> None:
+    """``ValueError`` for an unknown input convention or a keep rate outside (0, 1]."""
+    if convention not in INPUT_CONVENTIONS:
+        raise ValueError(
+            f"input_convention must be one of {list(INPUT_CONVENTIONS)}, got {convention!r}"
+        )
+    if not 0.0 < float(keep_rate) <= 1.0:
+        raise ValueError(f"keep_rate (rho) must be in (0, 1], got {keep_rate}")
+
+
+def encoder_input_dense(x: Tensor, b: Tensor | None, keep_rate: float, convention: str) -> Tensor:
+    r"""The encoder input :math:`\tilde x` (B, I) of raw rows x (B, I) under keep mask b.
+
+    ``b`` (B, I) of 0/1 (None: clean, b = 1). ``normalize-mask``:
+    :math:`x/(\|x\|+\epsilon)\odot b/\rho`; ``mask-normalize``:
+    :math:`(x\odot b)/(\|x\odot b\|+\epsilon)`. At b = 1 both are the clean normalised row.
+    """
+    if b is None:
+        return x / (x.norm(dim=-1, keepdim=True) + EPS_NORM)
+    if convention == "normalize-mask":
+        xn = x / (x.norm(dim=-1, keepdim=True) + EPS_NORM)
+        return xn * b / keep_rate
+    if convention == "mask-normalize":
+        xb = x * b
+        return xb / (xb.norm(dim=-1, keepdim=True) + EPS_NORM)
+    raise ValueError(
+        f"input_convention must be one of {list(INPUT_CONVENTIONS)}, got {convention!r}"
+    )
+
+
+def encoder_input_sparse(
+    batch: SparseBatch, keep: Tensor | None, keep_rate: float, convention: str
+) -> Tensor:
+    """Per-entry weights (nnz,) of the encoder input: ``encoder_input_dense`` on the
+    stored entries, with ``keep`` (nnz,) the 0/1 mask of the stored entries (None:
+    clean). Zeros of x stay zero under both conventions, so this is the whole input."""
+    if convention not in INPUT_CONVENTIONS:
+        raise ValueError(
+            f"input_convention must be one of {list(INPUT_CONVENTIONS)}, got {convention!r}"
+        )
+    v = batch.values
+    masked_first = keep is not None and convention == "mask-normalize"
+    if masked_first:
+        v = v * keep
+    norm = torch.sqrt(batch.row_sum(v * v))  # (B,)
+    w = v / (norm[batch.rows] + EPS_NORM)  # (nnz,)
+    if keep is not None and not masked_first:  # normalize-mask: inverted dropout
+        w = w * keep / keep_rate
+    return w
+
+
+def keep_to_dense(batch: SparseBatch, keep: Tensor) -> Tensor:
+    """The dense (B, I) 0/1 mask of a stored-entry mask ``keep`` (nnz,); 1 off the support
+    (x is 0 there, so the value does not matter under either convention)."""
+    b = torch.ones(batch.n_rows, batch.n_items, dtype=keep.dtype, device=keep.device)
+    b[batch.rows, batch.indices] = keep
+    return b
+
+
 class MultVAE(nn.Module):
     """Multi-VAE encoder/decoder with optional PIA anchors.
 
@@ -84,6 +162,9 @@ class MultVAE(nn.Module):
     use_anchors : create learnable item anchors E (I, d) for PIA.
     anchor_init, anchor_init_scale : anchors ~ N(0, scale^2) (``"normal"``) or zeros.
     dropout_encoder : dropout on encoder hidden activations (0 in Multi-VAE).
+    keep_rate : rho of the input mask used in training (1: clean input).
+    input_convention : ``"normalize-mask"`` (default, the reference codes') or
+        ``"mask-normalize"``; decides what ``encode_masked`` feeds the encoder.
     """
 
     def __init__(
@@ -94,10 +175,15 @@ class MultVAE(nn.Module):
         *,
         use_anchors: bool = False,
         anchor_init: str = "normal",
-        anchor_init_scale: float = 0.1,
+        anchor_init_scale: float = 0.01,
         dropout_encoder: float = 0.0,
+        keep_rate: float = 1.0,
+        input_convention: str = "normalize-mask",
     ) -> None:
         super().__init__()
+        check_convention(input_convention, keep_rate)
+        self.keep_rate = float(keep_rate)
+        self.input_convention = input_convention
         if n_items < 1 or latent_dim < 1 or not hidden_dims:
             raise ValueError(
                 f"need n_items >= 1, latent_dim >= 1 and at least one hidden layer, got "
@@ -157,14 +243,21 @@ class MultVAE(nn.Module):
         return x / (x.norm(dim=-1, keepdim=True) + EPS_NORM)
 
     def encode(self, x: Tensor) -> tuple[Tensor, Tensor]:
-        """Dense path: x (B, I) raw (masked) input -> mu, logvar (B, d)."""
-        xn = self.normalize(x)
-        return self._encode_hidden(xn @ self.enc_in_weight + self.enc_in_bias)
+        """Dense path on the clean input (b = 1): x (B, I) raw rows -> mu, logvar (B, d)."""
+        return self.encode_masked(x, None)
 
-    def encode_sparse(self, batch: SparseBatch) -> tuple[Tensor, Tensor]:
-        """Sparse path, same maths as ``encode(batch.to_dense())``."""
-        norm = torch.sqrt(batch.row_sum(batch.values * batch.values))  # (B,)
-        w = batch.values / (norm[batch.rows] + EPS_NORM)  # (nnz,)
+    def encode_masked(self, x: Tensor, b: Tensor | None) -> tuple[Tensor, Tensor]:
+        """q(z | x, b) exactly as the encoder saw it in training under keep mask ``b``
+        (B, I) of 0/1 (None: clean), with this model's ``input_convention``."""
+        xt = encoder_input_dense(x, b, self.keep_rate, self.input_convention)  # (B, I)
+        return self._encode_hidden(xt @ self.enc_in_weight + self.enc_in_bias)
+
+    def encode_sparse(
+        self, batch: SparseBatch, keep: Tensor | None = None
+    ) -> tuple[Tensor, Tensor]:
+        """Sparse path, same maths as ``encode_masked(batch.to_dense(), b)`` where ``b`` is
+        ``keep`` (nnz,) on the stored entries (None: clean input)."""
+        w = encoder_input_sparse(batch, keep, self.keep_rate, self.input_convention)  # (nnz,)
         h = F.embedding_bag(
             batch.indices, self.enc_in_weight, batch.offsets, mode="sum", per_sample_weights=w
         )  # (B, H0)
@@ -201,7 +294,10 @@ class MultVAE(nn.Module):
 
     def extra_repr(self) -> str:
         dims = [self.n_items, *self.hidden_dims, self.latent_dim]
-        return f"dims={dims}, anchors={self.anchor_table is not None}"
+        return (
+            f"dims={dims}, anchors={self.anchor_table is not None}, "
+            f"input={self.input_convention}, keep_rate={self.keep_rate}"
+        )
 
 
 def reparameterize(mu: Tensor, logvar: Tensor, generator: torch.Generator | None = None) -> Tensor:

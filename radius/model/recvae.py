@@ -1,6 +1,8 @@
 r"""RecVAE (Shenbin et al., WSDM 2020) with Bernoulli input masking and PIA anchors.
 
-Encoder: input L2-normalised with an epsilon (after the mask), five densely connected
+Encoder: input L2-normalised with an epsilon, then keep-masked with the 1/rho rescale
+(``input_convention="normalize-mask"``, the reference code's ``x / ||x||`` followed by
+``F.dropout``; ``"mask-normalize"`` is kept as an option), five densely connected
 layers with swish and layer norm, mean and log-variance heads. Decoder: one linear
 layer (so ``decoder_features(z) = z``). Composite prior
 
@@ -13,13 +15,17 @@ layer (so ``decoder_features(z) = z``). Composite prior
 where ``phi_old`` is a frozen copy of the encoder taken after each encoder phase.
 The KL weight is scaled by the user's interaction count: ``gamma * |x|``. Training
 alternates encoder phases (``enc_epochs`` passes with the mask and, with PIA, the
-anchor loss) and one decoder phase (clean input), each updating only its own
-parameters.
+anchor loss) and one decoder phase (clean input: the reference runs it with
+``dropout_rate=0``), each updating only its own parameters. The frozen prior encoder
+always sees the clean input, as in the reference.
 
-Differences from the reference code: the mask is applied before normalisation (the
-theory's ``x_h = x * b``), and the first layer is an ``(I, H)`` table so sparse batches
-use an embedding bag; a fully masked user encodes to finite values (the reference
-divides by the raw row norm and gives NaN).
+Defaults (``TrainConfig`` with ``model="recvae"``): the reference ``run.py``'s lr 5e-4,
+50 epochs, 3 encoder passes per decoder pass, gamma 0.005, dropout 0.5 (rho = 0.5),
+hidden 600, latent 200, batch 500.
+
+Differences from the reference code: the first layer is an ``(I, H)`` table so sparse
+batches use an embedding bag; the normalisation has an epsilon, so a user with no
+items encodes to finite values (the reference divides by the raw row norm: NaN).
 """
 
 from __future__ import annotations
@@ -34,7 +40,12 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from radius.config import TrainConfig
-from radius.model.multvae import EPS_NORM, SparseBatch
+from radius.model.multvae import (
+    SparseBatch,
+    check_convention,
+    encoder_input_dense,
+    encoder_input_sparse,
+)
 from radius.model.pia import anchor_terms_sparse
 
 __all__ = ["RecVAE", "CompositePrior", "log_norm_pdf", "RecVAETrainer", "PRIOR_WEIGHTS"]
@@ -68,13 +79,28 @@ class RecVAEEncoder(nn.Module):
             hs.append(self.lns[k](F.silu(fc(hs[-1]) + sum(hs))))
         return self.fc_mu(hs[-1]), self.fc_logvar(hs[-1])
 
-    def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
-        xn = x / (x.norm(dim=-1, keepdim=True) + EPS_NORM)
-        return self.forward_hidden(xn @ self.in_weight)
+    def forward(
+        self,
+        x: Tensor,
+        b: Tensor | None = None,
+        *,
+        keep_rate: float = 1.0,
+        convention: str = "normalize-mask",
+    ) -> tuple[Tensor, Tensor]:
+        """Dense x (B, I) under keep mask b (B, I) (None: clean) -> mu, logvar (B, d)."""
+        xt = encoder_input_dense(x, b, keep_rate, convention)  # (B, I)
+        return self.forward_hidden(xt @ self.in_weight)
 
-    def forward_sparse(self, batch: SparseBatch) -> tuple[Tensor, Tensor]:
-        norm = torch.sqrt(batch.row_sum(batch.values * batch.values))
-        w = batch.values / (norm[batch.rows] + EPS_NORM)
+    def forward_sparse(
+        self,
+        batch: SparseBatch,
+        keep: Tensor | None = None,
+        *,
+        keep_rate: float = 1.0,
+        convention: str = "normalize-mask",
+    ) -> tuple[Tensor, Tensor]:
+        """Sparse path, same maths as ``forward`` with ``keep`` (nnz,) on the stored entries."""
+        w = encoder_input_sparse(batch, keep, keep_rate, convention)
         h0 = F.embedding_bag(
             batch.indices, self.in_weight, batch.offsets, mode="sum", per_sample_weights=w
         )
@@ -119,10 +145,15 @@ class RecVAE(nn.Module):
         *,
         use_anchors: bool = False,
         anchor_init: str = "normal",
-        anchor_init_scale: float = 0.1,
+        anchor_init_scale: float = 0.01,
         prior: str = "composite",
+        keep_rate: float = 1.0,
+        input_convention: str = "normalize-mask",
     ) -> None:
         super().__init__()
+        check_convention(input_convention, keep_rate)
+        self.keep_rate = float(keep_rate)
+        self.input_convention = input_convention
         if prior not in ("composite", "standard"):
             raise ValueError(f"prior must be 'composite' or 'standard', got {prior!r}")
         if n_items < 1 or latent_dim < 1 or hidden_dim < 1:
@@ -146,10 +177,20 @@ class RecVAE(nn.Module):
 
     # protocol
     def encode(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        """q(z | x) on the clean input (b = 1), as at evaluation."""
         return self.encoder(x)
 
-    def encode_sparse(self, batch: SparseBatch) -> tuple[Tensor, Tensor]:
-        return self.encoder.forward_sparse(batch)
+    def encode_masked(self, x: Tensor, b: Tensor | None) -> tuple[Tensor, Tensor]:
+        """q(z | x, b) as the encoder saw it in its masked (encoder) phase."""
+        return self.encoder(x, b, keep_rate=self.keep_rate, convention=self.input_convention)
+
+    def encode_sparse(
+        self, batch: SparseBatch, keep: Tensor | None = None
+    ) -> tuple[Tensor, Tensor]:
+        """Sparse ``encode_masked`` with ``keep`` (nnz,) on the stored entries."""
+        return self.encoder.forward_sparse(
+            batch, keep, keep_rate=self.keep_rate, convention=self.input_convention
+        )
 
     def decoder_features(self, z: Tensor) -> Tensor:
         return z
@@ -181,10 +222,18 @@ def recvae_loss(
     with_anchor: bool,
 ) -> tuple[Tensor, dict[str, float]]:
     """Negative ELBO with the composite prior and count-scaled KL (+ lambda_A L_A)."""
-    from radius.train import mask_batch
+    from radius.train import check_model_config, draw_keep
 
-    masked = mask_batch(batch, keep_rate, gen)
-    mu, logvar = model.encode_sparse(masked)
+    check_model_config(model, config)
+    keep = draw_keep(batch, keep_rate, gen)  # None at keep_rate 1 (decoder phase)
+    how = {"keep_rate": keep_rate, "convention": model.input_convention}  # mask's own rate
+    if config.sparse_input:
+        mu, logvar = model.encoder.forward_sparse(batch, keep, **how)
+    else:
+        from radius.model.multvae import keep_to_dense
+
+        b = None if keep is None else keep_to_dense(batch, keep)
+        mu, logvar = model.encoder(batch.to_dense(), b, **how)
     eps = torch.randn(mu.shape, generator=gen, device=mu.device)
     z = mu + torch.exp(0.5 * logvar) * eps
     with torch.no_grad():
