@@ -17,6 +17,10 @@ every byte outside them, the marker lines included, is kept. Blocks it knows:
     from ``runs/<data>/ablation-*.json`` (``radius experiment ablation``).
 ``figures``
     the PNGs in ``figures/out/`` with the data files beside them.
+``power <data>``
+    the power table of ``runs/<data>/verify/power/*.json`` (``radius verify --power``):
+    per bound and empirical check, the graded perturbations and the mildest one that
+    flips it; "not run" with the command when absent.
 
 Blocks with other keys are left as they are. Nothing in the output depends on the
 clock, so regenerating from the same inputs gives the same file, byte for byte. When
@@ -55,6 +59,8 @@ __all__ = [
     "render_claim",
     "render_ablation",
     "render_figures",
+    "render_power",
+    "load_power",
     "render_blocks",
     "skeleton",
     "generate",
@@ -455,6 +461,177 @@ def _figure_links(names: Sequence[str], figures_dir: Path, out_dir: Path) -> lis
     return links
 
 
+# --------------------------------------------------------------------------- checks by kind
+_KINDS = ("identity", "bound", "empirical")
+_OUTCOMES = ("PASS", "FAIL", "INCONCLUSIVE")
+_KIND_HEADINGS = {
+    "identity": "Identities (maths or implementation: a failure is a bug in radius; they "
+    "never decide the verdict):",
+    "bound": "Bounds (inequalities a trained model could violate):",
+    "empirical": "Empirical (decided from an interval: HOLDS / CONTRADICTED / INCONCLUSIVE):",
+}
+
+
+def _kind(c: Mapping[str, Any]) -> str:
+    k = c.get("kind")
+    return k if k in _KINDS else "bound"  # reports written before kinds existed
+
+
+def _outcome(c: Mapping[str, Any]) -> str:
+    o = c.get("outcome")
+    if o in _OUTCOMES:
+        return str(o)
+    return "PASS" if c.get("passed") else "FAIL"
+
+
+def _passed(c: Mapping[str, Any]) -> bool:
+    return _outcome(c) == "PASS"
+
+
+def _decides(c: Mapping[str, Any]) -> bool:
+    return _kind(c) != "identity" and c.get("evidence", "real") == "real"
+
+
+def _label(c: Mapping[str, Any]) -> str:
+    o = _outcome(c)
+    if _kind(c) == "empirical":
+        return {"PASS": "HOLDS", "FAIL": "CONTRADICTED"}.get(o, o)
+    return o
+
+
+def _interval_text(iv: Any) -> str:
+    """``+0.12 [+0.05, +0.20]`` from an Interval dict (empty when absent)."""
+    if not isinstance(iv, Mapping):
+        return ""
+    est, lo, hi = iv.get("estimate"), iv.get("low"), iv.get("high")
+
+    def f(v: Any) -> str:
+        return f"{v:+.4g}" if isinstance(v, (int, float)) and math.isfinite(v) else str(v)
+
+    if not all(isinstance(v, (int, float)) and math.isfinite(v) for v in (lo, hi)):
+        return f"{f(est)} [no interval]"
+    level = iv.get("level")
+    lev = f" ({level:.0%})" if isinstance(level, (int, float)) else ""
+    return f"{f(est)} [{f(lo)}, {f(hi)}]{lev}"
+
+
+def _checks_by_kind(checks: Sequence[Mapping[str, Any]]) -> list[str]:
+    """Markdown tables of the checks, one per kind (identity, bound, empirical)."""
+    lines: list[str] = []
+    for kind in _KINDS:
+        group = [c for c in checks if _kind(c) == kind]
+        if not group:
+            continue
+        rows = [
+            [
+                f"`{c.get('name', '?')}`",
+                c.get("description", ""),
+                c.get("evidence", "real"),
+                c.get("measured"),
+                _interval_text(c.get("interval")),
+                c.get("bound"),
+                c.get("slack"),
+                c.get("n"),
+                c.get("tolerance", ""),
+                f"**{_label(c)}**" if not _passed(c) else _label(c),
+                c.get("note", "") or "",
+            ]
+            for c in group
+        ]
+        header = ["check", "what", "evidence", "measured", "interval", "bound", "slack", "n"]
+        header += ["tolerance", "outcome", "note"]
+        lines += ["", _KIND_HEADINGS[kind], "", _md_table(header, rows)]
+    return lines
+
+
+def _failing_list(checks: Sequence[Mapping[str, Any]]) -> list[str]:
+    """Every check that is not PASS, including those that do not decide the verdict."""
+    bad = [c for c in checks if not _passed(c)]
+    if not bad:
+        return []
+    out = ["", "Sub-checks that did not pass (all of them, deciding or not):", ""]
+    for c in bad:
+        role = (
+            "decides the verdict"
+            if _decides(c)
+            else (
+                "identity: counts as the implementation"
+                if _kind(c) == "identity"
+                else "probe: counts as the implementation"
+            )
+        )
+        note = f"; {c['note']}" if c.get("note") else ""
+        out.append(f"- `{c.get('name', '?')}` {_label(c)} ({_kind(c)}, {role}){note}")
+    return out
+
+
+# --------------------------------------------------------------------------- power
+def load_power(verify_dir: str | os.PathLike) -> dict[str, dict[str, Any]]:
+    """``power/<module>.json`` files of a verify folder (``radius verify --power``), by claim."""
+    folder = Path(verify_dir) / "power"
+    out: dict[str, dict[str, Any]] = {}
+    if not folder.is_dir():
+        return out
+    for path in sorted(folder.glob("*.json")):
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError) as e:
+            out[path.stem] = {"error": f"{path}: unreadable ({type(e).__name__}: {e})"}
+            continue
+        if isinstance(data, dict):
+            out[str(data.get("claim") or path.stem)] = data
+    return out
+
+
+def render_power(data_dir: Path) -> str:
+    """Markdown of a ``power NAME`` block: for every bound and empirical check of the
+    claims verified with ``--power`` in ``runs/NAME/verify``, the graded perturbations and
+    the mildest grade that flips it ("cannot fail here" when none does)."""
+    from radius.verify import CLAIMS
+
+    vdir = data_dir / "verify"
+    power = load_power(vdir)
+    flag = "" if data_dir.name == "synthetic" else f" --data {data_dir.name}"
+    cmd = f"radius verify --theorem all --power{flag} --out {vdir.as_posix()}"
+    if not power:
+        return (
+            f"**Power table: not run.** No `{(vdir / 'power').as_posix()}/`. Run `{cmd}` "
+            "(with the `--model` / `--set` flags of the reports above), then `radius report`."
+        )
+    rows, notes = [], []
+    for cid in [*CLAIMS, *(c for c in power if c not in CLAIMS)]:
+        rep = power.get(cid)
+        if rep is None:
+            notes.append(f"- {cid}: not run with `--power`")
+            continue
+        if "error" in rep:
+            notes.append(f"- {cid}: {rep['error']}")
+            continue
+        for r in rep.get("rows") or []:
+            grades = ", ".join(f"{g.get('grade')} {g.get('outcome')}" for g in r.get("grades", []))
+            flips = r.get("flips_at")
+            rows.append(
+                [
+                    cid,
+                    f"`{r.get('check', '?')}`",
+                    r.get("kind", ""),
+                    r.get("perturbation", ""),
+                    r.get("baseline", ""),
+                    grades,
+                    f"flips at {flips}" if flips is not None else "**cannot fail here**",
+                    r.get("note", ""),
+                ]
+            )
+        if rep.get("note"):
+            notes.append(f"- {cid}: {rep['note']}")
+    header = ["claim", "check", "kind", "perturbation", "baseline", "grades", "result", "note"]
+    lines = [_md_table(header, rows)] if rows else ["No power rows recorded."]
+    if notes:
+        lines += ["", "Claims without rows:", "", *notes]
+    lines += ["", f"Regenerate: `{cmd}`, then `radius report`."]
+    return "\n".join(lines)
+
+
 # --------------------------------------------------------------------------- render
 def render_claim(
     claim_id: str,
@@ -467,8 +644,11 @@ def render_claim(
 ) -> str:
     """Markdown of one ``results <claim id>`` block.
 
-    With a report: verdict, checks table (measured, bound, slack, n, tolerance,
-    verdict), key numbers from ``details``, the command that regenerates it, the
+    With a report: verdict (what it rests on: the bound and empirical checks on real
+    data; "implementation verified/BROKEN" from the identities and probes), the checks
+    grouped by kind (identity, bound, empirical) with evidence, interval, tolerance,
+    outcome and note, every sub-check that did not pass (deciding or not), key numbers
+    from ``details``, the command that regenerates it, the
     figure link, and the stamp (data hash, seed, code version) from ``context``.
     Without one: "not run yet" and the command to run.
     """
@@ -485,45 +665,34 @@ def render_claim(
             "then `radius report`."
         )
     checks = [c for c in report.get("checks") or [] if isinstance(c, Mapping)]
-    n_fail = sum(1 for c in checks if not c.get("passed"))
-    passed = bool(checks) and n_fail == 0
-    verdict = report.get("verdict") or ("PASS" if passed else "FAIL")
+    verdict = report.get("verdict") or (
+        "PASS" if checks and all(_passed(c) for c in checks) else "FAIL"
+    )
+    deciding = [c for c in checks if _decides(c)]
     if not checks:
         summary = "no checks recorded (no evidence)"
-    elif n_fail:
-        failed = ", ".join(f"`{c.get('name', '?')}`" for c in checks if not c.get("passed"))
-        summary = f"{n_fail} of {len(checks)} checks fail: {failed}"
+    elif deciding:
+        counts = {o: sum(_outcome(c) == o for c in deciding) for o in _OUTCOMES}
+        summary = f"rests on {len(deciding)} bound/empirical checks on real data: " + ", ".join(
+            f"{n} {o}" for o, n in counts.items() if n
+        )
     else:
-        summary = f"all {len(checks)} checks pass"
+        summary = "no bound or empirical check on real data decides it"
+    impl = report.get("implementation")
+    impl_text = {"verified": "implementation verified", "BROKEN": "implementation BROKEN"}.get(
+        str(impl), ""
+    )
     context = report.get("context") or {}
     recon = report.get("reconstruction")
     form = {True: " Reconstruction.", False: " As stated in the paper."}.get(recon, "")
+    head = f"**Verdict: {verdict}** ({summary})" + (f"; {impl_text}" if impl_text else "")
     lines = [
-        f"**Verdict: {verdict}** ({summary}).{form}",
+        f"{head}.{form}",
         "",
         f"Stamp: {_stamp(context, report.get('seconds'))}.",
     ]
-    if checks:
-        rows = [
-            [
-                f"`{c.get('name', '?')}`",
-                c.get("description", ""),
-                c.get("measured"),
-                c.get("bound"),
-                c.get("slack"),
-                c.get("n"),
-                c.get("tolerance", ""),
-                "PASS" if c.get("passed") else "FAIL",
-            ]
-            for c in checks
-        ]
-        lines += [
-            "",
-            _md_table(
-                ["check", "what", "measured", "bound", "slack", "n", "tolerance", "verdict"],
-                rows,
-            ),
-        ]
+    lines += _checks_by_kind(checks)
+    lines += _failing_list(checks)
     keys = _key_numbers(report.get("details"))
     if keys:
         lines += ["", "Key numbers:", ""]
@@ -870,6 +1039,9 @@ def render_blocks(inputs: ReportInputs, *, out_dir: Path = Path(".")) -> dict[st
             blocks[f"data {vdir.parent.name}"] = render_data(
                 vdir.parent, figures_dir=inputs.figures_dir, out_dir=out_dir
             )
+            blocks[f"power {vdir.parent.name}"] = render_power(vdir.parent)
+    else:
+        blocks[f"power {inputs.verify_dir.parent.name}"] = render_power(inputs.verify_dir.parent)
     return blocks
 
 
@@ -883,19 +1055,27 @@ def render_data(data_dir: Path, *, figures_dir: Path, out_dir: Path = Path("."))
     for cid in CLAIMS:
         rep = claims.get(cid)
         if rep is None:
-            rows.append([cid, "not run yet", "", ""])
+            rows.append([cid, "not run yet", "", "", ""])
             continue
         if "error" in rep:
-            rows.append([cid, "unreadable", "", ""])
+            rows.append([cid, "unreadable", "", "", ""])
             continue
-        checks = rep.get("checks", [])
-        failed = [c["name"] for c in checks if not c.get("passed")]
+        checks = [c for c in rep.get("checks", []) if isinstance(c, Mapping)]
+        deciding = [c for c in checks if _decides(c)]
+        counts = {o: sum(_outcome(c) == o for c in deciding) for o in _OUTCOMES}
+        basis = ", ".join(f"{n} {o}" for o, n in counts.items() if n) or "none"
+        failed = [
+            f"`{c.get('name', '?')}` {_label(c)}" + ("" if _decides(c) else f" ({_kind(c)})")
+            for c in checks
+            if not _passed(c)
+        ]
         rows.append(
             [
                 cid,
                 f"**{rep.get('verdict', '?')}**",
-                f"{sum(bool(c.get('passed')) for c in checks)}/{len(checks)}",
-                ", ".join(f"`{n}`" for n in failed) or "-",
+                rep.get("implementation"),
+                basis,
+                ", ".join(failed) or "-",
             ]
         )
     stamp = ""
@@ -917,7 +1097,9 @@ def render_data(data_dir: Path, *, figures_dir: Path, out_dir: Path = Path("."))
             stamp += f" Models trained with {used}."
         if len({str(x.get("data_hash")) for x in contexts}) > 1:
             stamp += " **The reports come from different data (hashes differ).**"
-    table = _md_table(["claim", "verdict", "checks passed", "failed checks"], rows)
+    table = _md_table(
+        ["claim", "verdict", "implementation", "deciding checks", "not passed (all)"], rows
+    )
     ablations = load_ablations(data_dir)
     if not ablations:
         return f"{table}{stamp}"

@@ -142,19 +142,23 @@ def test_fills_markers_from_reports(inputs):
     blocks = {b.key: text[b.start : b.end] for b in parse_blocks(text)}
     b26 = blocks["results 2.6"]
     assert "stale content" not in b26
-    assert "**Verdict: PASS** (all 2 checks pass)" in b26
+    assert "**Verdict: PASS** (rests on 2 bound/empirical checks on real data: 2 PASS)" in b26
     assert (
-        "| `pair_hoeffding_bound` | bound >= exact | 0.031 | 0.2 | 0.169 | 7 | every case | PASS |"
-        in b26
+        "| `pair_hoeffding_bound` | bound >= exact | real | 0.031 |  | 0.2 | 0.169 | 7 | "
+        "every case | PASS |  |" in b26
     )
+    assert "Bounds (inequalities a trained model could violate):" in b26
     assert "`radius verify --theorem 2.6 --set latent_dim=8`" in b26  # non-default config
     assert "abcdef0123456789" in b26 and "seed 0" in b26 and "0.1.0+gdeadbee" in b26
     assert "- `max_rel_error`: 1.5e-12" in b26
     assert "rows" not in b26 and "bound_scale" not in b26 and "timings" not in b26
     assert "`masking` not drawn yet: `radius figures masking`" in b26
     b31 = blocks["results 3.1"]
-    assert "**Verdict: FAIL** (1 of 2 checks fail: `gradient | mu`)" in b31
+    assert (
+        "**Verdict: FAIL** (rests on 2 bound/empirical checks on real data: 1 PASS, 1 FAIL)" in b31
+    )
     assert "| `gradient \\| mu` |" in b31  # pipes escaped inside the table
+    assert "- `gradient | mu` FAIL (bound, decides the verdict)" in b31
     assert "`radius verify --theorem 3.1 --seed 3 --set latent_dim=8`" in b31
     assert "- `summary.worst`: 0.5" in b31
     assert "not run yet" in blocks["results 2.3"] and "old" not in blocks["results 2.3"]
@@ -557,7 +561,7 @@ def test_data_block_lists_verdicts_of_a_second_dataset(tmp_path):
     out.write_text("# x\n\n<!-- radius:begin data ml-100k -->\n<!-- radius:end data ml-100k -->\n")
     generate(out, verify_dir=main_dir, figures_dir=tmp_path / "figs")
     text = out.read_text()
-    assert "| 2.6 | **FAIL** | 1/2 | `bad_check` |" in text
+    assert "| 2.6 | **FAIL** | — | 1 PASS, 1 FAIL | `bad_check` FAIL |" in text
     assert "| 2.3 | not run yet |" in text
     assert "hash `abc`" in text
     assert "ablation" not in text.split("radius:begin data ml-100k")[1]  # none there: no stub
@@ -634,3 +638,101 @@ def test_commands_and_stamps_name_a_non_default_config():
     assert _config_flags(TrainConfig().key_dict()) == [] and _config_flags(None) == []
     std = TrainConfig(model="recvae", recvae_prior="standard").key_dict()
     assert _config_flags(std) == ["--model recvae", "--set recvae_prior=standard"]
+
+
+def _kinds_result() -> ClaimResult:
+    """One check of each kind, an empirical one with an interval, a failing probe and a
+    failing identity (which makes the implementation BROKEN)."""
+    from radius.stats import Interval, Outcome
+
+    iv = Interval(-0.2, -0.5, 0.1, 0.95, "bootstrap", 40)
+    return ClaimResult(
+        claim="2.3",
+        title="T",
+        statement="S",
+        reconstruction=True,
+        checks=[
+            Check("slope", "O(eta^2)", 1.0, 2.0, -0.7, "in [1.7, 2.3]", False, 3, kind="identity"),
+            Check("bound_real", "a <= b", 1.0, 0.99, 0.01, "fraction", True, 80),
+            Check(
+                "decay",
+                "rho < 0",
+                -0.2,
+                0.0,
+                -0.1,
+                "interval",
+                False,
+                40,
+                kind="empirical",
+                outcome=Outcome.INCONCLUSIVE,
+                interval=iv,
+                note="the interval contains 0",
+            ),
+            Check(
+                "bound[probe]", "a <= b", 0.5, 0.99, -0.49, "fraction", False, 9, evidence="probe"
+            ),
+        ],
+        context=CONTEXT,
+    )
+
+
+def test_claim_block_groups_by_kind_and_lists_every_failing_sub_check():
+    """Identity, bound and empirical tables in that order; the empirical row shows its
+    interval, outcome word and note; the failing identity and probe are listed although
+    they do not decide, and the implementation is BROKEN."""
+    from radius.report import render_claim
+
+    md = render_claim("2.3", _kinds_result().to_dict())
+    i_id = md.index("Identities (maths or implementation")
+    i_b = md.index("Bounds (inequalities")
+    i_e = md.index("Empirical (decided from an interval")
+    assert i_id < i_b < i_e
+    assert (
+        "**Verdict: FAIL** (rests on 2 bound/empirical checks on real data: 1 PASS, 1 INCONCLUSIVE)"
+        in md
+    )
+    assert "implementation BROKEN" in md
+    assert "-0.2 [-0.5, +0.1] (95%)" in md and "the interval contains 0" in md
+    assert "| INCONCLUSIVE |" in md.replace("**INCONCLUSIVE**", "INCONCLUSIVE")
+    assert "- `slope` FAIL (identity, identity: counts as the implementation)" in md
+    assert "- `bound[probe]` FAIL (bound, probe: counts as the implementation)" in md
+    assert "- `decay` INCONCLUSIVE (empirical, decides the verdict); the interval contains 0" in md
+
+
+def test_power_block_renders_rows_and_handles_absence(tmp_path):
+    """A power block lists grades and the mildest flip ('cannot fail here' otherwise);
+    without power JSON it says 'not run' with the command."""
+    import json as _json
+
+    from radius.report import render_power
+    from radius.verify.base import PowerRow
+
+    data = tmp_path / "runs" / "ml-100k"
+    (data / "verify").mkdir(parents=True)
+    md = render_power(data)
+    assert "**Power table: not run.**" in md
+    assert "radius verify --theorem all --power --data ml-100k" in md
+    rows = [
+        PowerRow.from_grades(
+            "transfer_bound",
+            "bound",
+            "L_thz scaled",
+            "PASS",
+            [("x0.9", "PASS", 1.0), ("x0.1", "FAIL", 0.4)],
+        ),
+        PowerRow.from_grades("decay", "empirical", "W2 permuted", "PASS", [("100%", "PASS", -0.3)]),
+    ]
+    (data / "verify" / "power").mkdir()
+    (data / "verify" / "power" / "t2_3.json").write_text(
+        _json.dumps({"claim": "2.3", "rows": [r.to_dict() for r in rows], "note": ""})
+    )
+    (data / "verify" / "power" / "p3_1.json").write_text(
+        _json.dumps({"claim": "3.1", "rows": [], "note": "identities only"})
+    )
+    md = render_power(data)
+    assert (
+        "| 2.3 | `transfer_bound` | bound | L_thz scaled | PASS | x0.9 PASS, x0.1 FAIL | "
+        "flips at x0.1 |" in md
+    )
+    assert "**cannot fail here**" in md
+    assert "- 3.1: identities only" in md and "- 2.6: not run with `--power`" in md
