@@ -14,7 +14,27 @@ from types import ModuleType
 from radius.errors import RadiusError
 from radius.verify.base import Check, ClaimResult, VerifyOptions
 
-__all__ = ["CLAIMS", "Check", "ClaimResult", "VerifyOptions", "claim_module", "resolve_ids"]
+__all__ = [
+    "CLAIMS",
+    "Check",
+    "ClaimResult",
+    "VerifyOptions",
+    "claim_module",
+    "resolve_ids",
+    "run",
+    "run_all",
+    "format_table",
+]
+
+
+def __getattr__(name: str):
+    """``run`` / ``run_all`` / ``format_table``: the public API (``radius.verify.api``),
+    imported on first use."""
+    if name in ("run", "run_all", "format_table"):
+        from radius.verify import api
+
+        return getattr(api, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 CLAIMS: dict[str, str] = {
     "2.3": "t2_3",

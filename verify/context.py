@@ -1,23 +1,47 @@
 """What a claim module gets: the dataset, options, and trained models on demand.
 
-Models are never trained silently inside a claim: ``VerifyContext.model(setting)``
-goes through ``radius.train.get_model``, the explicit, content-keyed training step
-(a second call with the same data and config loads the cached checkpoint).
+Models are never trained silently inside a claim. Two modes:
+
+* radius's own models (``models`` is None, the CLI default): ``model(setting)`` goes
+  through ``radius.train.get_model``, the explicit, content-keyed training step (a
+  second call with the same data and config loads the cached checkpoint);
+  ``checkpoint`` replaces the pia model.
+* the user's models (``models`` maps settings to modules, ``radius.verify.run(...,
+  models=...)`` or ``radius verify --checkpoint clean=a.pt``): ``model(setting)``
+  returns the user's model, and a setting the user did not provide raises
+  ``MissingModelError`` naming it (the claim is then reported INCONCLUSIVE with that
+  reason): nothing is trained in its place. A beta sweep calls ``fit_beta(beta)``, the
+  user's own ``fit(beta) -> model``; without one it raises ``MissingModelError`` too.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from torch import nn
 
-from radius.config import TrainConfig, setting_config
+from radius.config import SETTINGS, TrainConfig, setting_config
 from radius.data.dataset import Dataset
+from radius.errors import RadiusError
 from radius.verify.base import VerifyOptions
 
-__all__ = ["VerifyContext"]
+__all__ = ["VerifyContext", "MissingModelError"]
+
+
+class MissingModelError(RadiusError):
+    """A claim needs a model the user did not provide (never trained in its place).
+
+    Attributes
+    ----------
+    missing : what is missing (``["clean"]``, ``["fit(beta)"]``).
+    """
+
+    def __init__(self, message: str, missing: list[str]) -> None:
+        super().__init__(message)
+        self.missing = list(missing)
 
 
 @dataclass
@@ -26,11 +50,16 @@ class VerifyContext:
 
     dataset : the prepared dataset.
     options : shared sizes, seeds and tolerances.
-    base_config : training config the settings (clean, masking, pia) start from.
+    base_config : training config the settings (clean, masking, pia) start from; with
+        user models, only its setting knobs (keep_rate, lambda_a) are read, and the
+        models' own ``keep_rate`` / ``lambda_a`` attributes take precedence.
     cache_dir : where trained checkpoints are cached (content-keyed).
     checkpoint : an explicit checkpoint path; when given, ``model("pia")`` and
         ``model()`` return it instead of the cached setting model.
     progress : show progress bars.
+    models : the user's models by setting (``clean`` / ``masking`` / ``pia``), or None
+        for radius's own trained models. With user models nothing is ever trained.
+    fit_beta : the user's ``fit(beta) -> model`` for beta sweeps (user models only).
     """
 
     dataset: Dataset
@@ -39,14 +68,69 @@ class VerifyContext:
     cache_dir: Path | None = None
     checkpoint: Path | None = None
     progress: bool = False
+    models: Mapping[str, nn.Module] | None = None
+    fit_beta: Callable[[float], nn.Module] | None = None
     _models: dict[Any, nn.Module] = field(default_factory=dict, repr=False)
 
+    def __post_init__(self) -> None:
+        if self.models is not None:
+            bad = sorted(set(self.models) - set(SETTINGS))
+            if bad:
+                raise RadiusError(
+                    f"unknown setting(s) {bad} in models (choose from {sorted(SETTINGS)})"
+                )
+            if self.checkpoint is not None:
+                raise ValueError("give either models or checkpoint, not both")
+        if self.fit_beta is not None and not callable(self.fit_beta):
+            raise TypeError(f"fit_beta must be callable, got {type(self.fit_beta).__name__}")
+
+    @property
+    def user_models(self) -> bool:
+        """True when the models are the user's (nothing is trained)."""
+        return self.models is not None
+
     def config(self, setting: str = "pia", **overrides: Any) -> TrainConfig:
-        """Config of a named setting (clean, masking, pia) on the base config."""
+        """Config of a named setting (clean, masking, pia) on the base config.
+
+        With user models, the model's own ``keep_rate`` and ``lambda_a`` attributes
+        (``radius.model.wrap`` sets them) replace the setting's defaults.
+        """
+        if self.models is not None and setting in self.models:
+            m = self.models[setting]
+            own = {
+                k: float(getattr(m, k))
+                for k in ("keep_rate", "lambda_a")
+                if isinstance(getattr(m, k, None), int | float)
+            }
+            return setting_config(setting, self.base_config, **{**own, **overrides})
         return setting_config(setting, self.base_config, **overrides)
 
+    def _missing(self, setting: str) -> MissingModelError:
+        have = sorted(self.models or {})
+        return MissingModelError(
+            f"needs the {setting!r} model, which was not provided (models given: "
+            f"{', '.join(have) or 'none'}); radius does not train a substitute",
+            [setting],
+        )
+
     def model(self, setting: str = "pia", **overrides: Any) -> nn.Module:
-        """Trained model of a setting, on the CPU in eval mode (trained once, then cached)."""
+        """Trained model of a setting, on the CPU in eval mode (trained once, then cached).
+
+        With user models: the user's model of ``setting``; ``MissingModelError`` when it
+        was not provided or when ``overrides`` ask for another config.
+        """
+        if self.models is not None:
+            if setting not in SETTINGS:
+                setting_config(setting)  # raises with close-match suggestions
+            if setting not in self.models:
+                raise self._missing(setting)
+            if overrides:
+                raise MissingModelError(
+                    f"needs the {setting!r} model retrained with {overrides}; with user models "
+                    "radius trains nothing",
+                    [f"{setting} with {overrides}"],
+                )
+            return self.models[setting].cpu().eval()
         if self.checkpoint is not None and setting == "pia" and not overrides:
             key: Any = ("checkpoint", str(self.checkpoint))
             if key not in self._models:
@@ -59,7 +143,13 @@ class VerifyContext:
         return self.model_for(self.config(setting, **overrides))
 
     def model_for(self, config: TrainConfig) -> nn.Module:
-        """Trained model for an explicit config (used by sweeps, e.g. over beta)."""
+        """Trained model for an explicit config (used by sweeps, e.g. over beta).
+
+        With user models the only configs served are beta-sweep points, through
+        ``fit_beta(config.beta_cap)``; anything else raises ``MissingModelError``.
+        """
+        if self.models is not None:
+            return self.sweep_model(float(config.beta_cap), config, seed=int(config.seed))
         from radius.train import get_model
 
         key = ("config", tuple(sorted(config.key_dict().items(), key=lambda kv: kv[0])).__repr__())
@@ -71,10 +161,48 @@ class VerifyContext:
             )
         return self._models[key]
 
+    def sweep_model(
+        self, beta: float, config: TrainConfig | None = None, *, seed: int = 0
+    ) -> nn.Module:
+        """The model at beta-sweep point ``beta`` (training seed ``seed``).
+
+        radius's models: ``model_for(config)`` (``config`` required). User models: the
+        user's ``fit_beta(beta, seed=seed)`` when it takes a ``seed`` keyword, else
+        ``fit_beta(beta)``; validated against the dataset, called once per (beta, seed);
+        ``MissingModelError`` naming ``fit(beta)`` when none was given.
+        """
+        if self.models is None:
+            if config is None:
+                raise ValueError("sweep_model needs the sweep config for radius's own models")
+            return self.model_for(config)
+        if self.fit_beta is None:
+            raise MissingModelError(
+                "the beta sweep needs the user's fit(beta) -> model (radius.verify.run(..., "
+                "fit=...)); not run: radius does not retrain a user's model",
+                ["fit(beta)"],
+            )
+        import inspect
+
+        try:
+            takes_seed = "seed" in inspect.signature(self.fit_beta).parameters
+        except (TypeError, ValueError):
+            takes_seed = False
+        key = ("fit_beta", float(beta), int(seed) if takes_seed else 0)
+        if key not in self._models:
+            from radius.model.wrap import validate
+
+            if takes_seed:
+                m = self.fit_beta(float(beta), seed=int(seed))
+            else:
+                m = self.fit_beta(float(beta))
+            validate(m, n_items=self.dataset.n_items, name=f"fit({beta:g})")
+            self._models[key] = m.cpu().eval()
+        return self._models[key]
+
     def describe(self) -> dict[str, Any]:
         from radius import code_version
 
-        return {
+        out = {
             "dataset": self.dataset.name,
             "data_hash": self.dataset.hash,
             "seed": self.options.seed,
@@ -82,3 +210,17 @@ class VerifyContext:
             "checkpoint": str(self.checkpoint) if self.checkpoint else None,
             "base_config": self.base_config.key_dict(),
         }
+        if self.models is not None:
+            out["models"] = {
+                s: {
+                    "type": type(m).__name__,
+                    "parameters": int(sum(p.numel() for p in m.parameters())),
+                    "keep_rate": getattr(m, "keep_rate", None),
+                    "lambda_a": getattr(m, "lambda_a", None),
+                    "input_convention": getattr(m, "input_convention", None),
+                }
+                for s, m in self.models.items()
+            }
+            out["models_source"] = "user"
+            out["fit_beta"] = self.fit_beta is not None
+        return out

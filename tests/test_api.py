@@ -1,0 +1,172 @@
+"""The public API: radius.load_dataset / prepare / train / verify.run / figures, on models
+radius never trained; missing models are named, never trained in their place."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+import torch
+from torch import nn
+
+import radius
+from radius.model import ModelError, wrap
+from radius.verify.context import MissingModelError, VerifyContext
+
+
+def _model(n_items: int, d: int = 4, seed: int = 0, keep_rate: float = 1.0) -> nn.Module:
+    torch.manual_seed(seed)
+    enc = nn.Sequential(nn.Linear(n_items, 16), nn.ReLU(), nn.Linear(16, 2 * d))
+    dec = nn.Sequential(nn.Linear(d, 16), nn.Tanh(), nn.Linear(16, n_items))
+    return wrap(enc, dec, keep_rate=keep_rate)
+
+
+@pytest.fixture()
+def no_training(monkeypatch):
+    """Any attempt to train or load radius's own models fails the test."""
+    import radius.train as rt
+
+    def boom(*a, **k):
+        raise AssertionError("radius trained a model in place of the user's")
+
+    monkeypatch.setattr(rt, "get_model", boom)
+    monkeypatch.setattr(rt, "train", boom)
+
+
+def test_import_radius_is_cheap():
+    """`import radius` loads neither torch nor the claims nor the figures."""
+    code = "import radius, sys; print(sorted(m for m in ('torch', 'radius.verify', "
+    code += "'radius.figures') if m in sys.modules))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
+
+
+def test_entry_points_are_callable():
+    """radius.train(...) and radius.figures.tsne(...) are functions and still modules."""
+    import radius.figures.tsne as tsne_mod
+    import radius.train as train_mod
+
+    assert callable(radius.train) and radius.train is train_mod
+    assert callable(train_mod.get_model)  # still the module
+    assert callable(radius.figures.tsne) and radius.figures.tsne is tsne_mod
+    assert callable(radius.figures.radius) and callable(radius.verify.run)
+    assert radius.wrap is wrap
+
+
+def test_train_function(tiny_dataset, tiny_config):
+    """radius.train(dataset, config) trains (the module's train) and returns a result."""
+    res = radius.train(tiny_dataset, tiny_config.replace(epochs=1), progress=False)
+    assert res.model.n_items == tiny_dataset.n_items
+
+
+def test_run_on_user_models(tiny_dataset, no_training):
+    """L2.4 on a user model radius never trained: PASS, the missing settings named."""
+    m = _model(tiny_dataset.n_items)
+    res = radius.verify.run("l2.4", models={"pia": m}, dataset=tiny_dataset, quick=True)
+    assert res.verdict == "PASS" and {c.name for c in res.checks} == {
+        "bound_raw_pia",
+        "bound_normalized_pia",
+    }
+    assert set(res.details["missing_models"]) == {"clean", "masking"}
+    assert res.context["models_source"] == "user"
+
+
+def test_missing_model_is_inconclusive_and_named(tiny_dataset, no_training):
+    """T2.5 needs the clean model: INCONCLUSIVE naming it, nothing trained."""
+    res = radius.verify.run(
+        "2.5", models={"pia": _model(tiny_dataset.n_items)}, dataset=tiny_dataset, quick=True
+    )
+    assert res.verdict == "INCONCLUSIVE" and res.checks == []
+    assert res.details["missing"] == ["clean"]
+    assert "needs the 'clean' model, which was not provided" in res.details["not_run"]
+
+
+def test_beta_sweep_needs_fit(tiny_dataset, no_training):
+    """Without fit(beta) the sweep is not run and says so; with it, fit is called per
+    (beta, seed) and its models are validated."""
+    n = tiny_dataset.n_items
+    models = {"masking": _model(n, keep_rate=0.5)}
+    res = radius.verify.run("beta-kl", models=models, dataset=tiny_dataset, quick=True)
+    assert res.verdict == "INCONCLUSIVE" and res.details["missing"] == ["fit(beta)"]
+    calls = []
+
+    def fit(beta, seed=0):
+        calls.append((beta, seed))
+        return _model(n, seed=seed, keep_rate=0.5)
+
+    ctx = VerifyContext(dataset=tiny_dataset, models=models, fit_beta=fit)
+    m1 = ctx.sweep_model(0.5, seed=1)
+    assert ctx.sweep_model(0.5, seed=1) is m1 and calls == [(0.5, 1)]
+    cfg = ctx.config("masking").replace(beta_cap=2.0, seed=3)
+    ctx.model_for(cfg)
+    assert calls[-1] == (2.0, 3)
+    assert ctx.config("masking").keep_rate == 0.5  # the model's own keep rate
+    bad = VerifyContext(dataset=tiny_dataset, models=models, fit_beta=lambda b: _model(n + 1))
+    with pytest.raises(ModelError, match=r"fit\(0.5\): n_items = 301, but the data has 300"):
+        bad.sweep_model(0.5)
+
+
+def test_context_never_trains_for_user_models(tiny_dataset, no_training):
+    """model(setting) with user models: the given one, or MissingModelError naming it."""
+    ctx = VerifyContext(dataset=tiny_dataset, models={"clean": _model(tiny_dataset.n_items)})
+    assert ctx.model("clean") is ctx.models["clean"]
+    with pytest.raises(MissingModelError, match="needs the 'pia' model.*models given: clean"):
+        ctx.model("pia")
+    with pytest.raises(MissingModelError, match="retrained with"):
+        ctx.model("clean", seed=3)
+
+
+def test_bad_api_input(tiny_dataset):
+    """Misuse raises with exact messages before anything runs."""
+    n = tiny_dataset.n_items
+    with pytest.raises(ValueError, match="unknown setting 'pai' in models .*did you mean 'pia'"):
+        radius.verify.run("2.4", models={"pai": _model(n)}, dataset=tiny_dataset)
+    with pytest.raises(ModelError, match="the 'pia' model: n_items = 299, but the data has 300"):
+        radius.verify.run("2.4", models={"pia": _model(n - 1)}, dataset=tiny_dataset)
+    with pytest.raises(TypeError, match=r"claim 2.4 has no option\(s\) \['betas'\]"):
+        radius.verify.run("2.4", models={"pia": _model(n)}, dataset=tiny_dataset, betas=(1,))
+    with pytest.raises(ValueError, match="run verifies one claim"):
+        radius.verify.run("all", models={"pia": _model(n)}, dataset=tiny_dataset)
+    with pytest.raises(ValueError, match="fit is for user models"):
+        radius.verify.run("beta-kl", dataset=tiny_dataset, fit=lambda b: None)
+    with pytest.raises(TypeError, match="dataset must be a radius Dataset"):
+        radius.verify.run("2.4", dataset=3)
+
+
+class _NaNDecoder(nn.Module):
+    def __init__(self, n_items: int, d: int = 4) -> None:
+        super().__init__()
+        self.out = nn.Linear(d, n_items)
+
+    def forward(self, z):
+        return self.out(z) + float("nan")
+
+
+def test_nan_model_is_refused(tiny_dataset):
+    """A model with NaN logits is refused naming decode(z)."""
+    n = tiny_dataset.n_items
+    enc = nn.Sequential(nn.Linear(n, 8))
+    with pytest.raises(ModelError, match=r"decode\(z\) has 1200 non-finite values"):
+        wrap(enc, _NaNDecoder(n))
+
+
+def test_run_all_and_table(tiny_dataset, no_training):
+    """run_all over two claims on one context, and a printable table with verdict lines."""
+    m = _model(tiny_dataset.n_items)
+    res = radius.verify.run_all(
+        "2.4,2.5", models={"clean": m}, dataset=tiny_dataset, quick=True, n_pairs=30
+    )
+    table = radius.verify.format_table(res)
+    assert list(res) == ["2.4", "2.5"] and "2.4: PASS" in table and "2.5: INCONCLUSIVE" in table
+    assert "(not run)" in table
+
+
+def test_figures_with_user_models(tiny_dataset, tmp_path, no_training):
+    """radius.figures.tsne draws from user models; cohorts refuses (it trains)."""
+    n = tiny_dataset.n_items
+    models = {s: _model(n, seed=i) for i, s in enumerate(("clean", "masking", "pia"))}
+    res = radius.figures.tsne(models=models, dataset=tiny_dataset, out=tmp_path, quick=True)
+    assert (tmp_path / res["png"].name).is_file()
+    with pytest.raises(MissingModelError, match="'cohorts' figure trains radius's own"):
+        radius.figures.draw("cohorts", models=models, dataset=tiny_dataset, out=tmp_path)
