@@ -591,12 +591,19 @@ def render_power(data_dir: Path) -> str:
 
     vdir = data_dir / "verify"
     power = load_power(vdir)
-    flag = "" if data_dir.name == "synthetic" else f" --data {data_dir.name}"
-    cmd = f"radius verify --theorem all --power{flag} --out {vdir.as_posix()}"
+    claims, _ = load_claim_reports(vdir)
+    context = next((r["context"] for r in claims.values() if "context" in r), None)
+    if isinstance(context, Mapping):  # the data and config of the claim reports beside
+        name = context.get("dataset")
+        flags = [f"--data {name}"] if name and name != "synthetic" else []
+        flags += _config_flags(context.get("base_config"))
+    else:
+        flags = [] if data_dir.name == "synthetic" else [f"--data {data_dir.name}"]
+    cmd = " ".join(["radius verify --theorem all --power", *flags, f"--out {vdir.as_posix()}"])
     if not power:
         return (
-            f"**Power table: not run.** No `{(vdir / 'power').as_posix()}/`. Run `{cmd}` "
-            "(with the `--model` / `--set` flags of the reports above), then `radius report`."
+            f"**Power table: not run.** No `{(vdir / 'power').as_posix()}/`. Run `{cmd}`, "
+            "then `radius report`."
         )
     rows, notes = [], []
     for cid in [*CLAIMS, *(c for c in power if c not in CLAIMS)]:
