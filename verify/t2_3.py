@@ -99,7 +99,9 @@ STATEMENT = (
     "Delta_x = ||E_{q_u}[grad l_v - grad l_u]|| and L_thz the Lipschitz constant of "
     "z -> grad_theta l_v (W2 >= W1 keeps the bound valid; L_thz is estimated); (3) if "
     "W2(q_u, q_v) < r_share = [||g_u|| - Delta_x]_+ / L_thz then <g_u, g_v> > 0; (4) "
-    "<g_u, g_v> / ||g_u||^2 decreases with W2(q_u, q_v) (Spearman correlation < 0)."
+    "<g_u, g_v> / ||g_u||^2 decreases with W2(q_u, q_v) (Spearman correlation < 0, within "
+    "each kind of real pair, with a bootstrap interval). Real pairs decide; constructed "
+    "edit probes are reported apart."
 )
 RECONSTRUCTION = True
 
