@@ -1,8 +1,12 @@
 """The model protocol: the only way analysis code talks to a model.
 
 Multi-VAE, RecVAE and a user's own PyTorch VAE go through every check as long as
-they provide these members. Inputs ``x`` are raw (un-normalised) interaction rows,
-already masked where a mask applies; the model does its own input normalisation.
+they provide these members. Inputs ``x`` are raw (un-normalised) interaction rows; the
+model does its own input normalisation. ``encode(x)`` is the clean input (b = 1, as at
+evaluation). A masked input is encoded through ``encode_masked(model, x, b)``, never as
+``encode(x * b)``: radius's models (``input_convention`` ``"normalize-mask"``, the
+reference codes') feed the encoder ``x / ||x|| * b / rho``, which ``encode(x * b)``
+would not reproduce.
 """
 
 from __future__ import annotations
@@ -27,6 +31,10 @@ class VAEModel(Protocol):
     - ``output_layer() -> (W, b)``: W (I, H), b (I,) or None.
     - ``decoder_parameters()`` / ``encoder_parameters()``: named parameter lists.
     - ``anchors``: (I, d) PIA anchors, or None when PIA is off.
+
+    Optional (radius's models have them; ``encode_masked`` / ``input_convention`` below
+    fall back when they are absent): ``encode_masked(x, b)``, ``input_convention``
+    (``"normalize-mask"`` or ``"mask-normalize"``) and ``keep_rate`` (rho in training).
     """
 
     n_items: int
@@ -82,10 +90,13 @@ def input_convention(model: object) -> str:
 
 
 def encode_masked(model: object, x: Tensor, b: Tensor) -> tuple[Tensor, Tensor]:
-    """q(z | x_h) as the model saw it in training under keep mask ``b`` (0/1, x's shape).
+    r"""q(z | x, b) as the model saw it in training under keep mask ``b`` (0/1, x's shape).
 
     Uses the model's own ``encode_masked(x, b)`` where it has one (its input
-    convention decides the encoder input), else ``encode(x * b)``.
+    convention decides the encoder input: :math:`x/\|x\|\odot b/\rho` for
+    ``"normalize-mask"``, :math:`(x\odot b)/\|x\odot b\|` for ``"mask-normalize"``),
+    else ``encode(x * b)`` (a model that masks its raw input). Either way the encoder
+    input is supported on x_h = x * b.
     """
     fn = getattr(model, "encode_masked", None)
     if fn is not None:
