@@ -93,6 +93,11 @@ def test_probes_never_decide(result):
     assert c.n == result.details["n_inside_radius"] == len(inside_real)
     probe = _check(result, "positive_inside_radius[probe]")
     assert probe.n == result.details["n_inside_radius_probe"]
+    # on the tiny model no real pair lies inside r_share, while the probes do: the real
+    # radius check is INCONCLUSIVE (no evidence), the probes cannot make it PASS
+    assert c.n < t2_3.MIN_INSIDE and c.outcome is Outcome.INCONCLUSIVE
+    assert probe.n >= t2_3.MIN_INSIDE and probe.outcome is Outcome.PASS
+    assert result.outcome is not Outcome.PASS
 
 
 @pytest.mark.slow
