@@ -47,9 +47,13 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from radius.model.protocol import encode_masked
+
 __all__ = [
     "SPECTRA",
     "contraction_factor",
+    "contraction_sq_envelope",
+    "directional_variance_bound",
     "anchored_quadratic_optimum",
     "deviation_ratio",
     "variance_ratio",
@@ -90,6 +94,100 @@ def contraction_factor(lipschitz: np.ndarray | float, lambda_a: float) -> np.nda
     if lambda_a == 0:
         return np.ones_like(lip)
     return lip / (lip + 2.0 * lambda_a)
+
+
+def contraction_sq_envelope(
+    kappa: np.ndarray | float, lipschitz: np.ndarray | float, lambda_a: float
+) -> np.ndarray:
+    r"""Directional bound on the squared contraction (P3.2, tightened variance check).
+
+    For :math:`A = (H + 2\lambda_A I)^{-1} H` with :math:`0 \preceq H \preceq L I` and a
+    direction :math:`\delta`, write :math:`\psi(h) = (h / (h + c))^2`, :math:`c =
+    2\lambda_A`, and :math:`p_k = \delta_k^2 / \|\delta\|^2` (the weights of
+    :math:`\delta` on the eigenvectors of H). Then
+
+    .. math::
+
+        \frac{\|A\delta\|^2}{\|\delta\|^2} = \sum_k p_k\,\psi(h_k)
+        \le \hat\psi_L(\kappa),\qquad
+        \kappa = \frac{\delta^\top H \delta}{\delta^\top\delta} = \sum_k p_k h_k,
+
+    by Jensen's inequality for the concave envelope :math:`\hat\psi_L` of :math:`\psi` on
+    [0, L]. :math:`\psi'' = 2c(c - 2h)/(h + c)^4`, so :math:`\psi` is convex on
+    [0, c/2] and concave beyond; the tangent from the origin touches it at h = c
+    (:math:`\psi(h)/h = \psi'(h) \iff h = c`), hence with :math:`t = \min(c, L)`
+
+    .. math::
+
+        \hat\psi_L(\kappa) = \kappa\,\frac{t}{(t + c)^2}\ (\kappa \le t),\qquad
+        \hat\psi_L(\kappa) = \Big(\frac{\kappa}{\kappa + c}\Big)^2\ (\kappa \ge t).
+
+    :math:`\hat\psi_L` is nondecreasing, so :math:`\hat\psi_L(\kappa) \le \psi(L) =
+    \tau^2`: never looser than the top-eigenvalue bound, and much tighter when the
+    directions that matter have curvature well below L. It is the best bound that uses
+    only :math:`\kappa` and L (the envelope is attained by two-point spectra).
+
+    Parameters
+    ----------
+    kappa : curvature along the direction (Rayleigh quotient); clipped to [0, L_eff].
+    lipschitz : L, top eigenvalue (broadcast with kappa); L_eff = max(L, kappa), so a
+        Lanczos estimate of L below kappa cannot make the bound invalid.
+    lambda_a : :math:`\lambda_A \ge 0`; 0 gives 1 (no contraction).
+    """
+    k = np.asarray(kappa, dtype=np.float64)
+    lip = np.asarray(lipschitz, dtype=np.float64)
+    if not np.isfinite(lambda_a) or lambda_a < 0:
+        raise ValueError(f"lambda_a must be finite and >= 0, got {lambda_a}")
+    if np.any(~np.isfinite(k)) or np.any(~np.isfinite(lip)) or np.any(lip < 0):
+        raise ValueError("kappa and lipschitz must be finite, lipschitz >= 0")
+    k, lip = np.broadcast_arrays(k, lip)
+    if lambda_a == 0:
+        return np.ones(k.shape)
+    c = 2.0 * lambda_a
+    k = np.maximum(k, 0.0)
+    lip = np.maximum(lip, k)
+    t = np.minimum(c, lip)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        linear = k * np.where(t > 0, t / (t + c) ** 2, 0.0)
+    return np.where(k <= t, linear, (k / (k + c)) ** 2)
+
+
+def directional_variance_bound(
+    m: np.ndarray, kappa: np.ndarray, lipschitz: np.ndarray | float, lambda_a: float
+) -> np.ndarray:
+    r"""Upper bound on :math:`\operatorname{tr}\operatorname{Cov}_b\mu^*_b /
+    \operatorname{tr}\operatorname{Cov}_b m_b` from the curvature along each mask's
+    deviation :math:`\delta_b = m_b - \bar m` (P3.2).
+
+    With one H for all masks, :math:`\mu^*_b - \bar{\mu^*} = A\delta_b`, so
+
+    .. math::
+
+        \frac{\operatorname{tr}\operatorname{Cov}_b\mu^*_b}{\operatorname{tr}
+        \operatorname{Cov}_b m_b} = \frac{\sum_b \|A\delta_b\|^2}{\sum_b \|\delta_b\|^2}
+        \le \frac{\sum_b \hat\psi_L(\kappa_b)\,\|\delta_b\|^2}{\sum_b \|\delta_b\|^2},
+        \qquad \kappa_b = \frac{\delta_b^\top H\delta_b}{\|\delta_b\|^2}
+
+    (:func:`contraction_sq_envelope` per mask), which is :math:`\le \tau^2`.
+
+    Parameters
+    ----------
+    m : (..., B, d) unanchored optima; kappa : (..., B) curvature along
+        :math:`\delta_b` (NaN where :math:`\delta_b = 0`, weight 0 there);
+    lipschitz : (...) or scalar L; lambda_a : :math:`\lambda_A`.
+
+    Returns (...) bounds, NaN where m does not vary over masks.
+    """
+    m = np.asarray(m, dtype=np.float64)
+    k = np.asarray(kappa, dtype=np.float64)
+    if m.ndim < 2 or k.shape != m.shape[:-1]:
+        raise ValueError(f"need m (..., B, d) and kappa (..., B), got {m.shape} and {k.shape}")
+    w = ((m - m.mean(axis=-2, keepdims=True)) ** 2).sum(-1)  # (..., B) ||delta_b||^2
+    lip = np.asarray(lipschitz, dtype=np.float64)[..., None]
+    psi = contraction_sq_envelope(np.where(w > 0, np.nan_to_num(k), 0.0), lip, lambda_a)
+    den = w.sum(-1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(den > 0, (psi * w).sum(-1) / np.where(den > 0, den, 1.0), np.nan)
 
 
 def anchored_quadratic_optimum(
@@ -455,6 +553,10 @@ class RefinementResult:
     grad_norm_m, grad_norm_star : (U, B) gradient norms at the returned optima.
     n_iter : L-BFGS iterations used (both runs together, max over the two).
     lambda_a, beta : the weights used.
+    curvature_var : (U, B) curvature of f_b at :math:`m_b` along
+        :math:`\\delta_b = m_b - \\bar m_u` (Rayleigh quotient; NaN where
+        :math:`\\delta_b = 0`).
+    curvature_dev : (U, B) the same along :math:`m_b - \\bar e`.
     """
 
     m: np.ndarray
@@ -467,6 +569,8 @@ class RefinementResult:
     n_iter: int
     lambda_a: float
     beta: float
+    curvature_var: np.ndarray | None = None
+    curvature_dev: np.ndarray | None = None
 
     def tau_mask(self, *, lambda_scale: float = 1.0) -> np.ndarray:
         """(U, B) tau_b = L_b / (L_b + 2 lambda_scale lambda_A)."""
@@ -483,6 +587,22 @@ class RefinementResult:
     def variance(self) -> np.ndarray:
         """(U,) tr Cov_b(mu*_b) / tr Cov_b(m_b)."""
         return variance_ratio(self.mu_star, self.m)
+
+    def variance_bound(self, *, lambda_scale: float = 1.0) -> np.ndarray:
+        """(U,) :func:`directional_variance_bound` with kappa_b = ``curvature_var`` and
+        L_u = max_b L_b."""
+        if self.curvature_var is None:
+            raise ValueError("this RefinementResult has no directional curvatures")
+        return directional_variance_bound(
+            self.m, self.curvature_var, self.lipschitz.max(-1), lambda_scale * self.lambda_a
+        )
+
+    def deviation_bound(self, *, lambda_scale: float = 1.0) -> np.ndarray:
+        """(U, B) sqrt of :func:`contraction_sq_envelope` along m_b - e_bar with L_b."""
+        if self.curvature_dev is None:
+            raise ValueError("this RefinementResult has no directional curvatures")
+        k = np.nan_to_num(self.curvature_dev)
+        return np.sqrt(contraction_sq_envelope(k, self.lipschitz, lambda_scale * self.lambda_a))
 
 
 def refine_latents(
@@ -506,7 +626,10 @@ def refine_latents(
     (:math:`m_b`) and with it (:math:`\mu^*_b`) by batched L-BFGS from one common start per
     user (both runs, every mask), then estimate the top Hessian eigenvalue
     :math:`L_b = \lambda_{\max}(\nabla^2 f_b(m_b))` by batched Lanczos on Hessian-vector
-    products. The decoder is copied in ``dtype``; the model itself is not modified.
+    products, and the curvatures :math:`\delta^\top H_b \delta / \|\delta\|^2` of f_b at
+    :math:`m_b` along :math:`\delta_b = m_b - \bar m_u` and along :math:`m_b - \bar e`
+    (one Hessian-vector product each; for :func:`directional_variance_bound`). The decoder
+    is copied in ``dtype``; the model itself is not modified.
 
     Parameters
     ----------
@@ -566,6 +689,17 @@ def refine_latents(
             hvp, len(xb), d, n_iter=n_lanczos, generator=gen, dtype=dtype
         )
 
+        def rayleigh(v: Tensor) -> Tensor:  # (P, d) -> (P,) v^T H v / v^T v, NaN at v = 0
+            vv = (v * v).sum(-1)
+            q = (v * hvp(v)).sum(-1)
+            return torch.where(vv > 0, q / torch.where(vv > 0, vv, 1.0), torch.nan)
+
+        m_d = m.detach()
+        delta = m_d.reshape(n_users, n_masks, d)
+        delta = (delta - delta.mean(dim=1, keepdim=True)).reshape(-1, d)
+        kappa_var = rayleigh(delta)
+        kappa_dev = rayleigh(m_d - e_rep)
+
     def un(t: Tensor, *shape: int) -> np.ndarray:
         return t.detach().reshape(n_users, n_masks, *shape).cpu().numpy().astype(np.float64)
 
@@ -580,6 +714,8 @@ def refine_latents(
         n_iter=int(n_iter),
         lambda_a=float(lambda_a),
         beta=float(beta),
+        curvature_var=un(kappa_var),
+        curvature_dev=un(kappa_dev),
     )
 
 
@@ -591,11 +727,13 @@ class AmortisedSpread:
     mask_var : (U,) tr Cov_b mu_phi(x_u * b).
     between_var : tr Cov_u mu_phi(x_u) over the users given (clean input).
     centroid_dist : (U,) ||mu_phi(x_u) - e_bar_u|| (NaN when no centroid was given).
+    clean_mu : (U, d) mu_phi(x_u) on the clean rows (for resampling users).
     """
 
     mask_var: np.ndarray
     between_var: float
     centroid_dist: np.ndarray
+    clean_mu: np.ndarray | None = None
 
     @property
     def relative_mask_var(self) -> float:
@@ -613,7 +751,8 @@ def amortised_mask_spread(
     r"""Across-mask variance :math:`\operatorname{tr}\operatorname{Cov}_b \mu_\phi(x \odot b)`.
 
     ``x`` (U, I) clean rows, ``masks`` (U, B, I) with B >= 2, ``e_bar`` (U, d) or None.
-    Encodes U B masked rows in chunks of ``chunk`` rows.
+    Encodes U B masked rows in chunks of ``chunk`` rows through
+    ``radius.model.protocol.encode_masked`` (the model's own input convention).
     """
     if (
         x.ndim != 2
@@ -631,8 +770,8 @@ def amortised_mask_spread(
     flat_m = masks.reshape(-1, n_items)
     mus = []
     for lo in range(0, len(flat_u), chunk):
-        xb = x[flat_u[lo : lo + chunk]] * flat_m[lo : lo + chunk]  # (c, I)
-        mus.append(model.encode(xb)[0].double())
+        xc = x[flat_u[lo : lo + chunk]]  # (c, I) clean rows
+        mus.append(encode_masked(model, xc, flat_m[lo : lo + chunk])[0].double())
     mu = torch.cat(mus).reshape(n_users, n_masks, -1)  # (U, B, d)
     mask_var = mu.var(dim=1, unbiased=True).sum(-1).cpu().numpy()
     clean = torch.cat(
@@ -643,4 +782,9 @@ def amortised_mask_spread(
         dist = np.full(n_users, np.nan)
     else:
         dist = (clean - e_bar.double()).norm(dim=-1).cpu().numpy()
-    return AmortisedSpread(mask_var=mask_var, between_var=between, centroid_dist=dist)
+    return AmortisedSpread(
+        mask_var=mask_var,
+        between_var=between,
+        centroid_dist=dist,
+        clean_mu=clean.cpu().numpy(),
+    )

@@ -17,7 +17,9 @@ from radius.contraction import (
     batched_lbfgs,
     bernoulli_masks,
     contraction_factor,
+    contraction_sq_envelope,
     deviation_ratio,
+    directional_variance_bound,
     item_centroid,
     lanczos_extreme_eigenvalues,
     masked_objective,
@@ -26,6 +28,7 @@ from radius.contraction import (
     variance_ratio,
 )
 from radius.model.multvae import MultVAE
+from radius.model.protocol import encode_masked as protocol_encode_masked
 
 
 @st.composite
@@ -64,6 +67,91 @@ def test_variance_contracts_by_tau_squared(case):
     ratio = variance_ratio(mu, m)
     assume(np.isfinite(ratio))
     assert ratio <= contraction_factor(lip, lam) ** 2 * (1 + 1e-9) + 1e-12
+
+
+def _rayleigh(v, h):
+    return np.einsum("bi,ij,bj->b", v, h, v) / np.einsum("bi,bi->b", v, v)
+
+
+@given(quadratic_cases())
+def test_variance_contracts_by_directional_bound(case):
+    """tr Cov_b(mu*_b) / tr Cov_b(m_b) <= sum_b psi_L(kappa_b)||delta_b||^2 / sum ||delta_b||^2
+    <= tau^2, kappa_b the curvature along delta_b = m_b - mean m (Jensen on the envelope)."""
+    h, lip, m, e_bar, lam, _ = case
+    mu = anchored_quadratic_optimum(h, m, e_bar, lam)
+    ratio = variance_ratio(mu, m)
+    delta = m - m.mean(axis=0)
+    assume(np.isfinite(ratio) and np.all((delta**2).sum(1) > 1e-20))
+    bound = directional_variance_bound(m, _rayleigh(delta, h), lip, lam)
+    assert ratio <= bound * (1 + 1e-9) + 1e-12
+    assert bound <= contraction_factor(lip, lam) ** 2 * (1 + 1e-12)
+
+
+@given(quadratic_cases())
+def test_deviation_contracts_by_directional_envelope(case):
+    """||mu*_b - e_bar|| / ||m_b - e_bar|| <= sqrt(psi_L(kappa)) along m_b - e_bar."""
+    h, lip, m, e_bar, lam, _ = case
+    mu = anchored_quadratic_optimum(h, m, e_bar, lam)
+    dev = deviation_ratio(mu, m, e_bar)
+    assume(np.all(np.isfinite(dev)))
+    env = np.sqrt(contraction_sq_envelope(_rayleigh(m - e_bar, h), lip, lam))
+    assert np.all(dev <= env * (1 + 1e-9) + 1e-12)
+
+
+def test_envelope_values_and_tightness():
+    """psi_L(kappa) = (kappa/(kappa+c))^2 at and above t = min(c, L), the chord below; it is
+    attained by a direction on one eigenvector; lambda_A = 0 gives 1; never above tau^2."""
+    lam = 0.5  # c = 2 lambda_A = 1
+    assert contraction_sq_envelope(2.0, 10.0, lam) == pytest.approx((2 / 3) ** 2)
+    assert contraction_sq_envelope(1.0, 10.0, lam) == pytest.approx(0.25)
+    assert contraction_sq_envelope(0.5, 10.0, lam) == pytest.approx(0.5 * 0.25 / 1.0)
+    # L below c: the chord from 0 to (L, psi(L))
+    assert contraction_sq_envelope(0.1, 0.4, lam) == pytest.approx(0.1 * (0.4 / 1.4**2))
+    assert contraction_sq_envelope(0.4, 0.4, lam) == pytest.approx(
+        contraction_factor(0.4, lam) ** 2
+    )
+    assert np.all(contraction_sq_envelope(np.array([0.0, 3.0]), 5.0, 0.0) == 1.0)
+    k = np.linspace(0, 7, 50)
+    assert np.all(contraction_sq_envelope(k, 7.0, lam) <= contraction_factor(7.0, lam) ** 2 + 1e-15)
+    assert np.all(np.diff(contraction_sq_envelope(k, 7.0, lam)) >= 0)
+    # tight: delta on one eigenvector with h >= c
+    h = np.diag([0.1, 3.0])
+    m = np.array([[0.0, 1.0], [0.0, -1.0]])
+    mu = anchored_quadratic_optimum(h, m, np.zeros(2), lam)
+    bound = directional_variance_bound(m, _rayleigh(m - m.mean(0), h), 3.0, lam)
+    assert variance_ratio(mu, m) == pytest.approx(bound, rel=1e-12)
+    with pytest.raises(ValueError, match="lambda_a must be finite and >= 0"):
+        contraction_sq_envelope(1.0, 1.0, -1.0)
+
+
+def test_directional_bound_negative_control_lambda_doubled():
+    """Negative control: the bound computed with lambda_A doubled is violated by the exact
+    optimum whenever the variation lies where h >= lambda_A (here one eigenvector)."""
+    lam = 0.5
+    h = np.diag([2.0, 0.3])
+    m = np.array([[1.0, 0.0], [-1.0, 0.0], [0.5, 0.0]])
+    mu = anchored_quadratic_optimum(h, m, np.zeros(2), lam)
+    k = _rayleigh(m - m.mean(0), h)
+    assert variance_ratio(mu, m) > directional_variance_bound(m, k, 2.0, 2 * lam)
+
+
+def test_refinement_curvatures_are_rayleigh_quotients(small_refinement):
+    """curvature_var is delta^T H delta / |delta|^2 at m_b (torch.func.hessian)."""
+    model, x, masks, _, res = small_refinement
+    dec = copy.deepcopy(model).double()
+    delta = res.m - res.m.mean(axis=1, keepdims=True)
+    for u, b in ((0, 1), (3, 4)):
+        xb = (x[u] * masks[u, b]).double()[None]
+        f = masked_objective(dec, xb, torch.zeros(1, 4, dtype=torch.float64), beta=0.2, lambda_a=0)
+        h = torch.func.hessian(lambda m, f=f: f(m[None]).sum())(torch.as_tensor(res.m[u, b]))
+        v = delta[u, b]
+        want = float(v @ h.detach().numpy() @ v / (v @ v))
+        assert res.curvature_var[u, b] == pytest.approx(want, rel=1e-6)
+        w = res.m[u, b] - res.e_bar[u]
+        want_dev = float(w @ h.detach().numpy() @ w / (w @ w))
+        assert res.curvature_dev[u, b] == pytest.approx(want_dev, rel=1e-6)
+    vb = res.variance_bound()
+    assert np.all(vb <= res.tau_user() ** 2 * (1 + 1e-12))
 
 
 @given(quadratic_cases())
@@ -304,15 +392,19 @@ def test_refinement_tau_user_dominates_tau_mask(small_refinement):
 
 
 def test_amortised_spread_of_constant_encoder_is_zero():
-    """An encoder that ignores its input has no across-mask variance; manual check otherwise."""
+    """An encoder that ignores its input has no across-mask variance; manual check otherwise
+    (masked rows encoded through the model protocol's encode_masked, the model's convention)."""
     torch.manual_seed(0)
     model = MultVAE(20, (8,), 3).eval()
     x = (torch.rand(5, 20) < 0.5).float()
     masks = bernoulli_masks(5, 6, 20, 0.5, torch.Generator().manual_seed(0))
     out = amortised_mask_spread(model, x, masks, chunk=7)
     with torch.no_grad():
-        mu = torch.stack([model.encode(x[u] * masks[u])[0] for u in range(5)]).double()
+        mu = torch.stack(
+            [protocol_encode_masked(model, x[u].expand(6, 20), masks[u])[0] for u in range(5)]
+        ).double()
     np.testing.assert_allclose(out.mask_var, mu.var(dim=1).sum(-1).numpy(), rtol=1e-6)
+    np.testing.assert_allclose(out.clean_mu, model.encode(x)[0].detach().double().numpy())
     assert np.all(np.isnan(out.centroid_dist))
     with torch.no_grad():
         model.enc_in_weight.zero_()
