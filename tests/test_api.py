@@ -170,3 +170,143 @@ def test_figures_with_user_models(tiny_dataset, tmp_path, no_training):
     assert (tmp_path / res["png"].name).is_file()
     with pytest.raises(MissingModelError, match="'cohorts' figure trains radius's own"):
         radius.figures.draw("cohorts", models=models, dataset=tiny_dataset, out=tmp_path)
+
+
+# ------------------------------------------------------------------- the command line
+FACTORY = """
+import torch
+from torch import nn
+from radius.model import wrap
+
+def build(n_items):
+    enc = nn.Sequential(nn.Linear(n_items, 16), nn.ReLU(), nn.Linear(16, 8))
+    dec = nn.Sequential(nn.Linear(4, 16), nn.Tanh(), nn.Linear(16, n_items))
+    return wrap(enc, dec)
+
+class NaNDecoder(nn.Sequential):
+    def forward(self, z):
+        return super().forward(z) + float("nan")
+
+def nan_model(n_items):
+    enc = nn.Sequential(nn.Linear(n_items, 16), nn.ReLU(), nn.Linear(16, 8))
+    return wrap(enc, NaNDecoder(nn.Linear(4, 16), nn.Tanh(), nn.Linear(16, n_items)))
+"""
+
+
+@pytest.fixture()
+def cli_setup(tiny_dataset, tmp_path):
+    """The tiny dataset as a prepared folder, a factory module and two checkpoints."""
+    data = tiny_dataset.save(tmp_path / "data")
+    (tmp_path / "own_factory.py").write_text(FACTORY)
+    n = tiny_dataset.n_items
+    paths = {}
+    for i, s in enumerate(("clean", "pia")):
+        torch.manual_seed(i)
+        enc = nn.Sequential(nn.Linear(n, 16), nn.ReLU(), nn.Linear(16, 8))
+        dec = nn.Sequential(nn.Linear(4, 16), nn.Tanh(), nn.Linear(16, n))
+        paths[s] = tmp_path / f"{s}.pt"
+        torch.save(wrap(enc, dec).state_dict(), paths[s])
+    return data, tmp_path, paths
+
+
+def _verify(*argv):
+    from radius.cli import main
+
+    return main(["verify", *argv])
+
+
+def test_cli_checkpoints_with_factory(cli_setup, capsys, no_training):
+    """--checkpoint clean=a.pt --checkpoint pia=b.pt --model-factory file.py:build verifies
+    the user's models (L2.4 PASS for both), nothing trained."""
+    data, tmp, paths = cli_setup
+    out = tmp / "out"
+    code = _verify(
+        "--theorem", "2.4", "--data", str(data), "--n-pairs", "30", "--out", str(out),
+        "--checkpoint", f"clean={paths['clean']}", "--checkpoint", f"pia={paths['pia']}",
+        "--model-factory", f"{tmp / 'own_factory.py'}:build",
+    )  # fmt: skip
+    assert code == 0, capsys.readouterr()
+    import json
+
+    rep = json.loads((out / "l2_4.json").read_text())
+    assert {c["name"] for c in rep["checks"]} >= {"bound_raw_clean", "bound_raw_pia"}
+    assert set(rep["details"]["missing_models"]) == {"masking"}
+    assert rep["context"]["models_source"] == "user"
+
+
+def test_cli_missing_setting_is_inconclusive(cli_setup, capsys, no_training):
+    """A bare path is the pia model; T2.5 then lacks clean: exit 3, the JSON names it."""
+    data, tmp, paths = cli_setup
+    out = tmp / "out"
+    code = _verify(
+        "--theorem", "2.5", "--data", str(data), "--out", str(out),
+        "--checkpoint", str(paths["pia"]), "--model-factory", f"{tmp / 'own_factory.py'}:build",
+    )  # fmt: skip
+    assert code == 3
+    import json
+
+    rep = json.loads((out / "t2_5.json").read_text())
+    assert rep["verdict"] == "INCONCLUSIVE" and rep["details"]["missing"] == ["clean"]
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        ([], "not a radius checkpoint; pass --model-factory module:function"),
+        (["--model-factory", "own_factory:nope"], "'own_factory' has no callable 'nope'"),
+        (["--model-factory", "no_such_module:build"], "cannot import 'no_such_module'"),
+        (["--model-factory", "own_factory:nan_model"], r"decode(z) has 1200 non-finite values"),
+    ],
+)
+def test_cli_bad_models_exit_2(cli_setup, capsys, monkeypatch, extra, message, no_training):
+    """Protocol breaches and unusable factories: exit 2, the message names it, nothing
+    written."""
+    data, tmp, paths = cli_setup
+    monkeypatch.chdir(tmp)
+    out = tmp / "out"
+    argv = ["--theorem", "2.4", "--data", str(data), "--out", str(out)]
+    code = _verify(*argv, "--checkpoint", f"pia={paths['pia']}", *extra)
+    err = capsys.readouterr().err
+    assert code == 2 and message in err, err
+    assert not out.exists()
+
+
+def test_cli_checkpoint_for_other_items_exit_2(cli_setup, tmp_path, capsys, no_training):
+    """A checkpoint for another item count: exit 2 naming the shapes; a bad setting name
+    and a factory without checkpoint are refused too."""
+    data, tmp, _ = cli_setup
+    n = 250
+    enc = nn.Sequential(nn.Linear(n, 16), nn.ReLU(), nn.Linear(16, 8))
+    dec = nn.Sequential(nn.Linear(4, 16), nn.Tanh(), nn.Linear(16, n))
+    other = tmp / "other.pt"
+    torch.save({"state_dict": wrap(enc, dec).state_dict()}, other)
+    factory = f"{tmp / 'own_factory.py'}:build"
+    out = tmp / "out"
+    base = ["--theorem", "2.4", "--data", str(data), "--out", str(out)]
+    assert _verify(*base, "--checkpoint", f"pia={other}", "--model-factory", factory) == 2
+    err = capsys.readouterr().err
+    assert "shape mismatch encoder.0.weight: checkpoint (16, 250) vs model (16, 300)" in err
+    assert _verify(*base, "--checkpoint", f"pai={other}", "--model-factory", factory) == 2
+    assert "unknown setting 'pai'" in capsys.readouterr().err
+    assert _verify(*base, "--model-factory", factory) == 2
+    assert "--model-factory needs --checkpoint" in capsys.readouterr().err
+    assert not out.exists()
+
+
+def test_cli_radius_checkpoint_for_other_data_exit_2(tiny_dataset, tiny_config, tmp_path, capsys):
+    """A radius checkpoint trained on other data is refused, naming both datasets."""
+    from radius.data.synthetic import SyntheticParams, default_dataset
+
+    other = default_dataset(
+        SyntheticParams(
+            n_users=200, n_items=tiny_dataset.n_items, n_communities=3, n_max=150, seed=2
+        )
+    )
+    ckpt = tmp_path / "other.pt"
+    radius.train(other, tiny_config.replace(epochs=1), checkpoint=ckpt, progress=False)
+    data = tiny_dataset.save(tmp_path / "data")
+    out = tmp_path / "out"
+    code = _verify("--theorem", "2.4", "--data", str(data), "--out", str(out), "--checkpoint",
+                   str(ckpt))  # fmt: skip
+    assert code == 2 and "checkpoint was trained on data" in capsys.readouterr().err
+    assert not out.exists()

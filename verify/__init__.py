@@ -36,6 +36,7 @@ def __getattr__(name: str):
         return getattr(api, name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
+
 CLAIMS: dict[str, str] = {
     "2.3": "t2_3",
     "2.4": "l2_4",

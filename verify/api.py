@@ -29,7 +29,16 @@ from radius.data.dataset import Dataset
 from radius.verify.base import ClaimResult, VerifyOptions
 from radius.verify.context import MissingModelError, VerifyContext
 
-__all__ = ["run", "run_all", "format_table", "QUICK_OPTIONS", "as_dataset"]
+__all__ = [
+    "run",
+    "run_all",
+    "run_claim",
+    "format_table",
+    "load_models",
+    "load_factory",
+    "QUICK_OPTIONS",
+    "as_dataset",
+]
 
 QUICK_OPTIONS = VerifyOptions(n_pairs=120, n_users=60, n_mc=800, quick=True)
 """Smaller samples for a quick look (``quick=True``)."""
@@ -118,8 +127,14 @@ def _not_run(mod: Any, claim: str, ctx: VerifyContext, err: MissingModelError) -
     )
 
 
-def _run_one(claim_id: str, ctx: VerifyContext, claim_options: dict[str, Any]) -> ClaimResult:
+def run_claim(
+    claim_id: str, ctx: VerifyContext, claim_options: Mapping[str, Any] | None = None
+) -> ClaimResult:
+    """Run one claim module on a context; a ``MissingModelError`` becomes an INCONCLUSIVE
+    result naming what is missing (``details["missing"]``). Unknown options: TypeError."""
     from radius.verify import claim_module
+
+    claim_options = dict(claim_options or {})
 
     mod = claim_module(claim_id)
     params = inspect.signature(mod.run).parameters
@@ -194,7 +209,7 @@ def run(
         quick, dict(zip(_OPTION_FIELDS, (seed, n_pairs, n_users, n_mc, confidence, min_fraction)))
     )
     ctx = _context(ds, models, fit, opts, base_config, cache_dir, progress)
-    return _run_one(ids[0], ctx, claim_options)
+    return run_claim(ids[0], ctx, claim_options)
 
 
 def run_all(
@@ -225,7 +240,7 @@ def run_all(
     if kwargs:
         raise TypeError(f"run_all got unknown keyword(s) {sorted(kwargs)}")
     ctx = _context(ds, models, fit, _options(quick, opt_kw), base_config, cache_dir, progress)
-    return {cid: _run_one(cid, ctx, per.get(cid, {})) for cid in ids}
+    return {cid: run_claim(cid, ctx, per.get(cid, {})) for cid in ids}
 
 
 def format_table(results: Mapping[str, ClaimResult]) -> str:
@@ -254,3 +269,168 @@ def format_table(results: Mapping[str, ClaimResult]) -> str:
         for cid, res in results.items()
     ]
     return "\n".join(lines)
+
+
+def load_factory(spec: str) -> Callable[..., nn.Module]:
+    """The callable named by ``module:function`` (or ``path/to/file.py:function``).
+
+    The current directory is importable, as for ``python -m``. Bad specs raise
+    ``RadiusError`` naming the module or attribute.
+    """
+    import importlib
+    import importlib.util
+    import sys
+
+    from radius.errors import RadiusError
+
+    mod_name, sep, attr = str(spec).rpartition(":")
+    if not sep or not mod_name or not attr:
+        raise RadiusError(f"--model-factory expects module:function, got {spec!r}")
+    try:
+        if mod_name.endswith(".py"):
+            path = Path(mod_name)
+            if not path.is_file():
+                raise RadiusError(f"--model-factory: no such file {mod_name}")
+            loaded = importlib.util.spec_from_file_location(path.stem, path)
+            module = importlib.util.module_from_spec(loaded)  # type: ignore[arg-type]
+            loaded.loader.exec_module(module)  # type: ignore[union-attr]
+        else:
+            if "" not in sys.path and str(Path.cwd()) not in sys.path:
+                sys.path.insert(0, str(Path.cwd()))
+            module = importlib.import_module(mod_name)
+    except RadiusError:
+        raise
+    except Exception as e:  # noqa: BLE001 - the user's module: report what broke
+        raise RadiusError(
+            f"--model-factory: cannot import {mod_name!r} ({type(e).__name__}: {e})"
+        ) from e
+    fn = getattr(module, attr, None)
+    if not callable(fn):
+        raise RadiusError(f"--model-factory: {mod_name!r} has no callable {attr!r}")
+    return fn
+
+
+def _state_dict(payload: Any, path: Path) -> dict[str, Any]:
+    from radius.errors import CheckpointError
+
+    if isinstance(payload, nn.Module):
+        return payload.state_dict()
+    if isinstance(payload, Mapping):
+        for key in ("model_state", "state_dict", "model"):
+            inner = payload.get(key)
+            if isinstance(inner, Mapping):
+                return dict(inner)
+        import torch
+
+        if payload and all(isinstance(v, torch.Tensor) for v in payload.values()):
+            return dict(payload)
+    raise CheckpointError(
+        f"{path}: no state_dict found (expected a state_dict, or a dict with 'model_state' / "
+        "'state_dict')"
+    )
+
+
+def _build(factory: Callable[..., nn.Module], n_items: int, spec: str) -> nn.Module:
+    from radius.errors import RadiusError
+
+    try:
+        params = inspect.signature(factory).parameters
+    except (TypeError, ValueError):
+        params = {}
+    try:
+        model = factory(n_items=n_items) if "n_items" in params else factory()
+    except Exception as e:  # noqa: BLE001 - the user's factory: report what broke
+        raise RadiusError(f"--model-factory {spec}: failed ({type(e).__name__}: {e})") from e
+    if not isinstance(model, nn.Module):
+        raise RadiusError(
+            f"--model-factory {spec}: returned {type(model).__name__}, not an nn.Module"
+        )
+    return model
+
+
+def load_models(
+    checkpoints: Sequence[str], dataset: Dataset, *, factory: str | None = None
+) -> dict[str, nn.Module]:
+    """User models from ``SETTING=PATH`` specs (a bare ``PATH`` is the pia model).
+
+    A radius checkpoint (``radius train``) is refused when made for other data. With
+    ``factory`` (``module:function``), the function builds the architecture (called
+    with ``n_items=`` when it takes it) and the file's state_dict is loaded into it
+    strictly; missing or unexpected keys and shape mismatches are named. Every model is
+    validated against ``dataset`` (``radius.model.wrap.validate``). All errors are
+    ``RadiusError`` (exit 2) and are raised before anything runs or is written.
+    """
+    import torch
+
+    from radius.errors import CheckpointError, RadiusError
+    from radius.model.wrap import validate
+
+    builder = load_factory(factory) if factory else None
+    out: dict[str, nn.Module] = {}
+    for spec in checkpoints:
+        setting, sep, raw = str(spec).partition("=")
+        if not sep:
+            setting, raw = "pia", str(spec)
+        setting = setting.strip()
+        if setting not in SETTINGS:
+            raise RadiusError(
+                f"--checkpoint {spec!r}: unknown setting {setting!r} (choose from "
+                f"{', '.join(SETTINGS)}; a bare path is the pia model)"
+            )
+        if setting in out:
+            raise RadiusError(f"--checkpoint: setting {setting!r} given twice")
+        path = Path(raw)
+        if not path.is_file():
+            raise CheckpointError(f"no checkpoint at {path}")
+        try:
+            payload = torch.load(path, map_location="cpu", weights_only=False)
+        except Exception as e:  # noqa: BLE001 - corrupt or not a torch file
+            raise CheckpointError(
+                f"{path}: not a readable checkpoint ({type(e).__name__}: {e})"
+            ) from e
+        is_radius = isinstance(payload, Mapping) and "format" in payload and "data_hash" in payload
+        if is_radius and payload["data_hash"] != dataset.hash:
+            raise CheckpointError(
+                f"{path}: checkpoint was trained on data {payload.get('data_name')!r} (hash "
+                f"{payload['data_hash']}), not on {dataset.name!r} (hash {dataset.hash})"
+            )
+        if builder is None:
+            if not is_radius:
+                raise CheckpointError(
+                    f"{path}: not a radius checkpoint; pass --model-factory module:function to "
+                    "build its architecture"
+                )
+            from radius.train import load_checkpoint
+
+            loaded = load_checkpoint(path, dataset)
+            model = loaded.model
+            model.lambda_a = float(loaded.config.lambda_a)
+            if not hasattr(model, "keep_rate"):
+                model.keep_rate = float(loaded.config.keep_rate)
+        else:
+            model = _build(builder, dataset.n_items, str(factory))
+            state = _state_dict(payload, path)
+            own = model.state_dict()
+            bad = [
+                f"{k}: checkpoint {tuple(v.shape)} vs model {tuple(own[k].shape)}"
+                for k, v in state.items()
+                if k in own and hasattr(v, "shape") and tuple(v.shape) != tuple(own[k].shape)
+            ]
+            missing = sorted(set(own) - set(state))
+            unexpected = sorted(set(state) - set(own))
+            if bad or missing or unexpected:
+                parts = []
+                if bad:
+                    parts.append("shape mismatch " + "; ".join(bad[:5]))
+                if missing:
+                    parts.append(f"missing keys {missing[:5]}")
+                if unexpected:
+                    parts.append(f"unexpected keys {unexpected[:5]}")
+                raise CheckpointError(
+                    f"{path}: does not fit the model built by {factory}: " + ", ".join(parts)
+                )
+            model.load_state_dict(state)
+        out[setting] = validate(
+            model.cpu().eval(), n_items=dataset.n_items, name=f"the {setting!r} model ({path})"
+        )
+    return out
