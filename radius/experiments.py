@@ -307,11 +307,14 @@ def tune_pia(
         "init_grid": [_init_text(k) for k in inits],
     }
     if len(points) == 1:
-        out.update(
-            chosen=points[0],
-            grid=[],
-            skipped="every tuned knob was given as is (--set); no grid was evaluated",
+        given = "lambda_a" in fixed and init_fixed
+        why = (
+            "every tuned knob was given as is (--set); no grid was evaluated"
+            if given
+            else f"the grid has one point (lambda_A {lambdas[0]:g}, anchors "
+            f"{_init_text(inits[0])}): nothing to choose, no grid was evaluated"
         )
+        out.update(chosen=points[0], grid=[], skipped=why)
         return out
     curve = []
     for p in points:
@@ -322,7 +325,13 @@ def tune_pia(
             vals.append(float(run["means"][METRIC]))
             stops.append(run.get("stopped"))
         curve.append({**p, "init": _init_text(p), "val": seed_spread(vals), "stopped": stops})
-    best = max(c["val"]["mean"] for c in curve if np.isfinite(c["val"]["mean"]))
+    finite = [c["val"]["mean"] for c in curve if np.isfinite(c["val"]["mean"])]
+    if not finite:
+        raise RadiusError(
+            f"no validation user of {dataset.name!r} has a held-out item: {METRIC} is "
+            "undefined at every grid point, so lambda_A cannot be chosen on validation"
+        )
+    best = max(finite)
     pick = next(
         i
         for i, c in enumerate(curve)  # points are sorted by (lambda, scale): first tie wins

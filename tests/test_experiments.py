@@ -313,7 +313,8 @@ def test_statistics_are_stated(tiny_dataset, monkeypatch):
     res = ex.ablation(tiny_dataset, seeds=1, lambda_grid=(1.0,), init_grid=("zeros",), n_boot=200)
     st = res["statistics"]
     assert st["level"] == 0.95 and st["draws"] == 200 and st["min_users"] == 20
-    assert res["tuning"]["skipped"] and res["tuning"]["chosen"]["anchor_init"] == "zeros"
+    assert "the grid has one point (lambda_A 1, anchors zeros)" in res["tuning"]["skipped"]
+    assert res["tuning"]["chosen"]["anchor_init"] == "zeros"
     json.dumps(res)  # JSON-able
 
 
