@@ -387,6 +387,8 @@ def cmd_verify(args: argparse.Namespace) -> int:
         data["seconds"] = secs
         atomic_write_json(out_dir / f"{CLAIMS[cid]}.json", data)
         print(f"  {cid}: {res.verdict} ({secs:.1f} s)")
+        if res.details.get("not_run"):
+            print(f"  {cid} not run: {res.details['not_run']}")
         tables.append(f"{cid}  {res.title}\n{verify_table(res)}")
         summary.append([cid, res.verdict, res.implementation, verdict_line(res).split("; ", 2)[2]])
         outcomes.append(res.outcome)

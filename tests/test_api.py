@@ -243,6 +243,9 @@ def test_cli_missing_setting_is_inconclusive(cli_setup, capsys, no_training):
         "--checkpoint", str(paths["pia"]), "--model-factory", f"{tmp / 'own_factory.py'}:build",
     )  # fmt: skip
     assert code == 3
+    assert "2.5 not run: needs the 'clean' model, which was not provided" in (
+        capsys.readouterr().out
+    )
     import json
 
     rep = json.loads((out / "t2_5.json").read_text())
