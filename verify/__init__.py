@@ -31,9 +31,7 @@ def __getattr__(name: str):
     """``run`` / ``run_all`` / ``format_table``: the public API (``radius.verify.api``),
     imported on first use."""
     if name in ("run", "run_all", "format_table"):
-        from radius.verify import api
-
-        return getattr(api, name)
+        return getattr(importlib.import_module(f"{__name__}.api"), name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
