@@ -28,7 +28,9 @@ Method. Three levels of evidence (``radius.contraction``):
 
     4. ``refined_deviation_le_tau``: :math:`\|\mu^*_b - \bar e\| / \|m_b - \bar e\| \le
        \tau_b (1 + 0.01)` on at least 95% of (user, mask) pairs;
-    5. ``refined_variance_directional``: across-mask variance ratio :math:`\le B_u (1 +
+    5. ``refined_variance_le_tau2``: across-mask variance ratio :math:`\le \tau_u^2 (1 +
+       0.02)`, :math:`L_u = \max_b L_b`, on at least 95% of users (P3.2 as stated);
+    6. ``refined_variance_directional``: across-mask variance ratio :math:`\le B_u (1 +
        0.02)` on at least 95% of users, with the *directional* bound (derivation in
        ``radius.contraction.contraction_sq_envelope``): in the quadratic model with one
        H, :math:`\mu^*_b - \overline{\mu^*} = A\delta_b`, :math:`A = (H + 2\lambda_A
@@ -48,8 +50,11 @@ Method. Three levels of evidence (``radius.contraction``):
        :math:`\psi` on [0, L] (Jensen), :math:`L_u = \max_b L_b`. It is a valid bound
        for the local quadratic model and, unlike :math:`\tau_u^2` (which the measured
        ratio met at about half), tight where the mask-to-mask variation lies in low-
-       curvature directions; so a too-small tau (lambda_A x 1.5 or x 2) FAILs. The
-       :math:`\tau_u^2` ratios are kept in the details.
+       curvature directions; so a too-small tau (lambda_A x 1.5 or x 2) FAILs it. It is
+       the same local quadratic model as 5, made sharp: 5 can hold only because it is
+       loose, so both decide the claim, and a FAIL of 6 with 5 passing reads "the
+       local quadratic model does not describe this decoder's mask-to-mask variation
+       to within the tolerance".
 
     A pair whose L-BFGS did not reach gradient norm 1e-5 (both runs) counts as outside.
 
@@ -283,7 +288,11 @@ def _sample_users(x_all, n: int, rng: np.random.Generator) -> np.ndarray:
     return np.sort(rng.choice(pool, size=min(n, pool.size), replace=False))
 
 
-REFINED_CHECKS = ("refined_deviation_le_tau", "refined_variance_directional")
+REFINED_CHECKS = (
+    "refined_deviation_le_tau",
+    "refined_variance_le_tau2",
+    "refined_variance_directional",
+)
 
 
 def refine(
@@ -334,6 +343,8 @@ def refinement_checks_from(
     tau_u = res.tau_user(lambda_scale=tau_lambda_scale)
     var_defined = np.isfinite(var) & np.isfinite(var_bound)
     var_ok = var_defined & converged.all(-1) & (var <= var_bound * (1 + REFINE_VAR_RTOL))
+    var_tau_defined = np.isfinite(var)
+    var_tau_ok = var_tau_defined & converged.all(-1) & (var <= tau_u**2 * (1 + REFINE_VAR_RTOL))
     checks = [
         _fraction_check(
             "refined_deviation_le_tau",
@@ -343,6 +354,15 @@ def refinement_checks_from(
             min_fraction,
             f"ratio <= tau_b (1 + {REFINE_DEV_RTOL:g}) on >= {min_fraction:g} of (user, mask) "
             f"pairs; unconverged (grad norm > {REFINE_GTOL:g}) counts as outside",
+        ),
+        _fraction_check(
+            "refined_variance_le_tau2",
+            "trained decoder: tr Cov_b mu*_b / tr Cov_b m_b <= tau_u^2, L_u = max_b L_b "
+            "(P3.2 as stated, local quadratic approximation)",
+            var_tau_ok[var_tau_defined],
+            min_fraction,
+            f"ratio <= tau_u^2 (1 + {REFINE_VAR_RTOL:g}) on >= {min_fraction:g} of users; "
+            "a user with an unconverged mask counts as outside",
         ),
         _fraction_check(
             "refined_variance_directional",
@@ -406,7 +426,8 @@ def refinement_checks_from(
         "along m_b - e_bar) is reported, not checked: m_b - e_bar is a long step on which "
         "the quadratic model is poorer than across masks",
         "fraction_deviation_within": checks[0].measured,
-        "fraction_variance_within": checks[1].measured,
+        "fraction_variance_within_tau2": checks[1].measured,
+        "fraction_variance_within_directional": checks[2].measured,
         "per_user": rows,
     }
     return checks, details
