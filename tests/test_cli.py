@@ -139,6 +139,12 @@ def test_verify_exits_three_when_inconclusive_and_groups_by_kind(
     assert data["verdict"] == "INCONCLUSIVE" and data["implementation"] == "verified"
     emp = next(c for c in data["checks"] if c["name"] == "emp")
     assert emp["kind"] == "empirical" and emp["interval"]["low"] == -0.4
+    assert data["checks_by_kind"] == {
+        "identity": ["ident"],
+        "bound": ["bnd", "bnd[probe]"],
+        "empirical": ["emp"],
+    }
+    assert data["deciding_checks"] == ["emp", "bnd"]
 
 
 def test_verify_failing_probe_does_not_decide_but_breaks_implementation(

@@ -148,6 +148,8 @@ class ClaimResult:
             "passed": self.passed,
             "implementation": self.implementation,
             "method": self.method,
+            "checks_by_kind": {k: [c.name for c in v] for k, v in self.checks_by_kind().items()},
+            "deciding_checks": [c.name for c in self.checks if c.decides],
             "checks": [to_jsonable(c) for c in self.checks],
             "details": to_jsonable(self.details),
             "context": to_jsonable(self.context),
