@@ -557,6 +557,9 @@ class RefinementResult:
         :math:`\\delta_b = m_b - \\bar m_u` (Rayleigh quotient; NaN where
         :math:`\\delta_b = 0`).
     curvature_dev : (U, B) the same along :math:`m_b - \\bar e`.
+    curvature_var_at_star : (U, B) curvature of f_b (no anchor term) along
+        :math:`\\delta_b` at :math:`\\mu^*_b` (a diagnostic: equal to ``curvature_var``
+        in the quadratic model).
     """
 
     m: np.ndarray
@@ -571,6 +574,7 @@ class RefinementResult:
     beta: float
     curvature_var: np.ndarray | None = None
     curvature_dev: np.ndarray | None = None
+    curvature_var_at_star: np.ndarray | None = None
 
     def tau_mask(self, *, lambda_scale: float = 1.0) -> np.ndarray:
         """(U, B) tau_b = L_b / (L_b + 2 lambda_scale lambda_A)."""
@@ -699,6 +703,15 @@ def refine_latents(
         delta = (delta - delta.mean(dim=1, keepdim=True)).reshape(-1, d)
         kappa_var = rayleigh(delta)
         kappa_dev = rayleigh(m_d - e_rep)
+        # the same f_b's curvature along delta_b at the anchored optimum (diagnostic: the
+        # quadratic model assumes it equals the one at m_b)
+        ms = mu_star.detach().requires_grad_(True)
+        (g_s,) = torch.autograd.grad(f0(ms, None).sum(), ms, create_graph=True)
+        (hv_s,) = torch.autograd.grad(g_s, ms, grad_outputs=delta)
+        vv = (delta * delta).sum(-1)
+        kappa_var_star = torch.where(
+            vv > 0, (delta * hv_s.detach()).sum(-1) / torch.where(vv > 0, vv, 1.0), torch.nan
+        )
 
     def un(t: Tensor, *shape: int) -> np.ndarray:
         return t.detach().reshape(n_users, n_masks, *shape).cpu().numpy().astype(np.float64)
@@ -716,6 +729,7 @@ def refine_latents(
         beta=float(beta),
         curvature_var=un(kappa_var),
         curvature_dev=un(kappa_dev),
+        curvature_var_at_star=un(kappa_var_star),
     )
 
 

@@ -413,6 +413,9 @@ def refinement_checks_from(
             "min_curvature": q(res.min_curvature),
             "curvature_along_delta": q(res.curvature_var),
             "curvature_along_m_minus_e_bar": q(res.curvature_dev),
+            "curvature_along_delta_at_mu_star": q(res.curvature_var_at_star)
+            if res.curvature_var_at_star is not None
+            else [],
             "tau_b": q(tau_b),
             "deviation_ratio": q(dev),
             "deviation_over_tau": q(dev / tau_b),
@@ -656,7 +659,8 @@ def run(
     )
 
 
-POWER_LAMBDA = (1.1, 1.25, 1.5, 2.0)  # lambda_A scale in tau
+POWER_LAMBDA = (1.1, 1.25, 1.5, 2.0)  # lambda_A scale in tau (against a PASS)
+POWER_LAMBDA_DOWN = (0.9, 0.75, 0.5, 0.25)  # (towards a PASS, for a check that FAILs)
 POWER_MASK_NOISE = (1.1, 1.25, 1.5, 2.0, 4.0)  # across-mask variance factor
 
 
@@ -672,7 +676,8 @@ def power(ctx: VerifyContext, *, level: float = BOOTSTRAP_LEVEL) -> list[PowerRo
     """Graded perturbations of the real trained PIA model for each bound and empirical check.
 
     * ``refined_*``: tau (and the directional envelope) computed with lambda_A x 1.1,
-      1.25, 1.5, 2 on the same refined optima (the issue's "lambda_A x 1.5, x 2 in tau");
+      1.25, 1.5, 2 on the same refined optima (the issue's "lambda_A x 1.5, x 2 in tau")
+      for a check that PASSes, x 0.9, 0.75, 0.5, 0.25 for one that does not;
       and, as a second row each, the whole refinement redone on an untrained decoder of
       the same architecture (the trained model's anchors).
     * ``amortised_mask_variance_direction``: the across-mask spread of one model's
@@ -687,25 +692,24 @@ def power(ctx: VerifyContext, *, level: float = BOOTSTRAP_LEVEL) -> list[PowerRo
     rows: list[PowerRow] = []
     base_checks, _ = refinement_checks_from(res)
     grades: dict[str, list] = {c.name: [] for c in base_checks}
-    for sc in POWER_LAMBDA:
-        for c in refinement_checks_from(res, tau_lambda_scale=sc)[0]:
-            grades[c.name].append((f"lambda_A x{sc:g}", c.outcome, c.measured))
+    for scales in (POWER_LAMBDA, POWER_LAMBDA_DOWN):
+        for sc in scales:
+            for c in refinement_checks_from(res, tau_lambda_scale=sc)[0]:
+                grades[c.name].append((f"lambda_A x{sc:g}", c.outcome, c.measured))
     anchors = getattr(pia, "anchors", None)
     fresh = refine(
         _untrained_pia(ctx, opt.seed), x, masks, lambda_a=cfg.lambda_a, beta=cfg.beta_cap,
         seed=opt.seed, anchors=anchors,
     )  # fmt: skip
     fresh_checks = {c.name: c for c in refinement_checks_from(fresh)[0]}
+    n_up = len(POWER_LAMBDA)
     for c in base_checks:
-        rows.append(
-            PowerRow.from_grades(
-                c.name,
-                "bound",
-                "lambda_A scaled in tau (same optima)",
-                c.outcome,
-                grades[c.name],
-            )  # fmt: skip
+        up = c.outcome is Outcome.PASS  # a PASS is attacked by a smaller tau, else a larger
+        g = grades[c.name][:n_up] if up else grades[c.name][n_up:]
+        what = "lambda_A scaled in tau (same optima)" + (
+            "" if up else ", downwards: how much larger tau would have to be to pass"
         )
+        rows.append(PowerRow.from_grades(c.name, "bound", what, c.outcome, g))
         f = fresh_checks[c.name]
         rows.append(
             PowerRow.from_grades(
