@@ -88,6 +88,15 @@ def test_direction_check_can_leave_the_verdict(tiny_ctx):
 
 
 @pytest.mark.slow
+def test_directional_bound_can_leave_the_verdict(tiny_ctx):
+    """include_directional_bound=False keeps the sharp variance bound in the details only."""
+    res = p3_2.run(tiny_ctx, include_directional_bound=False)
+    assert "refined_variance_directional" not in {c.name for c in res.checks}
+    dc = res.details["refinement"]["directional_check"]
+    assert dc["in_verdict"] is False and dc["outcome"] in {"PASS", "FAIL", "INCONCLUSIVE"}
+
+
+@pytest.mark.slow
 def test_power_flips_are_real(tiny_ctx):
     """power(): the lambda_A rows of the sharp bounds FAIL at x1.5 and x2; every reported flip
     is a real change of outcome."""

@@ -595,6 +595,7 @@ def run(
     *,
     tau_lambda_scale: float = 1.0,
     include_direction: bool = True,
+    include_directional_bound: bool = True,
     level: float = BOOTSTRAP_LEVEL,
 ) -> ClaimResult:
     """Verify P3.2: (a) random quadratics, (b) trained-decoder refinement, (c) direction.
@@ -602,6 +603,10 @@ def run(
     ``tau_lambda_scale``: tau computed with lambda_A times this (negative control: 2 gives
     a too small tau, which must FAIL). ``include_direction``: count (c) in the verdict (an
     empirical check); False leaves it in ``details['direction_check']`` only.
+    ``include_directional_bound``: count the sharp variance bound
+    (``refined_variance_directional``) in the verdict; False leaves it in
+    ``details['refinement']['directional_check']`` only (P3.2 as stated is then judged by
+    the tau^2 form alone).
     """
     t0 = time.perf_counter()
     opt = ctx.options
@@ -614,6 +619,15 @@ def run(
     ref_checks, d_ref = refinement_checks_from(
         res, tau_lambda_scale=tau_lambda_scale, masks_per_user=int(masks.shape[1])
     )
+    if not include_directional_bound:
+        (sharp,) = [c for c in ref_checks if c.name == "refined_variance_directional"]
+        ref_checks = [c for c in ref_checks if c is not sharp]
+        d_ref["directional_check"] = {
+            "outcome": sharp.label,
+            "measured": sharp.measured,
+            "n": sharp.n,
+            "in_verdict": False,
+        }
     checks += ref_checks
     details["refinement"] = d_ref
     t1 = time.perf_counter()
