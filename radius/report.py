@@ -829,7 +829,9 @@ def _ablation_known(data: Mapping[str, Any]) -> str:
         f"{r.get('setting', name)} seed {r.get('seed', '?')}"
         for name, rs in runs.items()
         for r in (rs if isinstance(rs, list) else [])
-        if isinstance(r, Mapping) and r.get("stopped") == "cap"
+        if isinstance(r, Mapping)
+        and r.get("stopped") == "cap"
+        and r.get("setting", name) != "masking_full_budget"  # runs to the cap by design
     ]
     if capped:
         lines += [

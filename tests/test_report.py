@@ -373,7 +373,8 @@ def test_ablation_table_with_verdicts(tmp_path):
         "masking": [
             {"setting": "masking", "seed": 0, "stopped": "cap"},
             {"setting": "masking", "seed": 1, "stopped": "early"},
-        ]
+        ],
+        "masking_full_budget": [{"setting": "masking_full_budget", "seed": 0, "stopped": "cap"}],
     }
     text = render_ablation({Path("runs/x/ablation-multvae.json"): data})
     assert "Legacy" not in text
