@@ -176,7 +176,10 @@ def draw_cohorts(
             f"largest at both ends: {both.get('verdict', 'INCONCLUSIVE')}, "
             f"{_ci_text(b_est, b_lo, b_hi)}"
         )
-        ax_gain.set_title(f"PIA gain over masking, {level:.0%} paired CI\n{both_text}", fontsize=9)
+        ax_gain.set_title(
+            f"PIA gain over masking, {level:.0%} paired CI\n{both_text}", fontsize=8.5, loc="right"
+        )
+        ax_gain.margins(y=0.15)  # room for the outcome labels above the bars
     ax_gain.axhline(0.0, color="black", lw=0.8)
     ax_gain.set_xticks(x, labels)
     ax_gain.set_xlabel("interaction-count cohort")
