@@ -395,14 +395,14 @@ def _config_flags(base: Any) -> list[str]:
         return []
     from radius.config import TrainConfig
 
-    default = TrainConfig().as_dict()  # every field (key_dict leaves some out at default)
-    flags = []
+    # every field (key_dict leaves some out at default), at the model's own defaults
+    # (``--model recvae`` alone implies RecVAE's lr and epochs)
+    model = str(base.get("model", TrainConfig().model))
+    default = TrainConfig(model=model).as_dict()
+    flags = [f"--model {model}"] if model != TrainConfig().model else []
     for k, v in base.items():
-        if k in default and v != default[k]:
-            if k == "model":
-                flags.insert(0, f"--model {v}")
-            else:
-                flags.append(f"--set {k}={_set_value(v)}")
+        if k != "model" and k in default and v != default[k]:
+            flags.append(f"--set {k}={_set_value(v)}")
     return flags
 
 
