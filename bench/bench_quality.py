@@ -278,6 +278,26 @@ def run_path(runs_dir: Path, data: str, impl: str, setting: str, seed: int) -> P
     return runs_dir / f"{data}-{impl}-{setting}-s{seed}.json"
 
 
+def seed_noise(rad: dict[str, Any], ref: dict[str, Any]) -> dict[str, Any]:
+    r"""Is radius - reference within the seed noise? Stated before it is computed:
+
+    .. math::
+
+        |\bar m_{radius} - \bar m_{ref}| \le 2\sqrt{s_{radius}^2/n_{radius}
+            + s_{ref}^2/n_{ref}}
+
+    (two standard errors of the difference of seed means, s the seed standard
+    deviations). The user bootstrap interval beside it holds the trained models fixed
+    and resamples test users only, so it does not contain the seed-to-seed variation of
+    training; this criterion does. Undefined (None) with fewer than 2 seeds a side.
+    """
+    diff = rad["mean"] - ref["mean"]
+    if rad["n"] < 2 or ref["n"] < 2:
+        return {"diff": diff, "two_se": None, "within": None}
+    two_se = 2.0 * float(np.sqrt(rad["std"] ** 2 / rad["n"] + ref["std"] ** 2 / ref["n"]))
+    return {"diff": diff, "two_se": two_se, "within": bool(abs(diff) <= two_se)}
+
+
 def summarise(runs_dir: Path) -> dict[str, Any]:
     """Seed spreads and paired user-bootstrap intervals of radius - reference."""
     from radius.stats import paired_bootstrap, seed_spread
@@ -315,9 +335,14 @@ def summarise(runs_dir: Path) -> dict[str, Any]:
                         m: seed_spread([r["test"][m] for _, r in sorted(rs.items())])
                         for m in ("ndcg@100", "recall@20")
                     },
+                    "val_ndcg@100": seed_spread([r["val_ndcg@100"] for r in rs.values()]),
                 }
             common = sorted(set(by["radius"]) & set(by["reference"]))
             entry["paired_seeds"] = common
+            entry["seed_noise"] = {
+                m: seed_noise(entry["radius"][m], entry["reference"][m])
+                for m in ("ndcg@100", "recall@20")
+            }
             if common:
                 for m in ("ndcg@100", "recall@20"):
                     rad = np.mean([by["radius"][s]["per_user"][m] for s in common], axis=0)
@@ -330,10 +355,11 @@ def summarise(runs_dir: Path) -> dict[str, Any]:
 
 def table(summary: dict[str, Any]) -> str:
     lines = [
-        "| data | setting | radius nDCG@100 | reference nDCG@100 | radius - ref [95%] | "
-        "radius Recall@20 | reference Recall@20 | radius - ref [95%] | seeds | stop epochs "
-        "radius / ref (best) |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "| data | setting | radius nDCG@100 | reference nDCG@100 | radius - ref [95% users] | "
+        "within seed noise (2 SE) | radius Recall@20 | reference Recall@20 | "
+        "radius - ref [95% users] | val nDCG@100 radius / ref | seeds | epochs run (best) "
+        "radius / ref |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
 
     def ms(s: dict[str, Any]) -> str:
@@ -344,6 +370,11 @@ def table(summary: dict[str, Any]) -> str:
         if not d:
             return "n/a"
         return f"{d['estimate']:+.4f} [{d['low']:+.4f}, {d['high']:+.4f}]"
+
+    def noise(n: dict[str, Any]) -> str:
+        if n["two_se"] is None:
+            return "n/a"
+        return f"{'yes' if n['within'] else 'no'} ({n['diff']:+.4f} vs {n['two_se']:.4f})"
 
     for data, settings in summary["datasets"].items():
         for setting in SETTINGS:
@@ -361,10 +392,12 @@ def table(summary: dict[str, Any]) -> str:
             lines.append(
                 f"| {data} | {setting} | {ms(rad['ndcg@100']) if rad['seeds'] else '-'} | "
                 f"{ms(ref['ndcg@100']) if ref['seeds'] else '-'} | {iv(e.get('diff_ndcg@100'))} | "
+                f"{noise(e['seed_noise']['ndcg@100'])} | "
                 f"{ms(rad['recall@20']) if rad['seeds'] else '-'} | "
                 f"{ms(ref['recall@20']) if ref['seeds'] else '-'} | "
-                f"{iv(e.get('diff_recall@20'))} | {','.join(map(str, e['paired_seeds']))} | "
-                f"{stops} |"
+                f"{iv(e.get('diff_recall@20'))} | "
+                f"{rad['val_ndcg@100']['mean']:.4f} / {ref['val_ndcg@100']['mean']:.4f} | "
+                f"{','.join(map(str, e['paired_seeds']))} | {stops} |"
             )
     return "\n".join(lines)
 
