@@ -112,7 +112,13 @@ def collect_radius(ctx: Any) -> dict[str, Any]:
         ],
         **{
             k: res.details[k]
-            for k in ("n_pairs", "n_r_share_positive", "n_inside_radius", "pair_sampling")
+            for k in (
+                "n_pairs",
+                "n_r_share_positive",
+                "n_inside_radius",
+                "n_inside_radius_probe",
+                "pair_sampling",
+            )
             if k in res.details
         },
     }
@@ -132,6 +138,7 @@ def summarise_radius(rows: list[dict[str, Any]]) -> dict[str, Any]:
     t = np.array([float(r["normalised_transfer"]) for r in rows])
     r_share = np.array([float(r["r_share"]) for r in rows])
     inside = np.array([bool(r["inside"]) for r in rows])
+    probe = np.array([str(r.get("kind", "")) == "edit" for r in rows])
     ok = np.isfinite(w2) & np.isfinite(t)
     rho = float(spearmanr(w2[ok], t[ok]).statistic) if ok.sum() > 2 else float("nan")
     return {
@@ -139,6 +146,8 @@ def summarise_radius(rows: list[dict[str, Any]]) -> dict[str, Any]:
         "spearman_w2_transfer": rho,
         "n_positive_radius": int((r_share > 0).sum()),
         "n_inside": int(inside.sum()),
+        "n_inside_real": int((inside & ~probe).sum()),
+        "n_inside_probe": int((inside & probe).sum()),
         "n_inside_positive_transfer": int((inside & (t > 0)).sum()),
         "n_positive_transfer": int((t > 0).sum()),
     }
@@ -195,8 +204,9 @@ def draw_radius(data: dict[str, Any], out_dir: str | os.PathLike) -> dict[str, A
     ax.set_ylabel("normalised transfer ⟨g_u, g_v⟩ / ‖g_u‖²")
     ax.set_title(
         f"transfer vs latent distance: Spearman {summary['spearman_w2_transfer']:+.3f} "
-        f"over the {summary['n_pairs']} pairs drawn\n{summary['n_inside']} inside r_share, "
-        f"{summary['n_inside_positive_transfer']} of them with positive transfer",
+        f"over the {summary['n_pairs']} pairs drawn\n{summary['n_inside']} inside r_share "
+        f"({summary['n_inside_real']} real pairs, {summary['n_inside_probe']} edit probes), "
+        f"{summary['n_inside_positive_transfer']} with positive transfer",
         fontsize=9,
     )
     ax.legend(fontsize=7, loc="best")
