@@ -73,7 +73,14 @@ def collect_beta(ctx: Any, *, betas: Sequence[float] | None = None) -> dict[str,
         "mean_count": res.details.get("mean_count"),
         "rows": [{c: row[c] for c in columns} for row in res.details["sweep"]],
         "checks": [
-            {"name": c.name, "passed": c.passed, "measured": c.measured, "tolerance": c.tolerance}
+            {
+                "name": c.name,
+                "passed": c.passed,
+                "outcome": c.label,
+                "interval": None if c.interval is None else c.interval.to_dict(),
+                "measured": c.measured,
+                "tolerance": c.tolerance,
+            }
             for c in res.checks
             if c.name.startswith("sweep_")
         ],
@@ -95,10 +102,14 @@ def draw_beta(data: dict[str, Any], out_dir: str | os.PathLike) -> dict[str, Any
     gamma = field == "gamma"
     col = {c: np.array([float(r[c]) for r in rows]) for c in BETA_COLUMNS}
     b = col["beta"]
-    verdict = {c["name"]: c["passed"] for c in data.get("checks", [])}
+    # the check's own outcome word (HOLDS / CONTRADICTED / INCONCLUSIVE for empirical checks)
+    verdict = {
+        c["name"]: c.get("outcome") or ("PASS" if c["passed"] else "FAIL")
+        for c in data.get("checks", [])
+    }
 
     def tag(name: str) -> str:
-        return "" if name not in verdict else (" [PASS]" if verdict[name] else " [FAIL]")
+        return f" [{verdict[name]}]" if name in verdict else ""
 
     fig, (ax_kl, ax_w2, ax_au) = new_figure(14.0, 4.2, ncols=3)
     ax_kl.plot(b, col["e_kl"], "-o", color="black", ms=4, label="E KL(q(z|x_h) || p), closed form")
