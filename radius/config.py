@@ -41,7 +41,8 @@ class TrainConfig:
         Multi-VAE's 200-epoch budget, as dawenl/vae_cf's ``total_anneal_steps``).
     lambda_a : weight of the PIA anchor loss L_A; 0 disables PIA.
     anchor_init : ``"normal"`` (N(0, anchor_init_scale^2)) or ``"zeros"``.
-    anchor_init_scale : standard deviation of the anchors' initialisation.
+    anchor_init_scale : standard deviation of the anchors' initialisation (0.01, the
+        reference PIA loop's N(0, 0.01^2)).
     anchor_terms : which parts of L_A train the encoder: ``"both"`` (||mu - e_bar||^2 +
         tr Sigma, P3.1), ``"mean"`` (only the alignment term) or ``"trace"``.
     lr : Adam learning rate (default per model: 1e-3 Multi-VAE, 5e-4 RecVAE).
