@@ -3,7 +3,7 @@ r"""Quality at convergence: radius against a plain dense reference loop, same sp
 For every (dataset, setting, seed) two models are trained to convergence on the very
 same users and items and scored on the same test users:
 
-- ``radius``: ``radius.train.train`` with ``setting_config(setting,
+- ``radius``: ``radius.training.trainer.train`` with ``setting_config(setting,
   TrainConfig(seed=seed, device="cpu"))``: the toolkit's defaults, unchanged;
 - ``reference``: a plain PyTorch Multi-VAE loop written here the way dawenl/vae_cf does
   it: dense batch, ``F.normalize`` then inverted dropout (``F.dropout``, keep 0.5, 1/rho
@@ -21,7 +21,7 @@ same users and items and scored on the same test users:
   with mu and Sigma from the masked input and S the clean support.
 
 Settings: clean (rho = 1), masking (rho = 0.5), masking + PIA. Test nDCG@100 and
-Recall@20 are computed for both with ``radius.metrics.rank_metrics`` (same metric
+Recall@20 are computed for both with ``radius.training.metrics.rank_metrics`` (same metric
 code), per user. Per (dataset, setting): the seed spread of each side
 (``radius.stats.seed_spread``) and a paired user bootstrap of radius - reference on
 seed-averaged per-user scores (``radius.stats.paired_bootstrap``, 95%, 2000 draws).
@@ -210,7 +210,7 @@ def run_reference(ds, setting: str, seed: int, *, epochs: int, patience: int) ->
 # --------------------------------------------------------------------------- radius
 def radius_config(setting: str, seed: int, *, epochs: int | None, patience: int | None):
     """radius's defaults for ``setting`` (only the budget may be overridden, for tests)."""
-    from radius.config import TrainConfig, setting_config
+    from radius.training.config import TrainConfig, setting_config
 
     over: dict[str, Any] = {}
     if epochs is not None:
@@ -223,8 +223,8 @@ def radius_config(setting: str, seed: int, *, epochs: int | None, patience: int 
 def run_radius(ds, setting: str, seed: int, *, epochs: int | None, patience: int | None):
     import warnings
 
-    from radius.metrics import score_users
-    from radius.train import train
+    from radius.training.metrics import score_users
+    from radius.training.trainer import train
 
     cfg = radius_config(setting, seed, epochs=epochs, patience=patience)
     with warnings.catch_warnings():
@@ -243,7 +243,7 @@ def run_radius(ds, setting: str, seed: int, *, epochs: int | None, patience: int
 
 # --------------------------------------------------------------------------- runs
 def run_one(ds, data: str, impl: str, setting: str, seed: int, args) -> dict[str, Any]:
-    from radius.metrics import rank_metrics
+    from radius.training.metrics import rank_metrics
 
     t0, c0 = time.perf_counter(), time.process_time()
     if impl == "radius":

@@ -33,10 +33,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", default=str(ROOT / "bench" / "results" / "recipe-default.json"))
     args = ap.parse_args(argv)
     torch.set_num_threads(1)
-    from radius.config import TrainConfig, setting_config
     from radius.data.synthetic import default_dataset
     from radius.io import atomic_write_json
-    from radius.train import train
+    from radius.training.config import TrainConfig, setting_config
+    from radius.training.trainer import train
 
     ds = default_dataset()
     out: dict = {"dataset": ds.summary(), "runs": {}, "load_avg_start": os.getloadavg()}

@@ -1,6 +1,6 @@
 """RecVAE epoch time against Multi-VAE's, in the same run (issue: RecVAE with PIA).
 
-Both models train through radius's own trainers (``radius.train.make_trainer``) on the
+Both models train through radius's own trainers (``radius.training.trainers.make_trainer``) on the
 same data, seed and batches. One RecVAE "epoch" is ``enc_epochs`` encoder passes plus
 one decoder pass (Shenbin et al.), so it is expected to cost about
 ``enc_epochs + 1`` Multi-VAE epochs minus the cheaper linear decoder. Times are process
@@ -19,10 +19,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from radius.config import setting_config
 from radius.data.synthetic import default_dataset
 from radius.io import atomic_write_json
-from radius.train import build_model, make_trainer
+from radius.training.build import build_model
+from radius.training.config import setting_config
+from radius.training.trainers import make_trainer
 
 
 def time_epochs(config, dataset, epochs: int) -> list[float]:

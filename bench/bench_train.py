@@ -4,7 +4,7 @@ Three variants, each trained for the same number of epochs with the same
 hyper-parameters (Multi-VAE [I-600-200-600-I], tanh, keep rate 0.5, beta annealed
 linearly to 0.2 over 20 epochs' worth of steps, Adam lr 1e-3, batch 500):
 
-- ``radius-sparse``: ``radius.train.train`` with ``TrainConfig(sparse_input=True)``
+- ``radius-sparse``: ``radius.training.trainer.train`` with ``TrainConfig(sparse_input=True)``
   (first layer as an embedding bag over the stored entries);
 - ``radius-dense``: the same with ``sparse_input=False`` (densified batch);
 - ``reference``: a minimal Multi-VAE loop written here in plain PyTorch, as in
@@ -15,7 +15,7 @@ linearly to 0.2 over 20 epochs' worth of steps, Adam lr 1e-3, batch 500):
 Each variant runs in its own subprocess so its peak resident memory
 (``resource.getrusage(RUSAGE_SELF).ru_maxrss``, which includes torch's CPU
 allocations) is its own. Training time per epoch excludes validation; radius's
-validation is timed by wrapping ``radius.train.evaluate`` (the function ``train``
+validation is timed by wrapping ``radius.training.trainer.evaluate`` (the function ``train``
 calls), so the real ``train`` runs unchanged. The FLOP limit is the model's
 floating-point work divided by the measured float32 matmul peak of this machine.
 
@@ -296,8 +296,8 @@ def run_reference(ds, epochs: int, seed: int, *, premask: bool = False) -> dict[
 
 # --------------------------------------------------------------------------- radius
 def run_radius(ds, epochs: int, seed: int, *, sparse: bool) -> dict[str, Any]:
-    """``radius.train.train`` unchanged; its ``evaluate`` calls are timed by a wrapper."""
-    import radius.train as rt
+    """``radius.training.trainer.train`` unchanged; its ``evaluate`` calls are timed."""
+    import radius.training.trainer as rt
 
     marks: list[tuple[float, float, float, float]] = []  # (wall, cpu) at eval start, end
     real_evaluate = rt.evaluate
@@ -339,7 +339,7 @@ def run_radius(ds, epochs: int, seed: int, *, sparse: bool) -> dict[str, Any]:
 # --------------------------------------------------------------------------- steppers
 def radius_config(epochs: int, seed: int, *, sparse: bool):
     """The TrainConfig all radius variants use (the masking setting, CPU)."""
-    from radius.config import TrainConfig
+    from radius.training.config import TrainConfig
 
     return TrainConfig(
         hidden_dims=(HIDDEN,),
@@ -361,7 +361,7 @@ def radius_config(epochs: int, seed: int, *, sparse: bool):
 def make_stepper(ds, variant: str, seed: int):
     """(step(idx, beta) -> loss, evaluate() -> means) of one variant, freshly initialised.
 
-    The radius step is the body of ``radius.train.train``'s batch loop: CSR rows ->
+    The radius step is the body of ``radius.training.trainer.train``'s batch loop: CSR rows ->
     ``SparseBatch.from_csr`` -> ``multvae_loss`` -> backward -> Adam step -> ``.item()``.
     """
     if variant.startswith("reference"):
@@ -376,9 +376,10 @@ def make_stepper(ds, variant: str, seed: int):
             return ref_evaluate(ref, ds.val_tr, ds.val_te)
 
         return step, evaluate
-    from radius.metrics import evaluate as radius_evaluate
     from radius.model.multvae import SparseBatch
-    from radius.train import build_model, multvae_loss
+    from radius.training.build import build_model
+    from radius.training.losses import multvae_loss
+    from radius.training.metrics import evaluate as radius_evaluate
 
     cfg = radius_config(1, seed, sparse=variant == "radius-sparse")
     model = build_model(cfg, ds.n_items)

@@ -1,8 +1,8 @@
 """Benchmark: all-pairs gradient transfer <g_u, g_v> (output layer, T2.3), factorised vs naive.
 
-Factorised: ``radius.transfer.transfer_gram`` (g_u = R_u^T H_u / M never formed; memory
+Factorised: ``radius.analysis.transfer.transfer_gram`` (g_u = R_u^T H_u / M never formed; memory
 users x M x (items + hidden)). Naive: one ``torch.autograd.grad`` per user in a Python
-loop (``radius.transfer.naive_user_gradients``), the (users, parameters) matrix G
+loop (``radius.analysis.transfer.naive_user_gradients``), the (users, parameters) matrix G
 materialised, then G G^T. Both in the SAME run, on the first N training users of the
 default synthetic dataset and an untrained, seeded MultVAE [I-600-200-600-I] in float32
 (timings do not depend on training).
@@ -85,7 +85,7 @@ def worker(args: argparse.Namespace) -> dict:
     """One measurement in this (fresh) process; returns a JSON-able dict."""
     import torch
 
-    from radius.transfer import common_eps, naive_user_gradients, transfer_gram
+    from radius.analysis.transfer import common_eps, naive_user_gradients, transfer_gram
 
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -223,8 +223,8 @@ def main(argv: list[str] | None = None) -> int:
             f"{r['speedup_linear']:>11.1f} {r['speedup_quadratic_gram']:>12.1f} "
             f"{r['max_rel_diff']:>9.1e}"
         )
-    from radius import code_version
     from radius.io import atomic_write_json
+    from radius.version import code_version
 
     payload = {
         "benchmark": "all-pairs transfer <g_u, g_v>, output layer (T2.3)",

@@ -54,8 +54,8 @@ def draw(
         With user models, when the figure needs a setting (or ``fit``) not given, or is
         ``cohorts`` (it trains radius's own ablation).
     """
-    from radius.config import TrainConfig
     from radius.figures.registry import FigureOptions, draw_figure, figures_out_dir, resolve_figures
+    from radius.training.config import TrainConfig
     from radius.verify.api import QUICK_OPTIONS, _context, as_dataset
     from radius.verify.base import VerifyOptions
     from radius.verify.context import MissingModelError

@@ -32,7 +32,7 @@ from typing import Any
 
 import numpy as np
 
-from radius import masking as mk
+from radius.analysis import masking as mk
 from radius.figures.common import figure_model, new_figure, save_png, write_csv, write_json
 
 __all__ = ["DEFAULT_RHOS", "collect_masking", "draw_masking"]

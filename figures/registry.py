@@ -2,7 +2,7 @@
 
 ``radius figures NAME`` (or ``all``) builds a ``VerifyContext`` on ``--data`` with the
 shared model cache and draws into ``--out``. Models are trained once and cached
-(``radius.train.get_model``): the three settings (seed 0), seeds 1.. of the ablation
+(``radius.training.cache.get_model``): the three settings (seed 0), seeds 1.. of the ablation
 behind ``cohorts`` and the beta-sweep models of ``radius.verify.beta_kl``. With them
 cached, the figures only evaluate, sample and draw. ``--quick`` uses smaller samples
 (t-SNE users, Monte Carlo sizes, rho grid, beta points).
@@ -132,7 +132,7 @@ def resolve_model(model: str | None) -> str | None:
 def figures_base_config(args: argparse.Namespace) -> Any:
     """The context's base ``TrainConfig``: ``args.base_config`` (programmatic callers) or
     ``TrainConfig()``, with ``args.model`` when given (default ``multvae``)."""
-    from radius.config import TrainConfig
+    from radius.training.config import TrainConfig
 
     model = resolve_model(getattr(args, "model", None))
     base = getattr(args, "base_config", None)
@@ -165,7 +165,7 @@ def run_figures(args: argparse.Namespace) -> int:
     """``radius figures NAME|all``: draw, print what was written, return 0."""
     from radius.experiments import load_dataset
     from radius.figures.common import model_label
-    from radius.train import default_cache_dir
+    from radius.training.cache import default_cache_dir
     from radius.verify.base import VerifyOptions
     from radius.verify.context import VerifyContext
 

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:  # pragma: no cover
     from radius.data.dataset import Dataset
 
-__version__ = "0.1.0"
+from radius.version import __version__, code_version
 
 __all__ = [
     "__version__",
@@ -33,12 +33,11 @@ __all__ = [
 
 # ---------------------------------------------------------------------- public API
 # ``import radius`` stays cheap: torch, the claims and the figures are imported on first
-# use. ``radius.train`` is both the training module and a function: the module is made
-# callable (``radius.train(dataset, config)`` is ``radius.train.train(...)``), and so are
-# the figure modules (``radius.figures.tsne(...)`` draws the t-SNE figure).
+# use. The figure modules are also their entry points: ``radius.figures.tsne(...)`` draws
+# the t-SNE figure (the module is made callable, so importing the submodule does not hide
+# the function).
 
 _CALLS: dict[str, tuple[str, str, tuple[Any, ...]]] = {
-    "radius.train": ("radius.train", "train", ()),
     "radius.figures.tsne": ("radius.figures", "draw", ("tsne",)),
     "radius.figures.cohorts": ("radius.figures", "draw", ("cohorts",)),
     "radius.figures.sharing_radius": ("radius.figures", "draw", ("radius",)),
@@ -124,48 +123,29 @@ def prepare(
     return _prepare(path, out_dir, fmt=fmt, split=split, name=name)
 
 
+def train(dataset: Dataset, config: Any = None, **kwargs: Any) -> Any:
+    """Train a model on ``dataset`` (``radius.training.trainer.train``): early stopping on
+    validation nDCG@100, optional atomic checkpoint; returns a ``TrainResult``.
+
+    ``config`` is a ``radius.training.config.TrainConfig`` (default: Multi-VAE with the
+    reference recipe); keyword arguments are passed on (``checkpoint=``, ``resume=``,
+    ``progress=``, ``evaluate_test=``).
+    """
+    from radius.training.config import TrainConfig
+    from radius.training.trainer import train as _train
+
+    return _train(dataset, TrainConfig() if config is None else config, **kwargs)
+
+
+_SUBPACKAGES = ("verify", "figures", "model", "data", "training", "analysis", "report")
+
+
 def __getattr__(name: str) -> Any:
-    """Subpackages and functions of the public API, imported on first use."""
-    if name in ("verify", "figures", "model", "train"):
+    """Subpackages of the public API, imported on first use."""
+    if name in _SUBPACKAGES:
         return importlib.import_module(f"radius.{name}")
     if name == "wrap":
         from radius.model.wrap import wrap
 
         return wrap
     raise AttributeError(f"module 'radius' has no attribute {name!r}")
-
-
-def code_version() -> str:
-    """Package version plus the git commit when run from a checkout (``0.1.0+g1a2b3c4``).
-
-    ``.dirty`` is appended when tracked code (``radius/``, ``verify/``, ``figures/``
-    without its drawn output ``figures/out/``, ``pyproject.toml``) differs from that
-    commit, so a report never names a commit whose code did not produce it.
-    """
-    import subprocess
-    from pathlib import Path
-
-    root = Path(__file__).resolve().parent.parent
-    try:
-        out = subprocess.run(
-            ["git", "-C", str(root), "rev-parse", "--short", "HEAD"],
-            capture_output=True,
-            text=True,
-            timeout=5,
-        )
-        if out.returncode == 0 and out.stdout.strip():
-            version = f"{__version__}+g{out.stdout.strip()}"
-            code = ["radius", "verify", "figures", ":(exclude)figures/out", "pyproject.toml"]
-            status = subprocess.run(
-                ["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no", "--"]
-                + code,
-                capture_output=True,
-                text=True,
-                timeout=5,
-            )
-            if status.returncode != 0 or status.stdout.strip():
-                version += ".dirty"
-            return version
-    except (OSError, subprocess.SubprocessError):
-        pass
-    return __version__

@@ -61,7 +61,7 @@ def _parse_set(pairs: list[str]) -> dict[str, Any]:
 
 
 def _config_from_args(args: argparse.Namespace):
-    from radius.config import TrainConfig, setting_config
+    from radius.training.config import TrainConfig, setting_config
 
     base = TrainConfig()
     over: dict[str, Any] = {}
@@ -179,9 +179,9 @@ def cmd_data_fetch_ml100k(args: argparse.Namespace) -> int:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from radius.distributed import dist_info
     from radius.io import atomic_write_json
-    from radius.train import train
+    from radius.training.distributed import dist_info
+    from radius.training.trainer import train
 
     ds = _load_data(args.data)
     config = _config_from_args(args)
@@ -230,13 +230,13 @@ def _leave_process_group() -> None:
 
 def cmd_eval(args: argparse.Namespace) -> int:
     from radius.io import atomic_write_json
-    from radius.metrics import evaluate
-    from radius.train import load_checkpoint
+    from radius.training.checkpoints import load_checkpoint
+    from radius.training.metrics import evaluate
 
     ds = _load_data(args.data)
     if args.checkpoint is None:
-        from radius.config import setting_config
-        from radius.train import default_cache_dir, get_model
+        from radius.training.cache import default_cache_dir, get_model
+        from radius.training.config import setting_config
 
         config = setting_config(args.setting)
         model = get_model(ds, config, cache_dir=default_cache_dir(), progress=True)
@@ -344,10 +344,10 @@ def _power_json(cid: str, mod: Any, rows: list[Any] | None, note: str) -> dict[s
 
 
 def cmd_verify(args: argparse.Namespace) -> int:
-    from radius.config import TrainConfig
     from radius.io import atomic_write_json
     from radius.stats import combine, exit_code
-    from radius.train import default_cache_dir
+    from radius.training.cache import default_cache_dir
+    from radius.training.config import TrainConfig
     from radius.verify import CLAIMS, claim_module, resolve_ids
     from radius.verify.api import load_models, run_claim
     from radius.verify.base import VerifyOptions
@@ -437,8 +437,8 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 
 def cmd_experiment(args: argparse.Namespace) -> int:
-    from radius.config import TrainConfig
     from radius.experiments import run_experiment
+    from radius.training.config import TrainConfig
 
     if args.set:
         args.base_config = TrainConfig().replace(**_parse_set(args.set))
@@ -598,7 +598,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Verify how VAE recommenders collaborate: train Multi-VAE (masking, PIA), "
         "check the paper's claims, draw the figures.",
     )
-    from radius import __version__
+    from radius.version import __version__
 
     ap.add_argument("--version", action="version", version=f"radius {__version__}")
     sub = ap.add_subparsers(dest="command", parser_class=_Parser)

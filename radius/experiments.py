@@ -1,7 +1,7 @@
 r"""The paper's experiments at the scale these machines allow: the setting ablation.
 
 The ablation trains Multi-VAE (or RecVAE) in the three settings of the paper's
-Section 4 (clean input, Bernoulli masking, masking + PIA; ``radius.config.SETTINGS``)
+Section 4 (clean input, Bernoulli masking, masking + PIA; ``radius.training.config.SETTINGS``)
 for seeds :math:`0..S-1` and evaluates each model on the held-out test users
 (strong generalisation: rank from :math:`\mu_\phi` of the clean fold-in). Reported per
 setting and per interaction-count cohort: the mean and the sample standard deviation
@@ -47,7 +47,7 @@ when it lies below 0, INCONCLUSIVE when it contains 0 or rests on fewer than
   ``patience = epochs`` (no early stop: the full epoch budget; the trainer still keeps
   the best-validation epoch), each compared with masking ("the control beats masking").
 
-Models go through ``radius.train.get_model`` (content-keyed cache), so a rerun only
+Models go through ``radius.training.cache.get_model`` (content-keyed cache), so a rerun only
 evaluates.
 """
 
@@ -62,7 +62,6 @@ from typing import Any
 
 import numpy as np
 
-from radius.config import SETTINGS, TrainConfig, setting_config
 from radius.data.dataset import COHORTS, Dataset, cohort_of
 from radius.errors import RadiusError
 from radius.stats import (
@@ -77,6 +76,7 @@ from radius.stats import (
     paired_bootstrap,
     seed_spread,
 )
+from radius.training.config import SETTINGS, TrainConfig, setting_config
 
 __all__ = [
     "ABLATION_SETTINGS",
@@ -194,8 +194,8 @@ def _evaluate_run(
     split: str = "test",
 ) -> dict[str, Any]:
     """Train or load ``config`` (``get_model``) and evaluate it on ``split`` users."""
-    from radius.metrics import evaluate
-    from radius.train import get_model
+    from radius.training.cache import get_model
+    from radius.training.metrics import evaluate
 
     model = get_model(dataset, config, cache_dir=cache_dir, progress=progress)
     model = model.cpu().eval()
@@ -217,7 +217,7 @@ def _training_record(
     epoch, from the log the trainer writes beside the checkpoint (None when absent)."""
     import json
 
-    from radius.train import cache_key, default_cache_dir
+    from radius.training.cache import cache_key, default_cache_dir
 
     ckpt = (
         Path(cache_dir or default_cache_dir()) / f"{config.model}-{cache_key(dataset, config)}.pt"
@@ -905,7 +905,7 @@ def run_experiment(args: argparse.Namespace) -> int:
     on a failed or inconclusive claim). Bad input exits 2.
     """
     from radius.io import atomic_write_json
-    from radius.train import default_cache_dir
+    from radius.training.cache import default_cache_dir
 
     name = getattr(args, "name", "ablation") or "ablation"
     if name != "ablation":

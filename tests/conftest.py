@@ -38,7 +38,7 @@ def tiny_dataset():
 @pytest.fixture(scope="session")
 def tiny_config():
     """A training config whose models train in a few seconds on 2 cores."""
-    from radius.config import TrainConfig
+    from radius.training.config import TrainConfig
 
     return TrainConfig(
         hidden_dims=(32,), latent_dim=8, epochs=8, patience=8, batch_size=100, anneal_epochs=4

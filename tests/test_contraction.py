@@ -1,4 +1,4 @@
-"""Tests of radius.contraction: the anchor contraction factor tau (P3.2)."""
+"""Tests of radius.analysis.contraction: the anchor contraction factor tau (P3.2)."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import torch
 from hypothesis import assume, given
 from hypothesis import strategies as st
 
-from radius.contraction import (
+from radius.analysis.contraction import (
     SPECTRA,
     amortised_mask_spread,
     anchored_quadratic_optimum,

@@ -1,4 +1,4 @@
-"""Tests of radius.decomposition: the beta-KL decomposition, W2 contraction, active units."""
+"""Tests of radius.analysis.decomposition: beta-KL decomposition, W2 contraction, active units."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ from hypothesis.extra.numpy import arrays
 from scipy import integrate, stats
 from scipy.special import logsumexp
 
-from radius.decomposition import (
+from radius.analysis.decomposition import (
     active_units,
     encode_masked,
     gaussian_log_density,

@@ -1,4 +1,4 @@
-"""Tests of multi-process training (radius.distributed): sharding, seeds, and a real
+"""Tests of multi-process training (radius.training.distributed): sharding, seeds, and a real
 two-process DistributedDataParallel run on the CPU (gloo) launched by torchrun."""
 
 from __future__ import annotations
@@ -13,8 +13,8 @@ import numpy as np
 import pytest
 import torch
 
-from radius.distributed import DistInfo, dist_info, epoch_seed, shard
 from radius.errors import RadiusError
+from radius.training.distributed import DistInfo, dist_info, epoch_seed, shard
 
 
 @pytest.mark.parametrize(("n", "world"), [(10, 1), (10, 2), (11, 2), (101, 4), (7, 7)])
@@ -64,11 +64,12 @@ WORKER = textwrap.dedent(
     import json, sys
     import torch
     import torch.nn.functional as F
-    from radius.config import TrainConfig
+    from radius.training.config import TrainConfig
     from radius.data.synthetic import SyntheticParams, default_dataset
-    from radius.distributed import LossStep, dist_info, shard, wrap
+    from radius.training.distributed import LossStep, dist_info, shard, wrap
     from radius.model.multvae import SparseBatch
-    from radius.train import build_model, train
+    from radius.training.build import build_model
+    from radius.training.trainer import train
 
     out = sys.argv[1]
     ds = default_dataset(SyntheticParams(n_users=600, n_items=300, n_communities=6,
@@ -123,7 +124,7 @@ def test_two_process_ddp_training(tmp_path, tiny_dataset):
     """torchrun --nproc_per_node=2 on the CPU: ranks end with identical weights, rank 0
     writes one loadable checkpoint, and DDP's gradient equals the full-batch gradient
     (while a rank's own shard gradient does not: the comparison can fail)."""
-    from radius.train import load_checkpoint
+    from radius.training.checkpoints import load_checkpoint
 
     script = tmp_path / "worker.py"
     script.write_text(WORKER)

@@ -369,12 +369,12 @@ def test_ablation_on_trained_models(ablation_result):
 @pytest.mark.slow
 def test_rerun_loads_cached_models(ablation_result, tiny_ctx, monkeypatch):
     """A second ablation with the same data and configs trains nothing and agrees exactly."""
-    import radius.train
+    import radius.training.trainer
 
     def no_training(*a, **k):
         raise AssertionError("ablation retrained a cached model")
 
-    monkeypatch.setattr(radius.train, "train", no_training)
+    monkeypatch.setattr(radius.training.trainer, "train", no_training)
     again = ex.ablation(
         tiny_ctx.dataset,
         seeds=2,

@@ -1,4 +1,4 @@
-"""Tests of radius.gap: the compromise gap of the multinomial decoder (T2.5)."""
+"""Tests of radius.analysis.gap: the compromise gap of the multinomial decoder (T2.5)."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from scipy.integrate import quad
 from scipy.optimize import minimize
 from scipy.stats import norm
 
-from radius.gap import (
+from radius.analysis.gap import (
     compromise_gap_mc,
     compromise_gap_path,
     compromise_gap_quadrature,

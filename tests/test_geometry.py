@@ -1,4 +1,4 @@
-"""Tests of radius.geometry: W2/W1 between diagonal Gaussians, encoder Lipschitz bounds."""
+"""Tests of radius.analysis.geometry: W2/W1 between diagonal Gaussians, encoder Lipschitz bounds."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 from scipy.stats import norm, wasserstein_distance
 
-from radius.geometry import (
+from radius.analysis.geometry import (
     SILU_LIPSCHITZ,
     binary_l1_nearest,
     empirical_local_lipschitz,

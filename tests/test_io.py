@@ -32,7 +32,9 @@ def test_written_file_has_umask_permissions(tmp_path):
     assert target.stat().st_mode & 0o777 == 0o666 & ~umask
 
 
-@pytest.mark.parametrize(("status", "suffix"), [("", ""), (" M radius/train.py\n", ".dirty")])
+@pytest.mark.parametrize(
+    ("status", "suffix"), [("", ""), (" M radius/training/trainer.py\n", ".dirty")]
+)
 def test_code_version_marks_uncommitted_code(monkeypatch, status, suffix):
     """code_version names the commit, with .dirty when tracked code differs from it."""
     import subprocess

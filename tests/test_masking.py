@@ -1,4 +1,4 @@
-"""Tests of radius.masking (T2.6): exact masking laws, tail bounds, Monte Carlo, sampling."""
+"""Tests of radius.analysis.masking (T2.6): exact masking laws, tail bounds, Monte Carlo."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from hypothesis import assume, given
 from hypothesis import strategies as st
 from scipy import stats
 
-from radius import masking as mk
+from radius.analysis import masking as mk
 
 RHO = st.floats(min_value=0.01, max_value=1.0, allow_nan=False, allow_infinity=False)
 

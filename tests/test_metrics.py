@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import scipy.sparse as sp
 
-from radius.metrics import ndcg_at_k, recall_at_k
+from radius.training.metrics import ndcg_at_k, recall_at_k
 
 
 def _csr(rows):

@@ -7,11 +7,12 @@ import pytest
 import scipy.sparse as sp
 import torch
 
-from radius.config import TrainConfig
 from radius.model.multvae import MultVAE, SparseBatch, keep_to_dense
 from radius.model.protocol import check_model, encode_masked, input_convention
 from radius.model.recvae import RecVAE
-from radius.train import build_model, draw_keep, mask_batch, multvae_loss
+from radius.training.build import build_model
+from radius.training.config import TrainConfig
+from radius.training.losses import draw_keep, mask_batch, multvae_loss
 
 CONVENTIONS = ("normalize-mask", "mask-normalize")
 

@@ -7,10 +7,12 @@ import scipy.sparse as sp
 import torch
 from scipy.stats import norm
 
-from radius.config import TrainConfig
 from radius.model.multvae import SparseBatch
 from radius.model.protocol import check_model
-from radius.model.recvae import PRIOR_WEIGHTS, RecVAE, RecVAETrainer, recvae_loss
+from radius.model.recvae import PRIOR_WEIGHTS, RecVAE
+from radius.training.config import TrainConfig
+from radius.training.losses import recvae_loss
+from radius.training.trainers import RecVAETrainer
 
 
 def _csr(n=20, items=30, seed=0):
@@ -98,7 +100,8 @@ def test_sparse_and_dense_encoders_agree_and_protocol_holds():
 
 def test_recvae_trains_through_the_common_loop(tiny_dataset, tiny_config, tmp_path):
     """`train` with model=recvae learns, checkpoints, and reloads through the same code."""
-    from radius.train import load_checkpoint, train
+    from radius.training.checkpoints import load_checkpoint
+    from radius.training.trainer import train
 
     cfg = tiny_config.replace(model="recvae", epochs=3, patience=3, enc_epochs=1, lambda_a=0.1)
     res = train(tiny_dataset, cfg, checkpoint=tmp_path / "r.pt", progress=False)
@@ -109,7 +112,7 @@ def test_recvae_trains_through_the_common_loop(tiny_dataset, tiny_config, tmp_pa
 
 def test_standard_prior_ablation_is_the_standard_normal():
     """recvae_prior="standard": log p(z) = log N(z; 0, I), whatever the old posterior."""
-    from radius.train import build_model
+    from radius.training.build import build_model
 
     cfg = TrainConfig(model="recvae", hidden_dims=(16,), latent_dim=4, recvae_prior="standard")
     model = build_model(cfg, 30)

@@ -628,8 +628,8 @@ def test_figures_block_lists_model_subfolders(tmp_path):
 
 def test_commands_and_stamps_name_a_non_default_config():
     """A report made with --model / --set models says so in its regenerate command."""
-    from radius.config import TrainConfig
-    from radius.report import _command, _config_flags
+    from radius.report.format import _command, _config_flags
+    from radius.training.config import TrainConfig
 
     base = TrainConfig(model="recvae", gamma=0.01, hidden_dims=(64,)).key_dict()
     assert _config_flags(base) == ["--model recvae", "--set hidden_dims=[64]", "--set gamma=0.01"]

@@ -6,9 +6,12 @@ import numpy as np
 import pytest
 import torch
 
-from radius.config import TrainConfig, setting_config
 from radius.errors import CheckpointError, RadiusError
-from radius.train import get_model, load_checkpoint, resolve_device, train
+from radius.training.build import resolve_device
+from radius.training.cache import get_model
+from radius.training.checkpoints import load_checkpoint
+from radius.training.config import TrainConfig, setting_config
+from radius.training.trainer import train
 
 
 @pytest.fixture(scope="module")
@@ -73,7 +76,7 @@ def test_corrupt_checkpoint_is_a_clear_error(tmp_path):
 
 def test_get_model_trains_once(tiny_dataset, cfg, tmp_path, monkeypatch):
     """The content-keyed cache trains a config once; the second request loads it."""
-    import radius.train as rt
+    import radius.training.trainer as rt
 
     calls = []
     real = rt.train
@@ -92,8 +95,8 @@ def test_get_model_trains_once(tiny_dataset, cfg, tmp_path, monkeypatch):
 
 def test_training_learns_something(tiny_dataset, tiny_config):
     """A trained model ranks held-out items far better than its untrained initialisation."""
-    from radius.metrics import evaluate
-    from radius.train import build_model
+    from radius.training.build import build_model
+    from radius.training.metrics import evaluate
 
     res = train(tiny_dataset, tiny_config, progress=False)
     untrained = evaluate(
@@ -192,7 +195,7 @@ def test_hitting_the_cap_is_recorded_and_warned(tiny_dataset, tiny_config, tmp_p
     stderr) and lists the warning in meta, checkpoint and log."""
     import json
 
-    from radius.train import EpochCapWarning
+    from radius.training.trainer import EpochCapWarning
 
     cfg = setting_config("clean", tiny_config, epochs=2, patience=5)
     with pytest.warns(EpochCapWarning, match="epoch cap \\(2 epochs"):
@@ -235,7 +238,7 @@ def test_old_checkpoint_without_convention_loads_as_mask_normalize(tiny_dataset,
 
 def test_convention_changes_the_cache_key(tiny_dataset, cfg):
     """The two conventions train different models, so they never share a cache entry."""
-    from radius.train import cache_key
+    from radius.training.cache import cache_key
 
     other = cfg.replace(input_convention="mask-normalize")
     assert cache_key(tiny_dataset, cfg) != cache_key(tiny_dataset, other)

@@ -1,4 +1,4 @@
-"""Tests of radius.transfer (T2.3): factorised transfer against naive autograd, the
+"""Tests of radius.analysis.transfer (T2.3): factorised transfer against naive autograd, the
 mixed-Jacobian estimate against an exact SVD, and the first-order finite differences."""
 
 from __future__ import annotations
@@ -10,8 +10,7 @@ import torch
 from hypothesis import assume, given
 from hypothesis import strategies as st
 
-from radius.model.multvae import MultVAE
-from radius.transfer import (
+from radius.analysis.transfer import (
     common_eps,
     first_order_residuals,
     loglog_slope,
@@ -25,6 +24,7 @@ from radius.transfer import (
     transfer_gram,
     user_gradients,
 )
+from radius.model.multvae import MultVAE
 
 RTOL = 1e-5
 
@@ -47,7 +47,7 @@ def _data(n_users: int = 12, n_items: int = 40, seed: int = 0) -> sp.csr_matrix:
 
 def _naive_cross(model, x, u, v, eps, param_set):
     """E_{z~q_u}[grad l_v(theta, z)] by autograd: v's loss on u's samples."""
-    from radius.transfer import _Decode, _param_names
+    from radius.analysis.transfer import _Decode, _param_names
 
     wrap = _Decode(model)
     own = dict(wrap.named_parameters())
@@ -136,7 +136,7 @@ def test_cauchy_schwarz_lower_bound(case):
 
 def _exact_jacobian_norm(model, z, x, param_set):
     """Exact ||d/dz grad_theta l(theta, z)||_2 by a dense autograd Jacobian and an SVD."""
-    from radius.transfer import _Decode, _param_names
+    from radius.analysis.transfer import _Decode, _param_names
 
     wrap = _Decode(model)
     own = dict(wrap.named_parameters())
@@ -187,7 +187,7 @@ def test_pair_lipschitz_is_max_over_segment_points(param_set):
         z = mu[:, None] + torch.exp(0.5 * lv)[:, None] * eps[None, :n_paths]  # (2, K, d)
         pts = [(1 - t) * z[0, j] + t * z[1, j] for j in range(n_paths) for t in (0.0, 0.5, 1.0)]
         exact = max(_exact_jacobian_norm(m, p, xd[v], param_set) for p in pts)
-        rtol = 1e-6 if param_set == "output" else 1e-3  # radius.geometry runs in float32
+        rtol = 1e-6 if param_set == "output" else 1e-3  # radius.analysis.geometry runs in float32
         assert est[k] == pytest.approx(exact, rel=rtol)
 
 

@@ -11,7 +11,7 @@ import pytest
 import scipy.sparse as sp
 import torch
 
-from radius.decomposition import kl_decomposition, mixture_log_density
+from radius.analysis.decomposition import kl_decomposition, mixture_log_density
 from radius.stats import Outcome, decide
 from radius.verify import beta_kl
 from radius.verify.base import ClaimResult

@@ -24,8 +24,8 @@ from typing import Any
 
 from torch import nn
 
-from radius.config import SETTINGS, TrainConfig
 from radius.data.dataset import Dataset
+from radius.training.config import SETTINGS, TrainConfig
 from radius.verify.base import ClaimResult, VerifyOptions
 from radius.verify.context import MissingModelError, VerifyContext
 
@@ -92,7 +92,7 @@ def _context(
     if fit is not None and models is None:
         raise ValueError("fit is for user models: pass models= as well")
     if cache_dir is None and models is None:
-        from radius.train import default_cache_dir
+        from radius.training.cache import default_cache_dir
 
         cache_dir = default_cache_dir()
     return VerifyContext(
@@ -400,7 +400,7 @@ def load_models(
                     f"{path}: not a radius checkpoint; pass --model-factory module:function to "
                     "build its architecture"
                 )
-            from radius.train import load_checkpoint
+            from radius.training.checkpoints import load_checkpoint
 
             loaded = load_checkpoint(path, dataset)
             model = loaded.model

@@ -2,7 +2,7 @@ r"""beta-KL decomposition: E KL(q(z|x_h) || p) = I_q(X_h; Z) + KL(q_h || p), and
 
 Method. N = users x masks inputs :math:`x_h = x\odot b` (training users, masks at the
 model's keep rate) are encoded; the aggregate posterior :math:`q_h` is the uniform
-mixture of their N Gaussians. ``radius.decomposition.kl_decomposition`` estimates the
+mixture of their N Gaussians. ``radius.analysis.decomposition.kl_decomposition`` estimates the
 mutual information and KL(q_h || p) by stratified Monte Carlo on independent draw sets
 and the mean KL in closed form (see that module for the estimator and its error).
 
@@ -68,8 +68,7 @@ from typing import Any
 import numpy as np
 from scipy.stats import spearmanr
 
-from radius.config import TrainConfig
-from radius.decomposition import (
+from radius.analysis.decomposition import (
     KLDecomposition,
     active_units,
     encode_masked,
@@ -86,6 +85,7 @@ from radius.stats import (
     decide,
     seed_spread,
 )
+from radius.training.config import TrainConfig
 from radius.verify.base import Check, ClaimResult, PowerRow
 from radius.verify.context import VerifyContext
 
@@ -399,7 +399,8 @@ def _training_record(ctx: VerifyContext, config: TrainConfig) -> dict[str, Any]:
     the key says which (``beta_at_best_epoch`` or ``gamma_at_best_epoch``).
     """
     try:
-        from radius.train import cache_key, default_cache_dir, load_checkpoint
+        from radius.training.cache import cache_key, default_cache_dir
+        from radius.training.checkpoints import load_checkpoint
 
         path = Path(ctx.cache_dir or default_cache_dir()) / (
             f"{config.model}-{cache_key(ctx.dataset, config)}.pt"
@@ -723,7 +724,7 @@ def power(
     unperturbed check HOLDS (a larger scale re-activates units), by /1.5 ... /10 otherwise
     (a smaller scale de-activates them); it shows how the fixed 0.01 threshold reads scale.
     """
-    from radius.decomposition import unit_activity
+    from radius.analysis.decomposition import unit_activity
 
     betas = _check_options(betas, seeds, sweep_epochs, min_drop)
     base, users, kw = _setup(ctx, n_masks, n_samples, threshold)

@@ -3,7 +3,7 @@
 Models are never trained silently inside a claim. Two modes:
 
 * radius's own models (``models`` is None, the CLI default): ``model(setting)`` goes
-  through ``radius.train.get_model``, the explicit, content-keyed training step (a
+  through ``radius.training.cache.get_model``, the explicit, content-keyed training step (a
   second call with the same data and config loads the cached checkpoint);
   ``checkpoint`` replaces the pia model.
 * the user's models (``models`` maps settings to modules, ``radius.verify.run(...,
@@ -23,9 +23,9 @@ from typing import Any
 
 from torch import nn
 
-from radius.config import SETTINGS, TrainConfig, setting_config
 from radius.data.dataset import Dataset
 from radius.errors import RadiusError
+from radius.training.config import SETTINGS, TrainConfig, setting_config
 from radius.verify.base import VerifyOptions
 
 __all__ = ["VerifyContext", "MissingModelError"]
@@ -134,7 +134,7 @@ class VerifyContext:
         if self.checkpoint is not None and setting == "pia" and not overrides:
             key: Any = ("checkpoint", str(self.checkpoint))
             if key not in self._models:
-                from radius.train import load_checkpoint
+                from radius.training.checkpoints import load_checkpoint
 
                 self._models[key] = (
                     load_checkpoint(self.checkpoint, self.dataset).model.cpu().eval()
@@ -150,7 +150,7 @@ class VerifyContext:
         """
         if self.models is not None:
             return self.sweep_model(float(config.beta_cap), config, seed=int(config.seed))
-        from radius.train import get_model
+        from radius.training.cache import get_model
 
         key = ("config", tuple(sorted(config.key_dict().items(), key=lambda kv: kv[0])).__repr__())
         if key not in self._models:
@@ -200,7 +200,7 @@ class VerifyContext:
         return self._models[key]
 
     def describe(self) -> dict[str, Any]:
-        from radius import code_version
+        from radius.version import code_version
 
         out = {
             "dataset": self.dataset.name,

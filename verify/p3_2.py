@@ -1,6 +1,6 @@
 r"""P3.2 Anchor contraction factor tau = L / (L + 2 lambda_A).
 
-Method. Three levels of evidence (``radius.contraction``):
+Method. Three levels of evidence (``radius.analysis.contraction``):
 
 (a) Random quadratics (*identities*: exact for quadratics; a failure is a bug in
     radius, they never decide the claim). Over dimension d, spectrum (isotropic,
@@ -32,7 +32,7 @@ Method. Three levels of evidence (``radius.contraction``):
        0.02)`, :math:`L_u = \max_b L_b`, on at least 95% of users (P3.2 as stated);
     6. ``refined_variance_directional``: across-mask variance ratio :math:`\le B_u (1 +
        0.02)` on at least 95% of users, with the *directional* bound (derivation in
-       ``radius.contraction.contraction_sq_envelope``): in the quadratic model with one
+       ``radius.analysis.contraction.contraction_sq_envelope``): in the quadratic model with one
        H, :math:`\mu^*_b - \overline{\mu^*} = A\delta_b`, :math:`A = (H + 2\lambda_A
        I)^{-1}H`, :math:`\delta_b = m_b - \bar m`, and for
        :math:`\psi(h) = (h/(h + 2\lambda_A))^2`,
@@ -79,7 +79,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from radius.contraction import (
+from radius.analysis.contraction import (
     SPECTRA,
     RefinementResult,
     amortised_mask_spread,
@@ -679,7 +679,7 @@ POWER_MASK_NOISE = (1.1, 1.25, 1.5, 2.0, 4.0)  # across-mask variance factor
 
 
 def _untrained_pia(ctx: VerifyContext, seed: int) -> torch.nn.Module:
-    from radius.train import build_model
+    from radius.training.build import build_model
 
     with torch.random.fork_rng(devices=[]):
         m = build_model(ctx.config("pia").replace(seed=seed), ctx.dataset.n_items)

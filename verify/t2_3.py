@@ -17,7 +17,7 @@ copy. Users: training users (the decoder is fitted to them), clean inputs. Expec
 are Monte Carlo means over M = min(n_mc, 16) samples with common random numbers
 (the same :math:`\varepsilon_m` for every user), so every statistic is exact for the
 Monte Carlo objective. Parameter sets: checks 2-4 use the **output layer** (W, b), where
-all pairwise quantities factorise (``radius.transfer``); check 1 is run on the output
+all pairwise quantities factorise (``radius.analysis.transfer``); check 1 is run on the output
 layer **and** on all decoder layers.
 
 Pairs (seeded): a third are an anchor and a user drawn uniformly from its 5 nearest
@@ -27,7 +27,7 @@ are drawn without replacement, pairs are ordered (u = anchor receives, v steps).
 
 :math:`L_{\theta z}` is an ESTIMATE per pair: the largest power-iteration norm of the
 mixed Jacobian :math:`\partial_z\nabla_\theta l_v` at points on the segments between
-coupled samples :math:`z_{um} \to z_{vm}` (``radius.transfer.pair_lipschitz``); no
+coupled samples :math:`z_{um} \to z_{vm}` (``radius.analysis.transfer.pair_lipschitz``); no
 cheap certified value exists, so check 2 holds "with the estimated constant".
 
 Kinds and evidence (``radius.verify.base``). Check 1 is an **identity** (Taylor's
@@ -57,9 +57,8 @@ import scipy.sparse as sp
 import torch
 from scipy import stats
 
-from radius.geometry import w1_empirical, w2_diag_pairwise
-from radius.stats import Outcome, bootstrap, decide
-from radius.transfer import (
+from radius.analysis.geometry import w1_empirical, w2_diag_pairwise
+from radius.analysis.transfer import (
     PARAM_SET_NAMES,
     first_order_residuals,
     pair_lipschitz,
@@ -68,6 +67,7 @@ from radius.transfer import (
     sharing_radius,
     transfer_bound,
 )
+from radius.stats import Outcome, bootstrap, decide
 from radius.verify.base import Check, ClaimResult, PowerRow
 from radius.verify.context import VerifyContext
 
@@ -442,7 +442,7 @@ class Measurement:
     """Everything T2.3 measures on the trained model, before any verdict.
 
     pairs (P, 2), kind (P,), jacc (P,): sampled pairs (real kinds, then "edit" probes).
-    pt: output-layer transfer statistics per pair (``radius.transfer.PairTransfer``).
+    pt: output-layer transfer statistics per pair (``radius.analysis.transfer.PairTransfer``).
     lip (P,): the unscaled L_thz estimate per pair.
     first_order: finite-difference rows per parameter set.
     """
@@ -851,10 +851,12 @@ def run(
     method = (
         "Float64 copy of the trained model; M common-random-number posterior samples per "
         "user; output-layer <g_u, g_v>, ||g_u||, ||g_v - g_u|| and Delta_x from factorised "
-        "Gram sums (radius.transfer.pair_transfer); W2 closed form (radius.geometry.w2_diag); "
+        "Gram sums (radius.analysis.transfer.pair_transfer); W2 closed form "
+        "(radius.analysis.geometry.w2_diag); "
         "L_thz estimated per pair by power iteration on the coupling segments "
-        "(radius.transfer.pair_lipschitz); first order by finite differences with the same "
-        "samples before and after the step (radius.transfer.first_order_residuals). "
+        "(radius.analysis.transfer.pair_lipschitz); first order by finite differences with the "
+        "same "
+        "samples before and after the step (radius.analysis.transfer.first_order_residuals). "
         "Real pairs decide; the edit probes are reported apart. Decay: Spearman within each "
         "pair kind with a percentile bootstrap interval (radius.stats.bootstrap)."
     )

@@ -5,7 +5,7 @@ Three parts.
 (a) The exact compromise gap of the multinomial decoder,
 :math:`G(u, v) = \int w_u n_u KL(p_u\|\bar p) + w_v n_v KL(p_v\|\bar p)\,dz` with
 :math:`w = q(z)`, estimated by stratified sampling from :math:`(q_u + q_v)/2`
-(``radius.gap``), on pairs of real test users encoded by the clean model: G >= 0; G = 0
+(``radius.analysis.gap``), on pairs of real test users encoded by the clean model: G >= 0; G = 0
 for identical inputs; G = 0 without overlap (posteriors 1000 sigma apart); G > 0 once the
 posteriors overlap (means coinciding); G grows as :math:`\mu_v` is moved toward
 :math:`\mu_u` in steps :math:`\mu_v(\lambda) = \mu_u + \lambda(\mu_v - \mu_u)`.
@@ -46,9 +46,9 @@ from typing import Any
 import numpy as np
 import torch
 
+from radius.analysis.gap import compromise_gap_path
+from radius.analysis.geometry import binary_l1_nearest, encode_double, w2_diag
 from radius.data.dataset import COHORTS, cohort_of
-from radius.gap import compromise_gap_path
-from radius.geometry import binary_l1_nearest, encode_double, w2_diag
 from radius.model.protocol import input_convention
 from radius.stats import (
     BOOTSTRAP_LEVEL,
@@ -431,7 +431,7 @@ def silhouette_check(
 
 def _untrained_like(ctx: VerifyContext, seed: int) -> torch.nn.Module:
     """The clean setting's model, freshly initialised from ``seed`` (a baseline for scale)."""
-    from radius.train import build_model
+    from radius.training.build import build_model
 
     with torch.random.fork_rng(devices=[]):
         m = build_model(ctx.config("clean").replace(seed=seed), ctx.dataset.n_items)

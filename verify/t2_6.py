@@ -9,7 +9,7 @@ Method. On the training users (``ctx.dataset.train``), with sizes from ``ctx.opt
   next most similar candidate with d_uw > d_uv) and ``n_users // 2`` *random* triples
   (w uniform among candidates with d_uw > d_uv), plus generated pattern counts;
 - keep rates rho in (0.25, 0.5, 0.75, 0.9); ``n_mc`` Monte Carlo masks per case, drawn
-  item by item on the actual sets (``radius.masking.simulate_*``), shared over rho.
+  item by item on the actual sets (``radius.analysis.masking.simulate_*``), shared over rho.
 
 Checks (decided by rules fixed before computing):
 
@@ -41,7 +41,7 @@ from typing import Any
 
 import numpy as np
 
-from radius import masking as mk
+from radius.analysis import masking as mk
 from radius.stats import BOOTSTRAP_DRAWS, BOOTSTRAP_LEVEL, Interval, Outcome, bootstrap_mean, decide
 from radius.verify.base import Check, ClaimResult, PowerRow
 from radius.verify.context import VerifyContext
@@ -230,7 +230,8 @@ def check_neighbour_expansion(
     r"""Empirical: on this data, masking expands near neighbours relative to distant pairs.
 
     ``near`` and ``distant`` are per-pair relative expansions
-    :math:`\mathbb E D / (\rho d) = 1 + 2(1-\rho) s / d` (``radius.masking.relative_expansion``).
+    :math:`\mathbb E D / (\rho d) = 1 + 2(1-\rho) s / d`
+    (``radius.analysis.masking.relative_expansion``).
     The statement "mean(near) - mean(distant) > 0" is decided by ``radius.stats.decide`` on
     a two-sample bootstrap interval: HOLDS when it lies above 0, CONTRADICTED below,
     INCONCLUSIVE when it contains 0 or a group has fewer than ``min_n`` pairs with d > 0.
@@ -359,7 +360,7 @@ def run(
         ``confidence``, ``seed``, ``quick``.
     rhos : keep rates.
     law, triple_law : the exact laws tested (``"masked"``; wrong laws are negative
-        controls, see ``radius.masking.pair_law`` / ``triple_law``).
+        controls, see ``radius.analysis.masking.pair_law`` / ``triple_law``).
     bound_scale : multiplies every bound's exponent (> 1: a too-tight bound, negative
         control).
     flip_scale, near_replaced : perturb the empirical ``neighbour_expansion`` check

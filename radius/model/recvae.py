@@ -32,23 +32,19 @@ from __future__ import annotations
 
 import copy
 import math
-from typing import Any
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from radius.config import TrainConfig
 from radius.model.multvae import (
     SparseBatch,
     check_convention,
     encoder_input_dense,
     encoder_input_sparse,
 )
-from radius.model.pia import anchor_terms_sparse
 
-__all__ = ["RecVAE", "CompositePrior", "log_norm_pdf", "RecVAETrainer", "PRIOR_WEIGHTS"]
+__all__ = ["RecVAE", "CompositePrior", "log_norm_pdf", "PRIOR_WEIGHTS"]
 
 PRIOR_WEIGHTS = (3 / 20, 3 / 4, 1 / 10)  # standard, previous posterior, wide
 STANDARD_PRIOR_WEIGHTS = (1.0, 0.0, 0.0)  # N(0, I) only (the ``recvae_prior="standard"`` ablation)
@@ -210,110 +206,3 @@ class RecVAE(nn.Module):
 
     def encoder_parameters(self) -> list[tuple[str, nn.Parameter]]:
         return [(f"encoder.{n}", p) for n, p in self.encoder.named_parameters()]
-
-
-def recvae_loss(
-    model: RecVAE,
-    batch: SparseBatch,
-    config: TrainConfig,
-    gen: torch.Generator,
-    *,
-    keep_rate: float,
-    with_anchor: bool,
-) -> tuple[Tensor, dict[str, float]]:
-    """Negative ELBO with the composite prior and count-scaled KL (+ lambda_A L_A)."""
-    from radius.train import check_model_config, draw_keep
-
-    check_model_config(model, config)
-    keep = draw_keep(batch, keep_rate, gen)  # None at keep_rate 1 (decoder phase)
-    how = {"keep_rate": keep_rate, "convention": model.input_convention}  # mask's own rate
-    if config.sparse_input:
-        mu, logvar = model.encoder.forward_sparse(batch, keep, **how)
-    else:
-        from radius.model.multvae import keep_to_dense
-
-        b = None if keep is None else keep_to_dense(batch, keep)
-        mu, logvar = model.encoder(batch.to_dense(), b, **how)
-    eps = torch.randn(mu.shape, generator=gen, device=mu.device)
-    z = mu + torch.exp(0.5 * logvar) * eps
-    with torch.no_grad():
-        mu_old, logvar_old = model.prior.encoder_old.forward_sparse(batch)
-    logsm = torch.log_softmax(model.decode(z), dim=-1)
-    mll = (logsm[batch.rows, batch.indices] * batch.values).sum() / batch.n_rows
-    kl_weight = config.gamma * batch.row_sum(batch.values)  # (B,)
-    kld = (log_norm_pdf(z, mu, logvar) - model.prior.log_prob(z, mu_old, logvar_old)).sum(-1)
-    loss = -mll + (kl_weight * kld).mean()
-    parts = {"nll": -mll.item(), "kl": kld.mean().item()}
-    if with_anchor and model.anchors is not None and config.lambda_a > 0:
-        terms = anchor_terms_sparse(batch, mu, logvar, model.anchors)
-        la = terms.total(config.anchor_terms).mean()
-        loss = loss + config.lambda_a * la
-        parts["anchor"] = la.item()
-    return loss, parts
-
-
-class RecVAETrainer:
-    """Alternating phases: ``enc_epochs`` encoder passes, refresh prior, one decoder pass."""
-
-    def __init__(self, model: RecVAE, config: TrainConfig) -> None:
-        from radius.train import make_adam
-
-        self.model, self.config = model, config
-        enc_params = [p for _, p in model.encoder_parameters()]
-        if model.anchors is not None:
-            enc_params.append(model.anchors)
-        self.opt_enc = make_adam(enc_params, config)
-        self.opt_dec = make_adam([p for _, p in model.decoder_parameters()], config)
-        from radius.distributed import LossStep
-
-        self.step: nn.Module = LossStep(model, recvae_loss)
-
-    def distribute(self, info, device: torch.device) -> None:
-        """Route the loss through DistributedDataParallel (``radius.distributed``); the
-        anchors sit out the decoder phase, so DDP looks for unused parameters."""
-        from radius.distributed import wrap
-
-        self.step = wrap(self.step, info, device, unused=True)
-
-    def state_dict(self) -> dict[str, Any]:
-        return {"enc": self.opt_enc.state_dict(), "dec": self.opt_dec.state_dict()}
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.opt_enc.load_state_dict(state["enc"])
-        self.opt_dec.load_state_dict(state["dec"])
-
-    def _pass(self, train_csr, perm, opt, gen, *, keep_rate, with_anchor, sums) -> int:
-        cfg, device = self.config, next(self.model.parameters()).device
-        n = 0
-        for s in range(0, len(perm), cfg.batch_size):
-            idx = np.sort(perm[s : s + cfg.batch_size])
-            batch = SparseBatch.from_csr(train_csr[idx], device=device)
-            loss, parts = self.step(batch, cfg, gen, keep_rate=keep_rate, with_anchor=with_anchor)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            n += 1
-            for k, v in {"loss": loss.item(), **parts}.items():
-                sums[k] = sums.get(k, 0.0) + v
-        return n
-
-    def run_epoch(self, train_csr, perm, step, anneal_steps, gen):
-        """Encoder phase (masked, + PIA), prior refresh, decoder phase (clean)."""
-        self.model.train()
-        sums: dict[str, float] = {}
-        n = 0
-        for _ in range(self.config.enc_epochs):
-            n += self._pass(
-                train_csr,
-                perm,
-                self.opt_enc,
-                gen,
-                keep_rate=self.config.keep_rate,
-                with_anchor=True,
-                sums=sums,
-            )
-        self.model.prior.refresh(self.model.encoder)
-        n += self._pass(
-            train_csr, perm, self.opt_dec, gen, keep_rate=1.0, with_anchor=False, sums=sums
-        )
-        return sums, n, step + n, self.config.gamma

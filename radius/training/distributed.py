@@ -2,7 +2,7 @@
 
 ``torchrun --nproc_per_node=N --no-python radius train ...`` starts N processes; each
 sees ``WORLD_SIZE``, ``RANK`` and ``LOCAL_RANK`` in its environment, and
-``radius.train.train`` then:
+``radius.training.trainer.train`` then:
 
 - joins the process group (NCCL on CUDA, one GPU per process at ``cuda:LOCAL_RANK``;
   gloo on the CPU);

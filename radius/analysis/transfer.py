@@ -39,7 +39,7 @@ P = number of decoder parameters) and ``pair_transfer`` holds 3 x chunk x P.
 
 :math:`L_{\theta z}` (the Lipschitz constant of :math:`z \mapsto \nabla_\theta l_v`)
 is estimated, never certified: power iteration on the mixed Jacobian at points of the
-coupling segments (closed form for the output layer, ``radius.geometry`` for all
+coupling segments (closed form for the output layer, ``radius.analysis.geometry`` for all
 decoder layers).
 """
 
@@ -54,7 +54,7 @@ import scipy.sparse as sp
 import torch
 from torch import Tensor, nn
 
-from radius.geometry import mixed_jacobian_lipschitz, w2_diag
+from radius.analysis.geometry import mixed_jacobian_lipschitz, w2_diag
 
 __all__ = [
     "PARAM_SETS",
@@ -483,7 +483,7 @@ class PairTransfer:
     diff_norm : :math:`\\|\\hat g_v - \\hat g_u\\|`.
     delta_x : :math:`\\Delta_x(u,v) = \\|\\hat{\\mathbb E}_{z\\sim q_u}
         [\\nabla l_v(\\theta,z) - \\nabla l_u(\\theta,z)]\\|` on u's samples.
-    w2 : :math:`W_2(q_u, q_v)` in closed form (:func:`radius.geometry.w2_diag`).
+    w2 : :math:`W_2(q_u, q_v)` in closed form (:func:`radius.analysis.geometry.w2_diag`).
     mu_dist : :math:`\\|\\mu_u - \\mu_v\\|` (lower end of the W1 sandwich).
     """
 
@@ -648,7 +648,7 @@ def output_jacobian_norm(
     with :math:`Jw` and :math:`J^\\top J w` in closed form (see ``_power_output``;
     memory chunk x (I + H)). Each iterate's Rayleigh quotient is a lower bound on
     :math:`\\|J\\|_2^2`; the largest is returned: an **estimate**, not a certified value.
-    For all decoder layers use :func:`radius.geometry.mixed_jacobian_lipschitz`.
+    For all decoder layers use :func:`radius.analysis.geometry.mixed_jacobian_lipschitz`.
 
     Parameters
     ----------
@@ -711,7 +711,7 @@ def pair_lipschitz(
     supremum, not a certified constant.
 
     ``"output"`` uses :func:`output_jacobian_norm` (closed form, batched over pairs);
-    ``"decoder"`` calls :func:`radius.geometry.mixed_jacobian_lipschitz` (``torch.func``,
+    ``"decoder"`` calls :func:`radius.analysis.geometry.mixed_jacobian_lipschitz` (``torch.func``,
     float32, one call per pair and path: slow, for small pair sets).
 
     Returns
@@ -738,7 +738,7 @@ def pair_lipschitz(
         zu = _samples(*posterior(model, xu), eps)  # (C, K, d)
         zv = _samples(*posterior(model, xv), eps)
         if param_set == "decoder":
-            # radius.geometry works in float32
+            # radius.analysis.geometry works in float32
             m32 = model if _dtype(model) == torch.float32 else copy.deepcopy(model).float()
             for j in range(c):
                 best = max(
