@@ -202,7 +202,16 @@ def cmd_train(args: argparse.Namespace) -> int:
     secs = time.perf_counter() - t0
     if not info.is_main:
         return 0
-    print(f"\nbest epoch {res.meta['best_epoch']} of {len(res.history)}; {secs:.1f} s")
+    stopped = res.meta.get("stopped")
+    how = {"early": "stopped early (patience ran out)", "cap": "hit the epoch cap"}.get(
+        stopped, "paused"
+    )
+    print(
+        f"\nbest epoch {res.meta['best_epoch']} of {len(res.history)}; {how}; "
+        f"input convention {config.input_convention}; {secs:.1f} s"
+    )
+    for note in res.meta.get("warnings", []):
+        print(f"WARNING: {note}")
     print("\ntest users (strong generalisation):")
     print(_metrics_table(res.test))
     report = {

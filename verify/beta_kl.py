@@ -87,7 +87,7 @@ from radius.stats import (
 )
 from radius.training.config import TrainConfig
 from radius.verify.base import Check, ClaimResult, PowerRow
-from radius.verify.context import VerifyContext
+from radius.verify.context import MissingModelError, VerifyContext
 
 __all__ = [
     "CLAIM_ID",
@@ -649,16 +649,23 @@ def run(
         check_mi_upper_bound(dec),
         check_terms_nonnegative(dec, n_se=n_se),
     ]
-    rows, per, secs = _sweep(ctx, betas, seeds=seeds, sweep_epochs=sweep_epochs, users=users, kw=kw)
-    units_at = {(r["beta"], r["seed"] - base.seed): r["active_units"] for r in rows}
-    checks += _sweep_checks(
-        per, betas, seeds, latent_dim=int(main_row["latent_dim"]), min_drop=min_drop,
-        threshold=threshold, level=level, seed=ctx.options.seed, units_at=units_at,
-    )  # fmt: skip
+    sweep_not_run = None
+    try:
+        rows, per, secs = _sweep(
+            ctx, betas, seeds=seeds, sweep_epochs=sweep_epochs, users=users, kw=kw
+        )
+    except MissingModelError as e:  # a user's model without fit(beta): no sweep, said so
+        rows, per, secs, sweep_not_run = [], None, {}, str(e)
+    if per is not None:
+        units_at = {(r["beta"], r["seed"] - base.seed): r["active_units"] for r in rows}
+        checks += _sweep_checks(
+            per, betas, seeds, latent_dim=int(main_row["latent_dim"]), min_drop=min_drop,
+            threshold=threshold, level=level, seed=ctx.options.seed, units_at=units_at,
+        )  # fmt: skip
     trends = {
         key: _trend(rows, betas, key)
         for key in ("mutual_info", "kl_aggregate", "mean_pairwise_w2", "active_units")
-    }
+    } if rows else {}  # fmt: skip
     return ClaimResult(
         claim=CLAIM_ID,
         title=TITLE,
@@ -678,6 +685,7 @@ def run(
             f"minimum effect of {min_drop:.0%} of the units against the seed range."
         ),
         details={
+            "sweep_not_run": sweep_not_run,
             "masking_model": main_row,
             "sweep": [r for r in rows if r["seed"] == base.seed],
             "sweep_all_seeds": rows,
