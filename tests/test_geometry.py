@@ -14,6 +14,14 @@ from hypothesis.extra.numpy import arrays
 from scipy.stats import norm, wasserstein_distance
 
 from radius.analysis.geometry import (
+    w1_bias_table,
+    w1_empirical,
+    w1_sandwich,
+    w1_sliced,
+    w2_diag,
+    w2_diag_pairwise,
+)
+from radius.analysis.lipschitz import (
     SILU_LIPSCHITZ,
     binary_l1_nearest,
     empirical_local_lipschitz,
@@ -22,12 +30,6 @@ from radius.analysis.geometry import (
     layernorm_lipschitz,
     mixed_jacobian_lipschitz,
     normalization_factor,
-    w1_bias_table,
-    w1_empirical,
-    w1_sandwich,
-    w1_sliced,
-    w2_diag,
-    w2_diag_pairwise,
 )
 from radius.model.multvae import EPS_NORM, MultVAE
 

@@ -101,7 +101,7 @@ def test_recvae_constant_below_worst_ratio_fails(recvae_result, tiny_recvae_ctx)
 
 def test_sample_pairs(tiny_dataset):
     """Pairs: edits differ by 1-3 items, nearest neighbours are nearest, no empty rows."""
-    from radius.analysis.geometry import binary_l1_nearest
+    from radius.analysis.lipschitz import binary_l1_nearest
 
     rng = np.random.default_rng(0)
     p = l2_4.sample_pairs(tiny_dataset.test_tr, 30, rng)

@@ -8,8 +8,8 @@ For every sampled pair of inputs (x_u, x_v),
         \lVert\tilde x_u - \tilde x_v\rVert_1 \le L_\phi\,c(x_u, x_v)\,\lVert x_u - x_v\rVert_1,
 
 with :math:`L_\phi` the certified l1 -> l2 constant of the encoder on its normalised
-input (``radius.analysis.geometry.encoder_lipschitz_bound``) and c the pair factor of the input
-normalisation (``radius.analysis.geometry.normalization_factor``; c <= 1 on binary rows, so the
+input (``radius.analysis.lipschitz.encoder_lipschitz_bound``) and c the pair factor of the input
+normalisation (``radius.analysis.lipschitz.normalization_factor``; c <= 1 on binary rows, so the
 raw-input bound is the paper's W2 <= L_phi ||x_u - x_v||_1). Both inequalities are
 checked on every pair, for each trained setting (clean, masking, pia).
 
@@ -28,14 +28,12 @@ from typing import Any
 import numpy as np
 import torch
 
-from radius.analysis.geometry import (
+from radius.analysis.geometry import w1_empirical, w1_sandwich, w1_sliced
+from radius.analysis.lipschitz import (
     binary_l1_nearest,
     encode_double,
     encoder_lipschitz_bound,
     normalization_factor,
-    w1_empirical,
-    w1_sandwich,
-    w1_sliced,
 )
 from radius.model.multvae import EPS_NORM
 from radius.stats import Outcome
@@ -60,8 +58,8 @@ STATEMENT = (
     "binary rows with >= 1 item (normalisation is l1 non-expansive there), so on binary "
     "input W2 <= L_phi ||x_u - x_v||_1 as the paper states. The pair factor, the "
     "normalisation step and the RecVAE trunk bound are derived here "
-    "(radius.analysis.geometry.normalization_factor, "
-    "radius.analysis.geometry.encoder_lipschitz_bound)."
+    "(radius.analysis.lipschitz.normalization_factor, "
+    "radius.analysis.lipschitz.encoder_lipschitz_bound)."
 )
 RECONSTRUCTION = True
 

@@ -47,7 +47,8 @@ import numpy as np
 import torch
 
 from radius.analysis.gap import compromise_gap_path
-from radius.analysis.geometry import binary_l1_nearest, encode_double, w2_diag
+from radius.analysis.geometry import w2_diag
+from radius.analysis.lipschitz import binary_l1_nearest, encode_double
 from radius.data.dataset import COHORTS, cohort_of
 from radius.model.protocol import input_convention
 from radius.stats import (

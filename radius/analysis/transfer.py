@@ -54,7 +54,8 @@ import scipy.sparse as sp
 import torch
 from torch import Tensor, nn
 
-from radius.analysis.geometry import mixed_jacobian_lipschitz, w2_diag
+from radius.analysis.geometry import w2_diag
+from radius.analysis.lipschitz import mixed_jacobian_lipschitz
 
 __all__ = [
     "PARAM_SETS",
@@ -648,7 +649,7 @@ def output_jacobian_norm(
     with :math:`Jw` and :math:`J^\\top J w` in closed form (see ``_power_output``;
     memory chunk x (I + H)). Each iterate's Rayleigh quotient is a lower bound on
     :math:`\\|J\\|_2^2`; the largest is returned: an **estimate**, not a certified value.
-    For all decoder layers use :func:`radius.analysis.geometry.mixed_jacobian_lipschitz`.
+    For all decoder layers use :func:`radius.analysis.lipschitz.mixed_jacobian_lipschitz`.
 
     Parameters
     ----------
@@ -711,7 +712,7 @@ def pair_lipschitz(
     supremum, not a certified constant.
 
     ``"output"`` uses :func:`output_jacobian_norm` (closed form, batched over pairs);
-    ``"decoder"`` calls :func:`radius.analysis.geometry.mixed_jacobian_lipschitz` (``torch.func``,
+    ``"decoder"`` calls :func:`radius.analysis.lipschitz.mixed_jacobian_lipschitz` (``torch.func``,
     float32, one call per pair and path: slow, for small pair sets).
 
     Returns
