@@ -29,7 +29,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from radius.stats import Interval, Outcome, combine
+from radius.stats import Interval, Outcome, combine, decide
 
 __all__ = ["Check", "ClaimResult", "VerifyOptions", "PowerRow", "KINDS", "EVIDENCE"]
 
@@ -84,6 +84,48 @@ class Check:
         outcome = Outcome.of(bool(self.passed)) if self.outcome is None else Outcome(self.outcome)
         object.__setattr__(self, "outcome", outcome)
         object.__setattr__(self, "passed", outcome is Outcome.PASS)
+
+    @classmethod
+    def from_interval(
+        cls,
+        name: str,
+        description: str,
+        interval: Interval,
+        *,
+        tolerance: str,
+        min_n: int,
+        direction: int = +1,
+        threshold: float = 0.0,
+        measured: float | None = None,
+        bound: float | None = None,
+        evidence: str = "real",
+        note: str = "",
+    ) -> Check:
+        """An empirical check decided by ``radius.stats.decide`` on ``interval``: the claim
+        is "above ``threshold``" (``direction=+1``) or "below" (-1). Slack is the distance
+        of the interval's near end from the threshold (positive: HOLDS)."""
+        iv = interval
+        if not iv.defined:
+            slack = float("nan")
+        elif direction > 0:
+            slack = iv.low - threshold
+        else:
+            slack = threshold - iv.high
+        return cls(
+            name=name,
+            description=description,
+            measured=iv.estimate if measured is None else measured,
+            bound=threshold if bound is None else bound,
+            slack=slack,
+            tolerance=tolerance,
+            passed=False,
+            n=iv.n,
+            kind="empirical",
+            outcome=decide(iv, direction=direction, threshold=threshold, min_n=min_n),
+            interval=iv,
+            evidence=evidence,
+            note=note,
+        )
 
     @property
     def decides(self) -> bool:

@@ -82,7 +82,6 @@ from radius.stats import (
     BOOTSTRAP_LEVEL,
     Interval,
     Outcome,
-    decide,
     seed_spread,
 )
 from radius.training.config import TrainConfig
@@ -255,20 +254,15 @@ def check_term_falls(
             f"at_min {lo_v.shape} and at_max {hi_v.shape} must be (seeds, users) of one shape"
         )
     iv = seed_user_interval(hi_v - lo_v, level=level, seed=seed)
-    return Check(
-        name=name,
-        description=f"{what} at the largest beta < at the smallest beta (mean per-user change)",
-        measured=iv.estimate,
-        bound=0.0,
-        slack=-iv.high if iv.defined else float("nan"),
+    return Check.from_interval(
+        name,
+        f"{what} at the largest beta < at the smallest beta (mean per-user change)",
+        iv,
         tolerance=f"{level:g} two-stage bootstrap interval (seeds, then users) of the mean "
         "change wholly below 0 (HOLDS), wholly above (CONTRADICTED), else INCONCLUSIVE; "
         f">= {min_users} users",
-        passed=False,
-        n=iv.n,
-        kind="empirical",
-        outcome=decide(iv, direction=-1, threshold=0.0, min_n=min_users),
-        interval=iv,
+        min_n=min_users,
+        direction=-1,
     )
 
 
@@ -305,21 +299,16 @@ def check_active_units_drop(
         f"range over {n} seeds (each seed's drop as a fraction of the {latent_dim} units)",
         n,
     )
-    return Check(
-        name="sweep_active_units_drop",
-        description=f"active units (Var_x mu_k > {threshold:g}) drop by more than "
+    return Check.from_interval(
+        "sweep_active_units_drop",
+        f"active units (Var_x mu_k > {threshold:g}) drop by more than "
         f"{min_drop:.0%} of the units from the smallest to the largest beta",
-        measured=iv.estimate,
-        bound=min_drop,
-        slack=iv.low - min_drop if iv.defined else float("nan"),
+        iv,
         tolerance=f"minimum effect {min_drop:.0%} of the units, stated up front: every seed's "
         "drop above it (HOLDS), every seed's below it (CONTRADICTED), seeds on both sides "
         "(INCONCLUSIVE); >= 2 seeds",
-        passed=False,
-        n=n,
-        kind="empirical",
-        outcome=decide(iv, direction=+1, threshold=min_drop, min_n=2),
-        interval=iv,
+        min_n=2,
+        threshold=min_drop,
         note="" if n >= 2 else "fewer than 2 seeds: no seed spread, INCONCLUSIVE",
     )
 

@@ -94,7 +94,7 @@ from radius.analysis.contraction import (
     variance_ratio,
 )
 from radius.model.protocol import input_convention
-from radius.stats import BOOTSTRAP_LEVEL, Interval, Outcome, bootstrap, decide
+from radius.stats import BOOTSTRAP_LEVEL, Interval, Outcome, bootstrap
 from radius.verify.base import Check, ClaimResult, PowerRow
 from radius.verify.context import VerifyContext
 
@@ -495,23 +495,19 @@ def relative_variance_gap(
 def direction_check_from(iv: Interval, r_pia: float, r_masking: float) -> Check:
     """Empirical: the PIA encoder's relative across-mask variance is below the masking
     encoder's (interval of r_mask - r_PIA above 0)."""
-    return Check(
-        name="amortised_mask_variance_direction",
-        description=(
+    return Check.from_interval(
+        "amortised_mask_variance_direction",
+        (
             "amortised encoders (direction, not a bound): mean_u tr Cov_b mu_phi(x_u b) / "
             "tr Cov_u mu_phi(x_u) is lower for the PIA model than for the masking model"
         ),
-        measured=float(r_pia),
-        bound=float(r_masking),
-        slack=iv.low if iv.defined else float("nan"),
+        iv,
         tolerance=f"{iv.level:g} paired bootstrap interval over users of r_masking - r_PIA "
         f"wholly above 0 (HOLDS), wholly below (CONTRADICTED), else INCONCLUSIVE; >= "
         f"{MIN_AMORT_USERS} users",
-        passed=False,
-        n=iv.n,
-        kind="empirical",
-        outcome=decide(iv, direction=+1, threshold=0.0, min_n=MIN_AMORT_USERS),
-        interval=iv,
+        min_n=MIN_AMORT_USERS,
+        measured=float(r_pia),
+        bound=float(r_masking),
     )
 
 

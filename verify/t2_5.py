@@ -56,7 +56,6 @@ from radius.stats import (
     Interval,
     Outcome,
     bootstrap,
-    decide,
     paired_bootstrap,
 )
 from radius.verify.base import Check, ClaimResult, PowerRow
@@ -361,19 +360,13 @@ def tracking_check(
 ) -> Check:  # fmt: skip
     """Empirical: Spearman(activity-free input distance, latent W2) > 0 (interval above 0)."""
     iv = spearman_interval(dist, w2, level=level, seed=seed)
-    return Check(
-        name=name,
-        description=f"{what}: Spearman(||x_u/|x_u| - x_v/|x_v|||_2, W2(q_u, q_v)) > 0",
-        measured=iv.estimate,
-        bound=0.0,
-        slack=iv.low if iv.defined else float("nan"),
+    return Check.from_interval(
+        name,
+        f"{what}: Spearman(||x_u/|x_u| - x_v/|x_v|||_2, W2(q_u, q_v)) > 0",
+        iv,
         tolerance=f"{level:g} bootstrap interval over pairs wholly above 0 (HOLDS), wholly "
         f"below (CONTRADICTED), else INCONCLUSIVE; >= {MIN_PAIRS} pairs",
-        passed=False,
-        n=iv.n,
-        kind="empirical",
-        outcome=decide(iv, direction=+1, threshold=0.0, min_n=MIN_PAIRS),
-        interval=iv,
+        min_n=MIN_PAIRS,
     )
 
 
@@ -384,21 +377,15 @@ def contrast_check(
     """Empirical: latent distance tracks input distance more under clean input than under
     ``other`` (rho_clean - rho_other > 0, paired bootstrap over the same pairs)."""
     iv = spearman_contrast(dist, w2_clean, w2_other, level=level, seed=seed)
-    return Check(
-        name=f"contrast_clean_vs_{other}",
-        description=f"Spearman(input distance, W2) is higher for clean input than for {other} "
+    return Check.from_interval(
+        f"contrast_clean_vs_{other}",
+        f"Spearman(input distance, W2) is higher for clean input than for {other} "
         "(same pairs, distance of L2-normalised inputs: activity removed)",
-        measured=iv.estimate,
-        bound=0.0,
-        slack=iv.low if iv.defined else float("nan"),
+        iv,
         tolerance=f"{level:g} paired bootstrap interval of rho_clean - rho_{other} over the "
         f"same pairs wholly above 0 (HOLDS), wholly below (CONTRADICTED), else "
         f"INCONCLUSIVE; >= {MIN_PAIRS} pairs",
-        passed=False,
-        n=iv.n,
-        kind="empirical",
-        outcome=decide(iv, direction=+1, threshold=0.0, min_n=MIN_PAIRS),
-        interval=iv,
+        min_n=MIN_PAIRS,
     )
 
 
@@ -412,21 +399,15 @@ def silhouette_check(
     if a.shape != b.shape:
         raise ValueError(f"per-user silhouettes differ in shape: {a.shape} vs {b.shape}")
     iv = paired_bootstrap(b, a, level=level, seed=seed, n_boot=N_BOOT, unit="users")
-    return Check(
-        name=f"cohort_silhouette_clean_gt_{other}",
-        description="silhouette(activity-cohort labels, mu) is higher for clean input than "
+    return Check.from_interval(
+        f"cohort_silhouette_clean_gt_{other}",
+        "silhouette(activity-cohort labels, mu) is higher for clean input than "
         f"for {'masking + PIA' if other == 'pia' else other}",
-        measured=iv.estimate,
-        bound=0.0,
-        slack=iv.low if iv.defined else float("nan"),
+        iv,
         tolerance=f"{level:g} bootstrap interval (over users, cohort labels fixed) of the mean "
         "per-user silhouette difference wholly above 0 (HOLDS), wholly below (CONTRADICTED), "
         f"else INCONCLUSIVE; >= {MIN_USERS} users",
-        passed=False,
-        n=iv.n,
-        kind="empirical",
-        outcome=decide(iv, direction=+1, threshold=0.0, min_n=MIN_USERS),
-        interval=iv,
+        min_n=MIN_USERS,
     )
 
 
