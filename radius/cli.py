@@ -314,6 +314,7 @@ def verdict_line(res: Any) -> str:
     impl = {
         "verified": "implementation verified",
         "BROKEN": "implementation BROKEN",
+        "incomplete": "implementation checks incomplete (one unresolved, none failed)",
         "none": "no implementation checks",
     }[res.implementation]
     if deciding:

@@ -197,3 +197,30 @@ def test_runs_on_recvae_with_baseline(tiny_recvae_ctx):
     assert isinstance(t2_5._untrained_like(tiny_recvae_ctx, 0), RecVAE)
     c = _by_name(r)["spearman_input_vs_latent_clean"]
     assert c.outcome == decide(c.interval, direction=+1, threshold=0.0, min_n=20)
+
+
+def test_monotone_check_three_outcomes():
+    """A decreasing step FAILs (a bug), an unresolved rise is INCONCLUSIVE, both fine PASS."""
+    ok = np.ones(50, dtype=bool)
+    assert t2_5._monotone_check(ok, ok, 0.9).outcome.value == "PASS"
+    unresolved = ok.copy()
+    unresolved[:10] = False  # rise within 3 s.e. on 20% of pairs, no step decreases
+    c = t2_5._monotone_check(ok, unresolved, 0.9)
+    assert c.outcome.value == "INCONCLUSIVE" and "resolution" in c.note
+    decreasing = ok.copy()
+    decreasing[:10] = False
+    assert t2_5._monotone_check(decreasing, ok, 0.9).outcome.value == "FAIL"
+    assert t2_5._monotone_check(ok[:0], ok[:0], 0.9).outcome.value == "INCONCLUSIVE"
+
+
+def test_unresolved_identity_marks_implementation_incomplete():
+    """An INCONCLUSIVE identity leaves the implementation 'incomplete', never 'verified'."""
+    from radius.verify.base import Check, ClaimResult
+
+    ok = np.ones(5, dtype=bool)
+    ident = t2_5._monotone_check(ok, ~ok, 0.9)
+    res = ClaimResult("2.5", "t", "s", False, [ident])
+    assert res.implementation == "incomplete" and res.verdict == "INCONCLUSIVE"
+    broken = t2_5._monotone_check(~ok, ok, 0.9)
+    assert ClaimResult("2.5", "t", "s", False, [broken]).implementation == "BROKEN"
+    assert isinstance(ident, Check)

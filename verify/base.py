@@ -154,11 +154,16 @@ class ClaimResult:
     @property
     def implementation(self) -> str:
         """``verified`` (every identity and probe check passes), ``BROKEN`` (one fails:
-        a bug in radius) or ``none`` (the claim has no such checks)."""
+        a bug in radius), ``incomplete`` (none fails, one could not be resolved, e.g. a
+        Monte Carlo too coarse) or ``none`` (the claim has no such checks)."""
         own = [c for c in self.checks if not c.decides]
         if not own:
             return "none"
-        return "BROKEN" if any(c.outcome is Outcome.FAIL for c in own) else "verified"
+        if any(c.outcome is Outcome.FAIL for c in own):
+            return "BROKEN"
+        if any(c.outcome is Outcome.INCONCLUSIVE for c in own):
+            return "incomplete"
+        return "verified"
 
     @property
     def outcome(self) -> Outcome:

@@ -130,9 +130,11 @@ def render_claim(
     else:
         summary = "no bound or empirical check on real data decides it"
     impl = report.get("implementation")
-    impl_text = {"verified": "implementation verified", "BROKEN": "implementation BROKEN"}.get(
-        str(impl), ""
-    )
+    impl_text = {
+        "verified": "implementation verified",
+        "BROKEN": "implementation BROKEN",
+        "incomplete": "implementation checks incomplete (one unresolved, none failed)",
+    }.get(str(impl), "")
     context = report.get("context") or {}
     recon = report.get("reconstruction")
     form = {True: " Reconstruction.", False: " As stated in the paper."}.get(recon, "")
