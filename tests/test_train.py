@@ -242,3 +242,15 @@ def test_convention_changes_the_cache_key(tiny_dataset, cfg):
 
     other = cfg.replace(input_convention="mask-normalize")
     assert cache_key(tiny_dataset, cfg) != cache_key(tiny_dataset, other)
+
+
+def test_pia_setting_keeps_a_given_lambda():
+    """A lambda_A given in the base config (--set lambda_a=...) is used as is for pia;
+    without one the model's PIA default applies; clean and masking always get 0."""
+    from radius.training.config import PIA_LAMBDA, TrainConfig, setting_config
+
+    assert setting_config("pia", TrainConfig(lambda_a=0.3)).lambda_a == 0.3
+    assert setting_config("pia", TrainConfig()).lambda_a == PIA_LAMBDA["multvae"]
+    assert setting_config("pia", TrainConfig(model="recvae")).lambda_a == PIA_LAMBDA["recvae"]
+    assert setting_config("masking", TrainConfig(lambda_a=0.3)).lambda_a == 0.0
+    assert setting_config("pia", TrainConfig(lambda_a=0.3), lambda_a=2.0).lambda_a == 2.0

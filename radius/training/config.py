@@ -8,7 +8,14 @@ from typing import Any
 
 from radius.errors import RadiusError
 
-__all__ = ["TrainConfig", "SETTINGS", "setting_config", "MODEL_DEFAULTS", "INPUT_CONVENTIONS"]
+__all__ = [
+    "TrainConfig",
+    "SETTINGS",
+    "PIA_LAMBDA",
+    "setting_config",
+    "MODEL_DEFAULTS",
+    "INPUT_CONVENTIONS",
+]
 
 INPUT_CONVENTIONS = ("normalize-mask", "mask-normalize")
 
@@ -187,6 +194,11 @@ SETTINGS: dict[str, dict[str, Any]] = {
     "masking": {"keep_rate": 0.5, "lambda_a": 0.0},
     "pia": {"keep_rate": 0.5, "lambda_a": 1.0},
 }
+# PIA's lambda_A when the base config gives none (lambda_a = 0), per model: the value the
+# ablation's validation grid picks (Multi-VAE: 1 on ML-100k and the synthetic default, as
+# in the reference PIA loop; see paper_checks.md). A base config with lambda_a > 0
+# (``--set lambda_a=...``) is used as is.
+PIA_LAMBDA: dict[str, float] = {"multvae": 1.0, "recvae": 1.0}
 
 
 def setting_config(setting: str, base: TrainConfig | None = None, **overrides: Any) -> TrainConfig:
@@ -198,4 +210,7 @@ def setting_config(setting: str, base: TrainConfig | None = None, **overrides: A
         hint = f"; did you mean {close[0]!r}?" if close else ""
         raise RadiusError(f"unknown setting {setting!r} (choose from {sorted(SETTINGS)}){hint}")
     base = base or TrainConfig()
-    return base.replace(**{**SETTINGS[setting], **overrides})
+    values = dict(SETTINGS[setting])
+    if setting == "pia":
+        values["lambda_a"] = base.lambda_a if base.lambda_a > 0 else PIA_LAMBDA[base.model]
+    return base.replace(**{**values, **overrides})
