@@ -359,25 +359,19 @@ def check_decay(
     note = "" if n >= min_n else f"only {n} pairs (need {min_n}): no evidence"
     if n >= min_n and outcome is Outcome.INCONCLUSIVE:
         note = "the interval contains 0"
-    rho = iv.estimate
-    return Check(
-        name=f"transfer_decays_with_w2[{pair_kind}]",
-        description=(
+    return Check.from_interval(
+        f"transfer_decays_with_w2[{pair_kind}]",
+        (
             f"(output layer, {pair_kind} pairs) Spearman correlation of W2(q_u, q_v) with "
             "<g_u, g_v> / ||g_u||^2 is negative"
         ),
-        measured=rho,
-        bound=0.0,
-        slack=-iv.high if iv.defined else float("nan"),
+        iv,
         tolerance=(
             f"{iv.level:.0%} bootstrap interval of rho below 0 (holds), above 0 "
             f"(contradicted), else inconclusive; fewer than {min_n} pairs: inconclusive"
         ),
-        passed=outcome is Outcome.PASS,
-        n=n,
-        kind="empirical",
-        outcome=outcome,
-        interval=iv,
+        min_n=min_n,
+        direction=-1,
         note=note,
     )
 
