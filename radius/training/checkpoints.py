@@ -176,6 +176,7 @@ def load_checkpoint(
     model = build_model(config, payload["n_items"])
     model.load_state_dict(payload["model_state"])
     model.to(resolve_device(device)).eval()
+    model.radius_warnings = list(payload.get("warnings") or [])
     return LoadedCheckpoint(model=model, config=config, payload=payload)
 
 
