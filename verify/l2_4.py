@@ -428,8 +428,8 @@ def run(
             "float64 encodings, on edit / nearest-neighbour / random pairs of test users; "
             "the bound must hold on every pair, slack and empirical local constants reported; "
             f"a certified constant over {VACUOUS_FACTOR:g}x the largest local constant still "
-            "holds but is labelled weak evidence; an encoder layer with no certified constant gives "
-            "INCONCLUSIVE with the local constant estimated, not certified."
+            "holds but is labelled weak evidence; an encoder layer with no certified constant "
+            "gives INCONCLUSIVE with the local constant estimated, not certified."
             + (f" Not checked (model not provided): {', '.join(missing)}." if missing else "")
         ),
         details=details,
