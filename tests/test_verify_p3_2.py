@@ -145,7 +145,7 @@ def test_assumption_not_met_reads_outside_premises():
     res.mean_min[0, 0] = -10.0
     checks, _ = refinement_checks(res)
     c = _by(checks)["segment_hessian_within_0_L"]
-    assert c.label == "NOT MET" and "below the floor on 1" in c.note
+    assert c.label == "NOT MET" and "on 1, by up to" in c.note
     text = _claim(checks).verdict_text
     assert text.startswith("PASS") and "checked outside its premises" in text
     assert "segment_hessian_within_0_L" in text

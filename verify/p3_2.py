@@ -563,8 +563,16 @@ def _assumption_checks(res: RefinementResult, *, tau_lambda_scale: float = 1.0) 
         n=n_cases,
         role="assumption",
         note=f"lambda_min(H_bar_b) at least {res.mean_min.min():.3g} (negative on {n_neg} of "
-        f"{n_cases}; below the floor on {n_low}, by at most {max(-margin, 0):.3g}); "
-        f"lambda_max(H_bar_b) / L_b at most {np.nanmax(top):.4g} (above on {n_high}); "
+        f"{n_cases}; "
+        + (
+            f"below the floor -2 lambda_A tau_b / (1 + tau_b) on {n_low}, by up to {-margin:.3g}"
+            if n_low
+            else f"never below the floor -2 lambda_A tau_b / (1 + tau_b), closest {margin:.3g} "
+            "above it"
+        )
+        + "); "
+        f"lambda_max(H_bar_b) / L_b at most {np.nanmax(top):.4g} (above 1 + {LANCZOS_RTOL:g} on "
+        f"{n_high}); "
         f"quadrature residual at most {res.mean_value_residual.max():.3g} (above "
         f"{MEAN_VALUE_RTOL:g} on {n_quad})",
     )
@@ -590,9 +598,10 @@ def _assumption_checks(res: RefinementResult, *, tau_lambda_scale: float = 1.0) 
         n=int(rel_f.size),
         role="assumption",
         note=f"h_u / tau_u at most {_fmt(worst)} (median {_fmt(float(np.median(rel_f)))}), above "
-        f"{HETEROGENEITY_TOL:g} on {n_bad} of {rel_f.size} users: the per-mask mean Hessians "
-        f"differ; without the premise the bound (tau_u + h_u)^2 holds with ratio / bound at "
-        f"most {_fmt(float(np.nanmax(gen_ratio)))}"
+        f"{HETEROGENEITY_TOL:g} on {n_bad} of {rel_f.size} users"
+        + (": the per-mask mean Hessians differ" if n_bad else "")
+        + f"; without the premise the bound (tau_u + h_u)^2 holds with ratio / bound at most "
+        f"{_fmt(float(np.nanmax(gen_ratio)))}"
         if rel_f.size
         else "no user with across-mask variance: nothing was checked",
     )

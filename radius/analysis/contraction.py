@@ -74,7 +74,6 @@ Glossary: U users, B masks per user, I items, d latent dimension, P = U B proble
 
 from __future__ import annotations
 
-import copy
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -916,6 +915,48 @@ def flip_factor(
     return np.where(np.isfinite(q) | np.isinf(q), s, np.nan)
 
 
+class _DecodeModule(nn.Module):
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, z: Tensor) -> Tensor:
+        return self.model.decode(z)  # type: ignore[operator]
+
+
+class _DecoderIn:
+    """``model.decode`` with the parameters it uses (and the model's floating buffers) cast
+    to ``dtype`` and detached, through ``torch.func.functional_call``: no copy of the
+    encoder or the anchors, no gradient for the weights. The parameters ``decode`` uses
+    are found once by autograd on a zero latent (``allow_unused``)."""
+
+    def __init__(self, model: nn.Module, dtype: torch.dtype, latent_dim: int) -> None:
+        named = dict(model.named_parameters())
+        flags = {n: p.requires_grad for n, p in named.items()}
+        try:
+            for p in named.values():
+                p.requires_grad_(True)
+            ref = next(iter(named.values()))
+            with torch.enable_grad():
+                out = model.decode(torch.zeros(1, latent_dim, dtype=ref.dtype))  # type: ignore[operator]
+                grads = torch.autograd.grad(out.sum(), list(named.values()), allow_unused=True)
+        finally:
+            for n, p in named.items():
+                p.requires_grad_(flags[n])
+        self.tensors = {
+            f"model.{n}": p.detach().to(dtype)
+            for (n, p), g in zip(named.items(), grads)
+            if g is not None
+        }
+        self.tensors.update(
+            {f"model.{n}": b.to(dtype) for n, b in model.named_buffers() if b.is_floating_point()}
+        )
+        self.module = _DecodeModule(model)
+
+    def decode(self, z: Tensor) -> Tensor:
+        return torch.func.functional_call(self.module, self.tensors, (z,))
+
+
 def refine_latents(
     model: nn.Module,
     x: Tensor | sp.spmatrix,
@@ -978,33 +1019,63 @@ def refine_latents(
         raise ValueError(f"beta must be >= 0, got {beta}")
     masked = sp.csr_matrix(masked)
     xs = sp.csr_matrix(x) if sp.issparse(x) else None
-    dec = copy.deepcopy(model).to(dtype).eval()
-    for p in dec.parameters():
-        p.requires_grad_(False)
-    coarse = None
-    if coarse_dtype is not None and coarse_dtype != dtype:
-        coarse = copy.deepcopy(model).to(coarse_dtype).eval()
-        for p in coarse.parameters():
-            p.requires_grad_(False)
-    cdt = curvature_dtype or dtype
-    if cdt == dtype:
-        cdec = dec
-    elif coarse is not None and cdt == coarse_dtype:
-        cdec = coarse
-    else:
-        cdec = copy.deepcopy(model).to(cdt).eval()
-        for p in cdec.parameters():
-            p.requires_grad_(False)
-    per = _users_per_chunk(n_masks, n_items, chunk_elements)
-    with torch.no_grad():
-        if start is None:
-            parts = []
-            for lo in range(0, n_users, per):
-                xc = _dense(xs[lo : lo + per], dtype) if xs is not None else x[lo : lo + per]
-                parts.append(dec.encode(torch.as_tensor(xc).to(dtype))[0])
-            start = torch.cat(parts)  # (U, d)
-        start = start.to(dtype)
-        e_all = torch.as_tensor(e_bar).to(dtype)
+    was_training = model.training
+    model.eval()
+    try:
+        d = int(torch.as_tensor(e_bar).shape[-1])
+        dec = _DecoderIn(model, dtype, d)
+        coarse = None
+        if coarse_dtype is not None and coarse_dtype != dtype:
+            coarse = _DecoderIn(model, coarse_dtype, d)
+        cdt = curvature_dtype or dtype
+        cdec = (
+            dec if cdt == dtype else (coarse if cdt == coarse_dtype else _DecoderIn(model, cdt, d))
+        )
+        per = _users_per_chunk(n_masks, n_items, chunk_elements)
+        with torch.no_grad():
+            if start is None:
+                parts = []
+                for lo in range(0, n_users, per):
+                    xc = (
+                        _dense(xs[lo : lo + per], torch.float32)
+                        if xs is not None
+                        else torch.as_tensor(x[lo : lo + per]).float()
+                    )
+                    parts.append(model.encode(xc)[0])
+                start = torch.cat(parts)  # (U, d)
+            start = start.to(dtype)
+            e_all = torch.as_tensor(e_bar).to(dtype)
+        return _refine_chunks(
+            dec, coarse, cdec, masked, start, e_all, n_masks=n_masks, lambda_a=lambda_a,
+            beta=beta, max_iter=max_iter, gtol=gtol, n_lanczos=n_lanczos, seed=seed,
+            dtype=dtype, coarse_dtype=coarse_dtype, cdt=cdt, per=per,
+        )  # fmt: skip
+    finally:
+        model.train(was_training)
+
+
+def _refine_chunks(
+    dec: _DecoderIn,
+    coarse: _DecoderIn | None,
+    cdec: _DecoderIn,
+    masked: sp.csr_matrix,
+    start: Tensor,
+    e_all: Tensor,
+    *,
+    n_masks: int,
+    lambda_a: float,
+    beta: float,
+    max_iter: int,
+    gtol: float,
+    n_lanczos: int,
+    seed: int,
+    dtype: torch.dtype,
+    coarse_dtype: torch.dtype | None,
+    cdt: torch.dtype,
+    per: int,
+) -> RefinementResult:
+    """The chunk loop of :func:`refine_latents`."""
+    n_users = start.shape[0]
     d = start.shape[-1]
     gen = torch.Generator().manual_seed(seed)
     starts = torch.randn((len(SEGMENT_NODES), n_users * n_masks, d), generator=gen, dtype=dtype)
