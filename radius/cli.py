@@ -122,6 +122,8 @@ def cmd_data_prepare(args: argparse.Namespace) -> int:
     from radius.data.synthetic import default_dataset
 
     split = _split_overrides(args)
+    if args.synthetic is not None or args.synthetic_scale is not None:
+        return _prepare_synthetic(args, split)
     if args.path in (None, "default", "synthetic"):
         out = Path(args.out or RUNS / "data" / "synthetic")
         ds = default_dataset(overrides=split)
@@ -130,6 +132,52 @@ def cmd_data_prepare(args: argparse.Namespace) -> int:
         out = Path(args.out or RUNS / "data" / Path(args.path).stem)
         ds = prepare(args.path, out, fmt=args.format, name=args.name, split=split)
     print(_table([[k, v] for k, v in ds.summary().items()], ["field", "value"]))
+    print()
+    print(_split_table(ds.manifest))
+    print(f"\nprepared dataset written to {out}/ (manifest.json + CSR .npz)")
+    return 0
+
+
+# --------------------------------------------------------- data prepare --synthetic
+def _add_synthetic_options(p: argparse.ArgumentParser) -> None:
+    """``--synthetic SPEC`` and ``--synthetic-scale S`` of ``data prepare``."""
+    from radius.data.synthetic import PRESETS, SPEC_ALIASES
+
+    g = p.add_argument_group("synthetic data of any size (instead of a path)")
+    g.add_argument(
+        "--synthetic",
+        metavar="SPEC",
+        help="[PRESET][,KEY=VALUE...]: presets "
+        + ", ".join(
+            f"{k} ({v.params.n_users:,} x {v.params.n_items:,})" for k, v in PRESETS.items()
+        )
+        + "; keys: any SyntheticParams field or "
+        + ", ".join(f"{a}={f}" for a, f in SPEC_ALIASES.items())
+        + " (e.g. 'ml-20m,seed=1' or 'users=50000,items=8000,median=40'); same seed, same "
+        "output; presets hold out the paper's users (10k, 40k, 50k per split)",
+    )
+    g.add_argument(
+        "--synthetic-scale",
+        type=_arg_real,
+        metavar="S",
+        help="multiply the users and held-out users (not the items) by S, e.g. 0.25",
+    )
+
+
+def _prepare_synthetic(args: argparse.Namespace, split: dict[str, Any]) -> int:
+    from radius.data.synthetic import synthetic_dataset
+
+    if args.path is not None or args.format != "auto":
+        raise RadiusError("--synthetic builds its own data: give no path and no --format")
+    spec = args.synthetic if args.synthetic is not None else "default"
+    scale = args.synthetic_scale if args.synthetic_scale is not None else 1.0
+    ds = synthetic_dataset(spec, scale=scale, overrides=split)
+    if args.name:
+        ds.manifest["name"] = args.name
+    out = Path(args.out or RUNS / "data" / ds.name)
+    ds.save(out)
+    params = ds.manifest["source"]["params"]
+    print(_table([[k, v] for k, v in {**ds.summary(), **params}.items()], ["field", "value"]))
     print()
     print(_split_table(ds.manifest))
     print(f"\nprepared dataset written to {out}/ (manifest.json + CSR .npz)")
@@ -625,6 +673,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", help="output folder (default runs/data/NAME)")
     p.add_argument("--name", help="dataset name in the manifest")
     _add_split_options(p)
+    _add_synthetic_options(p)
     p.set_defaults(func=cmd_data_prepare)
     p = dsub.add_parser("info", help="summary of a dataset")
     p.add_argument("path", nargs="?", help="prepared folder, raw file or 'default'")
