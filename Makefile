@@ -30,12 +30,12 @@ $(WHEEL):
 
 data-ml100k: $(WHEEL)
 
-# A verdict is a result, not an error: exit 1 (a claim FAILs) and 3 (INCONCLUSIVE) end
-# `make run` normally after the table; 2 (bad input) or anything else is an error.
+# A verdict is a result, not an error: exit 1 (a claim FAILs), 3 (INCONCLUSIVE) and 4
+# (VACUOUS) end `make run` normally after the table; 2 (bad input) or anything else is an error.
 run: install
 	@$(BIN)/radius verify --theorem all; code=$$?; \
-	if [ $$code -eq 0 ] || [ $$code -eq 1 ] || [ $$code -eq 3 ]; then \
-	  echo "radius verify exited $$code (0 all PASS, 1 a claim FAILs, 3 INCONCLUSIVE): see the table above"; \
+	if [ $$code -eq 0 ] || [ $$code -eq 1 ] || [ $$code -eq 3 ] || [ $$code -eq 4 ]; then \
+	  echo "radius verify exited $$code (0 all PASS, 1 a claim FAILs, 3 INCONCLUSIVE, 4 VACUOUS): see the table above"; \
 	else exit $$code; fi
 
 test: install-test data-ml100k

@@ -3,7 +3,8 @@
 Every command works with no arguments on the embedded synthetic default, prints a
 readable table, writes machine-readable JSON beside it, and exits 0 on success,
 1 when a verified claim fails, 2 on bad input (with a message naming the problem), and
-(``verify``) 3 when a claim is INCONCLUSIVE: its evidence could not decide it.
+(``verify``) 3 when a claim is INCONCLUSIVE (its evidence could not decide it) and 4 when
+a claim is VACUOUS (its premise holds for no real case).
 """
 
 from __future__ import annotations
@@ -311,85 +312,12 @@ def cmd_eval(args: argparse.Namespace) -> int:
     return 0
 
 
-_OUTCOME_ORDER = {"FAIL": 0, "INCONCLUSIVE": 1, "PASS": 2}
-
-
 def _short(v: Any) -> str:
     if isinstance(v, float):
         if v != v or v in (float("inf"), float("-inf")):
             return str(v)
         return f"{v:.4g}"
     return "" if v is None else str(v)
-
-
-def verify_table(res: Any) -> str:
-    """One claim's checks grouped by kind (identity, bound, empirical), then its verdict line.
-
-    Each row: outcome (HOLDS / CONTRADICTED / INCONCLUSIVE for empirical checks), the
-    check, its evidence (``probe`` rows never decide), measured value, interval where
-    there is one, bound, n and note.
-    """
-    lines = []
-    for kind, checks in res.checks_by_kind().items():
-        if not checks:
-            continue
-        rows = [
-            [
-                c.label,
-                c.name,
-                c.evidence if c.evidence != "real" else "",
-                _short(c.measured),
-                str(c.interval) if c.interval is not None else "",
-                _short(c.bound),
-                c.n,
-                c.note,
-            ]
-            for c in checks
-        ]
-        head = "identity (implementation; never decides)" if kind == "identity" else kind
-        lines.append(f"  {head}:")
-        table = _table(
-            rows, ["outcome", "check", "evidence", "measured", "interval", "bound", "n", "note"]
-        )
-        lines += ["    " + ln for ln in table.splitlines()]
-    lines.append(f"  {res.claim}: {verdict_line(res)}")
-    return "\n".join(lines)
-
-
-def verdict_line(res: Any) -> str:
-    """``verdict X; implementation verified/BROKEN`` (plus what the verdict rests on)."""
-    deciding = [c for c in res.checks if c.decides]
-    impl = {
-        "verified": "implementation verified",
-        "BROKEN": "implementation BROKEN",
-        "incomplete": "implementation checks incomplete (one unresolved, none failed)",
-        "none": "no implementation checks",
-    }[res.implementation]
-    if deciding:
-        counts = {o: sum(c.outcome.value == o for c in deciding) for o in _OUTCOME_ORDER}
-        rest = ", ".join(f"{n} {o}" for o, n in counts.items() if n)
-        basis = f"rests on {len(deciding)} bound/empirical checks on real data ({rest})"
-    else:
-        basis = "no bound or empirical check on real data: nothing decides it"
-    return f"verdict {res.verdict}; {impl}; {basis}"
-
-
-def power_table(rows: list[tuple[str, Any]]) -> str:
-    """Power rows ``(claim id, PowerRow)`` as a table: the grades with their outcomes and
-    the mildest grade that flips the check ("cannot fail here" when none does)."""
-    body = [
-        [
-            cid,
-            r.check,
-            r.kind,
-            r.perturbation,
-            r.baseline,
-            ", ".join(f"{g['grade']} {g['outcome']}" for g in r.grades),
-            r.label,
-        ]
-        for cid, r in rows
-    ]
-    return _table(body, ["claim", "check", "kind", "perturbation", "baseline", "grades", "flips"])
 
 
 def _power_json(cid: str, mod: Any, rows: list[Any] | None, note: str) -> dict[str, Any]:
@@ -410,13 +338,14 @@ def cmd_verify(args: argparse.Namespace) -> int:
     from radius.verify.api import load_models, run_claim
     from radius.verify.base import VerifyOptions
     from radius.verify.context import MissingModelError, VerifyContext
+    from radius.verify.render import EXIT_LEGEND, LEGEND, claim_block, power_table, summary_table
 
     ids = resolve_ids(args.theorem)
     ds = _load_data(args.data)
     opts = {
         k: getattr(args, k)
-        for k in ("seed", "n_pairs", "n_users", "n_mc", "confidence", "min_fraction")
-        if getattr(args, k) is not None
+        for k in ("seed", "n_pairs", "n_users", "n_mc", "confidence", "min_fraction", "seeds")
+        if getattr(args, k, None) is not None
     }
     options = VerifyOptions(**opts)
     base = TrainConfig(model=args.model) if args.model else TrainConfig()
@@ -433,7 +362,14 @@ def cmd_verify(args: argparse.Namespace) -> int:
         models=user,
     )
     out_dir = Path(args.out or RUNS / ds.name / "verify")
-    outcomes, tables, summary, power_rows = [], [], [], []
+    # every model the claims will use, trained up front in parallel (one thread each)
+    needed = []
+    for cid in ids:
+        fn = getattr(claim_module(cid), "models_needed", None)
+        if fn is not None:
+            needed += list(fn(ctx))
+    ctx.prefetch(needed, workers=getattr(args, "workers", None))
+    results, tables, power_rows = {}, [], []
     for cid in ids:
         mod = claim_module(cid)
         t0 = time.perf_counter()
@@ -444,12 +380,11 @@ def cmd_verify(args: argparse.Namespace) -> int:
         data = res.to_dict()
         data["seconds"] = secs
         atomic_write_json(out_dir / f"{CLAIMS[cid]}.json", data)
-        print(f"  {cid}: {res.verdict} ({secs:.1f} s)")
+        print(f"  {cid}: {res.verdict_text} ({secs:.1f} s)")
         if res.details.get("not_run"):
             print(f"  {cid} not run: {res.details['not_run']}")
-        tables.append(f"{cid}  {res.title}\n{verify_table(res)}")
-        summary.append([cid, res.verdict, res.implementation, verdict_line(res).split("; ", 2)[2]])
-        outcomes.append(res.outcome)
+        tables.append(claim_block(res))
+        results[cid] = res
         if getattr(args, "power", False):
             power_fn = getattr(mod, "power", None)
             has_graded = any(c.kind != "identity" for c in res.checks)
@@ -472,14 +407,16 @@ def cmd_verify(args: argparse.Namespace) -> int:
     print()
     print("\n\n".join(tables))
     print()
-    print(_table(summary, ["claim", "verdict", "implementation", "basis"]))
+    print(summary_table(results))
+    print()
+    print(LEGEND)
     if getattr(args, "power", False):
         print("\npower: the mildest perturbation of the real model that flips each check")
         print(power_table(power_rows) if power_rows else "(no bound or empirical checks)")
         print(f"\npower JSON in {out_dir / 'power'}/")
     print(f"\nJSON reports in {out_dir}/")
-    print("exit codes: 0 PASS, 1 FAIL, 2 bad input, 3 INCONCLUSIVE")
-    return exit_code(combine(outcomes))
+    print(EXIT_LEGEND)
+    return exit_code(combine(r.outcome for r in results.values()))
 
 
 def cmd_figures(args: argparse.Namespace) -> int:
@@ -737,6 +674,18 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--confidence", type=float)
     p.add_argument("--min-fraction", dest="min_fraction", type=float)
+    p.add_argument(
+        "--seeds",
+        type=_arg_count(1),
+        help="training seeds of every mechanism check (default 3: seeds S, S+1, S+2 with S "
+        "the config's seed); their intervals span the seeds, then the users",
+    )
+    p.add_argument(
+        "--workers",
+        type=_arg_count(1),
+        help="models trained at once before the claims run, one thread each (default: "
+        "the CPU count)",
+    )
     p.add_argument("--out", help="folder for the JSON reports (default runs/DATA/verify)")
     p.add_argument(
         "--set",
@@ -824,6 +773,11 @@ def build_parser() -> argparse.ArgumentParser:
         type=int,
         default=20,
         help="fewer test users in a comparison -> INCONCLUSIVE (default 20)",
+    )
+    p.add_argument(
+        "--workers",
+        type=_arg_count(1),
+        help="models trained at once, one thread each (default: the CPU count)",
     )
     p.set_defaults(func=cmd_experiment)
     return ap

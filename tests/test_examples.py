@@ -41,13 +41,13 @@ def test_own_vae_example_verifies_every_claim(tmp_path):
     assert proc.returncode == 0, proc.stderr[-3000:]
     out = proc.stdout
     for cid in CLAIM_IDS:
-        assert any(line.startswith(f"{cid}: ") for line in out.splitlines()), (cid, out[-2000:])
-    assert "2.4: PASS" in out
-    for s in ("clean", "masking", "pia"):
-        assert any(
-            line.split()[:2] == ["2.4", f"bound_raw_{s}"] and "PASS" in line.split()
-            for line in out.splitlines()
+        assert any(line.startswith(f"  {cid} verdict ") for line in out.splitlines()), (
+            cid,
+            out[-2000:],
         )
+    assert "  2.4 verdict PASS" in out
+    for s in ("clean", "masking", "pia"):
+        assert any(line.split()[:2] == ["PASS", f"bound_raw_{s}"] for line in out.splitlines())
     assert "not run" not in out  # every claim ran: all models and fit(beta) were given
     assert not (tmp_path / "cache").exists()  # nothing trained by radius
     assert secs < 300, secs

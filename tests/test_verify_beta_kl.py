@@ -129,8 +129,8 @@ def test_seed_spread_widens_the_interval():
     assert both.low < 0 < both.high
     one = seed_user_interval(delta[:1])
     assert one.high < 0 and one.n == 80
-    with pytest.raises(ValueError, match=r"delta must be \(seeds, users\)"):
-        seed_user_interval(np.zeros(3))
+    with pytest.raises(ValueError, match=r"values must be \(seeds, users\)"):
+        seed_user_interval(np.zeros((3, 2, 2)))
 
 
 def test_active_units_drop_three_outcomes():

@@ -40,10 +40,10 @@ __all__ = [
     "as_dataset",
 ]
 
-QUICK_OPTIONS = VerifyOptions(n_pairs=120, n_users=60, n_mc=800, quick=True)
+QUICK_OPTIONS = VerifyOptions(n_pairs=120, n_users=60, n_mc=800, seeds=2, quick=True)
 """Smaller samples for a quick look (``quick=True``)."""
 
-_OPTION_FIELDS = ("seed", "n_pairs", "n_users", "n_mc", "confidence", "min_fraction")
+_OPTION_FIELDS = ("seed", "n_pairs", "n_users", "n_mc", "confidence", "min_fraction", "seeds")
 
 
 def as_dataset(dataset: Dataset | str | Path) -> Dataset:
@@ -86,7 +86,12 @@ def _context(
                     f"unknown setting {setting!r} in models (choose from "
                     f"{', '.join(SETTINGS)}){hint}"
                 )
-            validate(model, n_items=dataset.n_items, name=f"the {setting!r} model")
+            seq = list(model) if isinstance(model, Sequence) else [model]
+            if not seq:
+                raise ValueError(f"models[{setting!r}] is an empty list")
+            for i, m in enumerate(seq):
+                name = f"the {setting!r} model" + (f" #{i}" if len(seq) > 1 else "")
+                validate(m, n_items=dataset.n_items, name=name)
     if fit is not None and not callable(fit):
         raise TypeError(f"fit must be callable fit(beta) -> model, got {type(fit).__name__}")
     if fit is not None and models is None:
@@ -144,10 +149,13 @@ def run_claim(
         raise TypeError(
             f"claim {claim_id} has no option(s) {bad}; its options: {', '.join(valid) or 'none'}"
         )
+    ctx.begin_claim()
     try:
-        return mod.run(ctx, **claim_options)
+        res = mod.run(ctx, **claim_options)
     except MissingModelError as e:
-        return _not_run(mod, claim_id, ctx, e)
+        res = _not_run(mod, claim_id, ctx, e)
+    res.warnings = list(dict.fromkeys([*res.warnings, *ctx.used_warnings()]))
+    return res
 
 
 def run(
@@ -162,6 +170,7 @@ def run(
     n_mc: int | None = None,
     confidence: float | None = None,
     min_fraction: float | None = None,
+    seeds: int | None = None,
     quick: bool = False,
     base_config: TrainConfig | None = None,
     cache_dir: str | Path | None = None,
@@ -179,13 +188,17 @@ def run(
         validated against ``dataset`` first (``ModelError`` naming member and shape).
         None: radius's own models, trained explicitly and cached by content key (the CLI
         default). With models given, nothing is trained: a claim needing a setting that
-        is not given is INCONCLUSIVE, naming it (``details["missing"]``).
+        is not given is INCONCLUSIVE, naming it (``details["missing"]``). A setting may
+        map to a list of models, one per training seed (the first is the main one): the
+        mechanism checks' intervals then span the seeds.
     dataset : a ``Dataset``, ``"default"`` (the synthetic default), a prepared folder or
         a raw ratings file.
     fit : ``fit(beta) -> model`` (optionally ``fit(beta, seed=...)``), the user's own
         training at KL weight beta, for the beta-KL sweep; without it the sweep is not run
         and the claim says so.
     seed, n_pairs, n_users, n_mc, confidence, min_fraction : ``VerifyOptions`` fields.
+    seeds : training seeds of the mechanism checks (radius's models: trained with seeds
+        ``base_config.seed + k``; user models: give a list of models per setting).
     quick : smaller samples (``QUICK_OPTIONS``) unless given explicitly.
     base_config : radius's training config (radius's own models only; with user models
         only its setting knobs are read, the models' ``keep_rate`` / ``lambda_a`` first).
@@ -206,7 +219,8 @@ def run(
         raise ValueError(f"run verifies one claim, got {claim!r}; use run_all for several")
     ds = as_dataset(dataset)
     opts = _options(
-        quick, dict(zip(_OPTION_FIELDS, (seed, n_pairs, n_users, n_mc, confidence, min_fraction)))
+        quick,
+        dict(zip(_OPTION_FIELDS, (seed, n_pairs, n_users, n_mc, confidence, min_fraction, seeds))),
     )
     ctx = _context(ds, models, fit, opts, base_config, cache_dir, progress)
     return run_claim(ids[0], ctx, claim_options)
@@ -243,32 +257,15 @@ def run_all(
     return {cid: run_claim(cid, ctx, per.get(cid, {})) for cid in ids}
 
 
-def format_table(results: Mapping[str, ClaimResult]) -> str:
-    """A plain-text table: one row per check (claim, check, kind, measured, bound, n,
-    outcome, note) and one verdict line per claim."""
-    rows = [["claim", "check", "kind", "measured", "bound", "n", "outcome", "note"]]
+def format_table(results: Mapping[str, ClaimResult] | ClaimResult) -> str:
+    """Plain text of results (``radius.verify.render.format_table``): each claim's checks
+    grouped by role with wrapped notes, its verdict, assumptions, mechanism,
+    implementation and warnings lines, a summary table and a legend."""
+    from radius.verify.render import format_table as _format
 
-    def num(v: float) -> str:
-        return f"{v:.4g}" if isinstance(v, float) else str(v)
-
-    for cid, res in results.items():
-        if not res.checks:
-            rows.append(
-                [cid, "(not run)", "-", "-", "-", "0", res.verdict, res.details.get("not_run", "")]
-            )
-        for c in res.checks:
-            rows.append(
-                [cid, c.name, c.kind, num(c.measured), num(c.bound), str(c.n), c.label, c.note[:70]]
-            )
-    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
-    lines = ["  ".join(v.ljust(w) for v, w in zip(r, widths)).rstrip() for r in rows]
-    lines.insert(1, "  ".join("-" * w for w in widths))
-    lines.append("")
-    lines += [
-        f"{cid}: {res.verdict} (implementation {res.implementation})"
-        for cid, res in results.items()
-    ]
-    return "\n".join(lines)
+    if isinstance(results, ClaimResult):
+        results = {results.claim: results}
+    return _format(results)
 
 
 def load_factory(spec: str) -> Callable[..., nn.Module]:

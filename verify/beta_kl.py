@@ -78,11 +78,11 @@ from radius.analysis.decomposition import (
 )
 from radius.model.protocol import input_convention
 from radius.stats import (
-    BOOTSTRAP_DRAWS,
     BOOTSTRAP_LEVEL,
     Interval,
     Outcome,
     seed_spread,
+    seed_user_interval,
 )
 from radius.training.config import TrainConfig
 from radius.verify.base import Check, ClaimResult, PowerRow
@@ -192,42 +192,6 @@ def check_terms_nonnegative(dec: KLDecomposition, *, n_se: float = 4.0) -> Check
         n=dec.n_inputs * dec.n_samples,
         kind="identity",
     )
-
-
-def seed_user_interval(
-    delta: np.ndarray,
-    *,
-    level: float = BOOTSTRAP_LEVEL,
-    n_boot: int = BOOTSTRAP_DRAWS,
-    seed: int = 0,
-) -> Interval:
-    r"""Two-stage bootstrap interval of the mean of ``delta`` (S seeds, U users).
-
-    Each draw resamples the seeds (rows) with replacement, then the users (columns) with
-    replacement, and takes the mean of the resampled block, so the interval carries both
-    the seed-to-seed spread (training randomness) and the sampling of users. With one
-    seed it is the ordinary bootstrap over users.
-    """
-    d = np.asarray(delta, dtype=np.float64)
-    if d.ndim != 2:
-        raise ValueError(f"delta must be (seeds, users), got shape {d.shape}")
-    n_s, n_u = d.shape
-    est = float(d.mean()) if d.size else float("nan")
-    method = (
-        f"two-stage percentile bootstrap (seeds, then users) over {n_s} seeds x {n_u} users, "
-        f"{n_boot} draws"
-    )
-    if n_u < 2 or n_s < 1 or not np.all(np.isfinite(d)):
-        return Interval(est, float("nan"), float("nan"), level, method, int(n_u))
-    rng = np.random.default_rng(seed)
-    draws = np.empty(n_boot)
-    for k in range(n_boot):
-        si = rng.integers(0, n_s, n_s)
-        ui = rng.integers(0, n_u, n_u)
-        draws[k] = d[si][:, ui].mean()
-    a = (1 - level) / 2
-    lo, hi = np.quantile(draws, [a, 1 - a])
-    return Interval(est, float(lo), float(hi), level, method, int(n_u))
 
 
 def check_term_falls(

@@ -176,6 +176,15 @@ class TrainConfig:
         d["hidden_dims"] = list(self.hidden_dims)
         return d
 
+    def describe(self) -> str:
+        """A short label of the fields that tell settings and sweep points apart
+        (``"multvae, keep_rate 0.5, lambda_a 1, beta_cap 0.2, seed 0"``)."""
+        bits = [self.model, f"keep_rate {self.keep_rate:g}", f"lambda_a {self.lambda_a:g}"]
+        bits.append(
+            f"gamma {self.gamma:g}" if self.model == "recvae" else f"beta_cap {self.beta_cap:g}"
+        )
+        return ", ".join([*bits, f"seed {self.seed}"])
+
     def key_dict(self) -> dict[str, Any]:
         """``as_dict`` less the fields added later that are at their defaults (so older
         cache keys stay valid): the dict hashed into cache keys and recorded in reports."""

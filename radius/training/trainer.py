@@ -258,6 +258,7 @@ class _Run:
             "data_hash": ds.hash,
             "code_version": code_version(),
         }
+        model.radius_warnings = list(notes)
         self.save(history[-1]["epoch"], val=val_final, test=test, finished=True)
         distributed.barrier(self.info)
         return TrainResult(
