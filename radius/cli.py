@@ -142,7 +142,9 @@ def cmd_data_prepare(args: argparse.Namespace) -> int:
 # --------------------------------------------------------- data prepare --synthetic
 def _add_synthetic_options(p: argparse.ArgumentParser) -> None:
     """``--synthetic SPEC`` and ``--synthetic-scale S`` of ``data prepare``."""
-    from radius.data.synthetic import PRESETS, SPEC_ALIASES
+    from dataclasses import fields
+
+    from radius.data.synthetic import PRESETS, SPEC_ALIASES, SyntheticParams
 
     g = p.add_argument_group("synthetic data of any size (instead of a path)")
     g.add_argument(
@@ -152,10 +154,14 @@ def _add_synthetic_options(p: argparse.ArgumentParser) -> None:
         + ", ".join(
             f"{k} ({v.params.n_users:,} x {v.params.n_items:,})" for k, v in PRESETS.items()
         )
-        + "; keys: any SyntheticParams field or "
+        + "; presets hold out the paper's users (10k, 40k, 50k per split). KEY: a "
+        "SyntheticParams field ("
+        + ", ".join(f.name for f in fields(SyntheticParams))
+        + ") or "
         + ", ".join(f"{a}={f}" for a, f in SPEC_ALIASES.items())
-        + " (e.g. 'ml-20m,seed=1' or 'users=50000,items=8000,median=40'); same seed, same "
-        "output; presets hold out the paper's users (10k, 40k, 50k per split)",
+        + ". E.g. 'ml-20m,seed=1' or 'users=50000,items=8000,median=40'. Same seed, same "
+        "output. Sets other than 'default' draw with sampler=sparse (cost ~ interactions; "
+        "sampler=gumbel: the default's, cost users x items)",
     )
     g.add_argument(
         "--synthetic-scale",

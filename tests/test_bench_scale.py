@@ -81,9 +81,10 @@ def test_harness_runs_and_resumes_on_a_tiny_shape(bs, tmp_path, capsys):
     steps = ["prepare", "train-clean", "train-masking", "train-pia", "load", "verify-3.1"]
     assert sorted(runs) == sorted(["ml-20m/x0.008/prepare", *(f"ml-20m/x0.004/{t}" for t in steps)])
     for rec in runs.values():
-        assert rec["rc"] in (0, 1, 3) and rec["cpu_s"] > 0 and rec["peak_rss_mb"] > 50
+        assert rec["rc"] in (0, 1, 3, 4) and rec["cpu_s"] > 0 and rec["peak_rss_mb"] > 50
     assert runs["ml-20m/x0.008/prepare"]["counts"]["users"] == round(136_677 * 0.008)
-    assert runs["ml-20m/x0.004/verify-3.1"]["verdict"] in ("PASS", "INCONCLUSIVE", "FAIL")
+    verdict = runs["ml-20m/x0.004/verify-3.1"]["verdict"]
+    assert verdict in ("PASS", "INCONCLUSIVE", "FAIL", "VACUOUS")
     assert (work / "checkpoints" / "ml-20m-x0.004" / "pia.pt").is_file()
     assert results["growth"]["ml-20m/prepare"]["pairs"][0]["sizes"] == [0.004, 0.008]
     before = out.read_text()
