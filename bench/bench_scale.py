@@ -3,7 +3,8 @@ paper's shapes (MovieLens-20M, Netflix, MSD) and at a quarter, a half and the fu
 
 For every (shape, size) it runs, each in its own process with one thread
 (``OMP_NUM_THREADS=1``), and measures wall time, CPU time (user + sys) and peak resident
-memory (``ru_maxrss`` from ``os.wait4`` of that process):
+memory (``ru_maxrss`` from ``os.wait4`` of that process; it counts at least the
+harness's own ~30 MB, which Linux carries into a child at the fork):
 
 - ``prepare``: ``radius data prepare --synthetic SHAPE --synthetic-scale SIZE``;
 - ``train-SETTING``: ``radius train --setting SETTING --epochs 1`` for clean, masking and
@@ -83,10 +84,16 @@ LOAD_CODE = (
 def measure(cmd: list[str], log: Path, *, env: dict[str, str], timeout: float | None) -> dict:
     """Run ``cmd`` (output to ``log``); its exit code, wall and CPU seconds, peak RSS.
 
-    CPU time and peak RSS are the process's own (``os.wait4``), not the harness's.
-    A run past ``timeout`` seconds is killed and recorded with ``rc = "timeout"``.
+    CPU time and peak RSS are the process's own (``os.wait4``), not the harness's; Linux
+    carries ``ru_maxrss`` across fork and exec, so the peak is at least the harness's
+    resident size at the fork (about 30 MB: it imports no torch), recorded as
+    ``harness_rss_mb``. A run past ``timeout`` seconds is killed and recorded with
+    ``rc = "timeout"``.
     """
+    import resource
+
     log.parent.mkdir(parents=True, exist_ok=True)
+    harness = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     t0 = time.perf_counter()
     with open(log, "w") as f:
         proc = subprocess.Popen(cmd, stdout=f, stderr=subprocess.STDOUT, env=env, cwd=ROOT)
@@ -110,6 +117,7 @@ def measure(cmd: list[str], log: Path, *, env: dict[str, str], timeout: float | 
         "user_s": round(usage.ru_utime, 2),
         "sys_s": round(usage.ru_stime, 2),
         "peak_rss_mb": round(usage.ru_maxrss / 1024, 1),  # KB on Linux
+        "harness_rss_mb": round(harness, 1),
         "load_avg_end": round(os.getloadavg()[0], 2),
         "log": str(log),
         "when": time.strftime("%Y-%m-%d %H:%M:%S"),
@@ -295,7 +303,8 @@ def machine() -> dict[str, Any]:
         "platform": platform.platform(),
         "python": platform.python_version(),
         "threads_per_step": 1,
-        "memory_method": "ru_maxrss of each step's own process (os.wait4)",
+        "memory_method": "ru_maxrss of each step's own process (os.wait4); at least the "
+        "harness's RSS at the fork (harness_rss_mb), which Linux carries into the child",
     }
 
 
@@ -386,7 +395,7 @@ def report(results: dict[str, Any], *, markdown: bool = False) -> str:
                 if rec.get("counts"):
                     c = rec["counts"]
                     note.append(
-                        f"{c['users']:,} users x {c['items']:,} items, {c['interactions']:,}"
+                        f"{c['users']:,} x {c['items']:,}, {c['interactions']:,} interactions"
                     )
                 rows.append(
                     [

@@ -13,11 +13,13 @@ linearly to 0.2 over 20 epochs' worth of steps, Adam lr 1e-3, batch 500):
   batched top-k evaluation in torch.
 
 Each variant runs in its own subprocess so its peak resident memory
-(``resource.getrusage(RUSAGE_SELF).ru_maxrss``, which includes torch's CPU
-allocations) is its own. Training time per epoch excludes validation; radius's
-validation is timed by wrapping ``radius.training.trainer.evaluate`` (the function ``train``
-calls), so the real ``train`` runs unchanged. The FLOP limit is the model's
-floating-point work divided by the measured float32 matmul peak of this machine.
+(``VmHWM`` of /proc/self/status, which includes torch's CPU allocations) is its own
+(``ru_maxrss``, used before issue 18, also counted the parent's resident size at the
+fork: the parent holds the dataset, so every variant reported the same peak). Training
+time per epoch excludes validation; radius's validation is timed by wrapping
+``radius.training.trainer.evaluate`` (the function ``train`` calls), so the real
+``train`` runs unchanged. The FLOP limit is the model's floating-point work divided by
+the measured float32 matmul peak of this machine.
 
 Run from the repository root::
 
@@ -194,6 +196,21 @@ def rss_mb() -> float:
 
 
 def peak_rss_mb() -> float:
+    """Peak resident set size (MB) of this process: ``VmHWM`` of /proc/self/status.
+
+    Not ``ru_maxrss``: Linux carries a process's ``ru_maxrss`` across fork and exec, so a
+    worker started by a parent that holds a large dataset reports at least the parent's
+    resident size at the fork (measured: a parent at 789 MB gave its fresh child
+    ``ru_maxrss`` 789 MB and ``VmHWM`` 11 MB). ``ru_maxrss`` is the fallback where
+    /proc is absent.
+    """
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024  # kB
+    except OSError:
+        pass
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KB on Linux
 
 
@@ -677,8 +694,9 @@ def main(argv: list[str] | None = None) -> int:
             "torch": torch.__version__,
             "matmul_peak_gflops": peak,
             "load_avg_start": os.getloadavg(),
-            "memory_method": "ru_maxrss of a fresh subprocess per variant (includes torch "
-            "CPU allocations); train_rss_mb = peak minus RSS after data load",
+            "memory_method": "VmHWM of a fresh subprocess per variant (includes torch CPU "
+            "allocations; ru_maxrss would include the parent's RSS at fork); train_rss_mb = "
+            "peak minus RSS after data load",
         },
         "hyper": dict(
             hidden=HIDDEN,
