@@ -3,11 +3,11 @@ negative control), and the harness end to end on a tiny shape, resumable by step
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import math
-import sys
+import runpy
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
@@ -16,11 +16,8 @@ BENCH = Path(__file__).resolve().parent.parent / "bench" / "bench_scale.py"
 
 @pytest.fixture(scope="module")
 def bs():
-    spec = importlib.util.spec_from_file_location("bench_scale", BENCH)
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules["bench_scale"] = mod
-    spec.loader.exec_module(mod)
-    return mod
+    """The harness's functions (its module namespace, run without ``__main__``)."""
+    return SimpleNamespace(**runpy.run_path(str(BENCH), run_name="bench_scale"))
 
 
 def _rec(cpu: float, rss: float) -> dict:

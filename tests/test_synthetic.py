@@ -176,6 +176,25 @@ def test_samplers_draw_successive_sampling_law(sampler, p, n, monkeypatch):
     assert _chi2_pvalue(sets, _exact_set_law(p, n)) > 1e-3
 
 
+def test_sparse_sampler_skips_communities_without_items():
+    """More communities than items: communities with no item get no draws, so p(i | u)
+    is theta renormalised over the communities that have items (the Gumbel sampler's law)."""
+    theta = np.array([0.3, 0.1, 0.25, 0.05, 0.1, 0.2])  # communities 4 and 5 have no item
+    community, within = np.arange(4), np.ones(4)
+    n_rows = 20_000
+    rng = np.random.default_rng(3)
+    tables = syn._community_tables(community, within, len(theta))
+    th, size = np.tile(theta, (n_rows, 1)), np.full(n_rows, 2)
+    _, items = syn._sparse_chunk(rng, th, size, community, within, tables)
+    assert items.max() < 4
+    sets = [frozenset(row) for row in items.reshape(n_rows, 2).tolist()]
+    p = theta[:4] / theta[:4].sum()
+    assert _chi2_pvalue(sets, _exact_set_law(p, 2)) > 1e-3
+    # control: the law of a sampler that drew the empty communities and landed on item 3
+    # (what clipping to the community's range would do) is rejected
+    assert _chi2_pvalue(sets, _exact_set_law(np.array([0.3, 0.1, 0.25, 0.35]), 2)) < 1e-3
+
+
 def test_law_check_rejects_a_wrong_law():
     """Negative control: sets drawn from the conditional-Poisson law (P(set) prop. to
     prod p_i, not successive sampling) fail the same check."""

@@ -230,11 +230,17 @@ def _iid_draws(
     rows: np.ndarray,
     tables: tuple[np.ndarray, np.ndarray, np.ndarray],
 ) -> np.ndarray:
-    """One i.i.d. item draw from p(. | u) per entry of ``rows`` (rows of ``cum_theta``)."""
+    """One i.i.d. item draw from p(. | u) per entry of ``rows`` (rows of ``cum_theta``).
+
+    ``cum_theta``: cumulative community weights of the chunk's users, zero weight on
+    communities without items, so the community drawn always has items; ``last``: each
+    row's last community of positive weight (where a uniform rounded up to the total
+    lands).
+    """
     members, starts, cdf = tables
-    k = cum_theta.shape[1]
+    last = cum_theta.shape[1] - 1 - np.argmax(np.diff(cum_theta, prepend=0.0)[:, ::-1] > 0, 1)
     v = rng.random(len(rows)) * cum_theta[rows, -1]  # (D,) uniform on [0, sum theta_u)
-    comm = np.minimum((cum_theta[rows] <= v[:, None]).sum(axis=1), k - 1)  # (D,)
+    comm = np.minimum((cum_theta[rows] <= v[:, None]).sum(axis=1), last[rows])  # (D,)
     pos = np.searchsorted(cdf, comm + rng.random(len(rows)), side="right")
     pos = np.clip(pos, starts[comm], starts[comm + 1] - 1)
     return members[pos]
@@ -261,7 +267,9 @@ def _sparse_chunk(
     top-k over the items their stream has not drawn (the exact conditional law).
     """
     n_rows, n_items = len(n), len(community)
-    cum_theta = np.cumsum(th, axis=1)  # (C, K)
+    _, starts, _ = tables
+    has_items = np.diff(starts) > 0  # (K,) communities with items (all when I >= K)
+    cum_theta = np.cumsum(th * has_items[None, :], axis=1)  # (C, K)
     done_rows, done_items = [], []
     s_rows = np.zeros(0, dtype=np.int64)  # draws so far of the users not done
     s_items = np.zeros(0, dtype=np.int64)
