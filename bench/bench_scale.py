@@ -157,9 +157,12 @@ class Bench:
     def key(self, shape: str, size: float, step: str) -> str:
         return f"{shape}/{size_label(size)}/{step}"
 
-    def done(self, key: str) -> bool:
+    def done(self, key: str, part: str) -> bool:
+        """Recorded without error, and not to be re-measured (``--force`` re-measures the
+        steps of the parts given with ``--parts`` only)."""
         rec = self.results["runs"].get(key)
-        return rec is not None and rec["rc"] in OK_CODES and not self.args.force
+        forced = self.args.force and part in self.args.parts
+        return rec is not None and rec["rc"] in OK_CODES and not forced
 
     def record(self, key: str, rec: dict[str, Any]) -> None:
         from radius.io import atomic_write_json
@@ -203,7 +206,7 @@ class Bench:
     # ------------------------------------------------------------------ steps
     def prepare(self, shape: str, size: float) -> bool:
         key, data = self.key(shape, size, "prepare"), self.data_dir(shape, size)
-        if self.done(key) and (data / "manifest.json").is_file():
+        if self.done(key, "prepare") and (data / "manifest.json").is_file():
             return True
         cmd = radius_cmd("data", "prepare", "--synthetic", self.spec(shape))
         cmd += ["--synthetic-scale", f"{size:g}", "--out", str(data), "--name", data.name]
@@ -224,7 +227,7 @@ class Bench:
     def train(self, shape: str, size: float) -> bool:
         for setting in SETTINGS:
             key, path = self.key(shape, size, f"train-{setting}"), self.ckpt(shape, size, setting)
-            if self.done(key) and path.is_file():
+            if self.done(key, "train") and path.is_file():
                 continue
             cmd = radius_cmd("train", "--data", str(self.data_dir(shape, size)))
             cmd += ["--setting", setting, "--epochs", str(self.args.train_epochs), "--quiet"]
@@ -240,12 +243,12 @@ class Bench:
         data = str(self.data_dir(shape, size))
         ckpts = [str(self.ckpt(shape, size, s)) for s in SETTINGS]
         key = self.key(shape, size, "load")
-        if not self.done(key):
+        if not self.done(key, "verify"):
             cmd = [sys.executable, "-c", LOAD_CODE, data, *ckpts]
             self.run(key, cmd, label="load the data and the three checkpoints")
         for claim in self.args.claims:
             key = self.key(shape, size, f"verify-{claim}")
-            if self.done(key):
+            if self.done(key, "verify"):
                 continue
             out = self.work / "verify" / f"{shape}-{size_label(size)}"
             cmd = radius_cmd("verify", "--theorem", claim, "--data", data, "--out", str(out))
@@ -478,7 +481,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="folder for data, checkpoints, verify JSON and logs (outside the repo)",
     )
     ap.add_argument("--out", default=str(ROOT / "bench" / "results" / "scale.json"))
-    ap.add_argument("--force", action="store_true", help="re-measure steps already recorded")
+    ap.add_argument(
+        "--force",
+        action="store_true",
+        help="re-measure the steps of --parts already recorded (checkpoints that exist are "
+        "kept unless train is among --parts)",
+    )
     ap.add_argument("--train-epochs", dest="train_epochs", type=int, default=1)
     ap.add_argument(
         "--train-args",

@@ -54,6 +54,24 @@ def test_claim_memory_growing_with_users_is_flagged(bs):
     )
 
 
+def test_force_re_measures_only_the_parts_given(bs, tmp_path):
+    """A recorded step is skipped; --force re-measures the steps of --parts only (so
+    `--parts verify --force` keeps the checkpoints); a failed step is always re-run."""
+    out = tmp_path / "scale.json"
+    runs = {"msd/x1/train-pia": {"rc": 0}, "msd/x1/verify-2.3": {"rc": 0}}
+    runs["msd/x1/verify-2.4"] = {"rc": 2}
+    out.write_text(json.dumps({"runs": runs}))
+
+    def bench(*argv):
+        return bs.Bench(bs.parse_args(["--out", str(out), "--work", str(tmp_path), *argv]))
+
+    plain, forced = bench(), bench("--parts", "verify", "--force")
+    assert plain.done("msd/x1/train-pia", "train") and plain.done("msd/x1/verify-2.3", "verify")
+    assert not plain.done("msd/x1/verify-2.4", "verify")  # failed: run again
+    assert forced.done("msd/x1/train-pia", "train")
+    assert not forced.done("msd/x1/verify-2.3", "verify")
+
+
 def test_bad_options_are_usage_errors(bs, capsys):
     for argv in (["--shape", "ml-1m"], ["--size", "0"], ["--claims", "2.7"], ["--parts", "x"]):
         with pytest.raises(SystemExit) as e:

@@ -300,6 +300,10 @@ def test_cli_prepare_synthetic(tmp_path, capsys):
     assert "sampler" in capsys.readouterr().out
     assert main(["data", "prepare", "--synthetic", "default", "--out", str(tmp_path / "d")]) == 0
     assert json.loads((tmp_path / "d" / "manifest.json").read_text())["hash"] == DEFAULT_HASH
+    capsys.readouterr()
+    for where in ([str(tmp_path / "d")], []):  # the prepared folder, the embedded default
+        assert main(["data", "info", *where]) == 0
+        assert DEFAULT_HASH in capsys.readouterr().out
 
 
 @pytest.mark.parametrize(
