@@ -79,8 +79,10 @@ def _rows(details: dict[str, Any], field: str) -> list[dict[str, Any]]:
                 band[t]["low"],
                 band[t]["high"],
             )
-        for name, src in (("informative_units", "informative_units"),
-                          ("variance_units", "active_units")):  # fmt: skip
+        for name, src in (
+            ("informative_units", "informative_units"),
+            ("variance_units", "active_units"),
+        ):
             v = np.asarray(band[src], dtype=np.float64)
             row[f"{name}_mean"], row[f"{name}_min"], row[f"{name}_max"] = (
                 float(v.mean()),

@@ -444,8 +444,9 @@ def test_unit_information_is_scale_free_and_the_variance_rule_is_not(g, a, c):
     np.testing.assert_allclose(
         unit_information(moved_mu, moved_lv), unit_information(mu, logvar), atol=1e-9
     )
-    np.testing.assert_allclose(unit_activity(moved_mu), a * a * unit_activity(mu), rtol=1e-9,
-                               atol=1e-12)  # fmt: skip
+    np.testing.assert_allclose(
+        unit_activity(moved_mu), a * a * unit_activity(mu), rtol=1e-9, atol=1e-12
+    )
 
 
 def test_variance_rule_flips_with_the_scale_information_rule_does_not():
@@ -469,8 +470,9 @@ def test_unit_kl_is_information_plus_scale_mismatch(g):
     v = mu.var(axis=0) + np.exp(logvar).mean(axis=0)
     m = mu.mean(axis=0)
     mismatch = 0.5 * (v + m * m - 1.0 - np.log(v))
-    np.testing.assert_allclose(unit_kl(mu, logvar), unit_information(mu, logvar) + mismatch,
-                               rtol=1e-9, atol=1e-9)  # fmt: skip
+    np.testing.assert_allclose(
+        unit_kl(mu, logvar), unit_information(mu, logvar) + mismatch, rtol=1e-9, atol=1e-9
+    )
     assert np.all(unit_information(mu, logvar) <= unit_kl(mu, logvar) + 1e-9)
     assert np.all(unit_information(mu, logvar) >= -1e-12)
 
@@ -501,15 +503,17 @@ def test_moments_rebuild_the_information_under_any_user_weights(g, data):
     n = mu.shape[0]
     groups = np.arange(n) // 2  # users of two inputs (the last may have one)
     sums, counts = unit_moments(mu, logvar, groups)
-    np.testing.assert_allclose(information_from_moments(sums, counts), unit_information(mu, logvar),
-                               atol=1e-9)  # fmt: skip
+    np.testing.assert_allclose(
+        information_from_moments(sums, counts), unit_information(mu, logvar), atol=1e-9
+    )
     w = np.array(data.draw(st.lists(st.integers(0, 3), min_size=len(counts), max_size=len(counts))))
     assume(np.sum(w[groups]) >= 2)
     rep = np.repeat(np.arange(n), w[groups])
     np.testing.assert_allclose(
-        information_from_moments(sums, counts, w), unit_information(mu[rep], logvar[rep]),
+        information_from_moments(sums, counts, w),
+        unit_information(mu[rep], logvar[rep]),
         atol=1e-9,
-    )  # fmt: skip
+    )
     with pytest.raises(ValueError, match="the group weights sum to zero"):
         information_from_moments(sums, counts, np.zeros(len(counts)))
 
@@ -528,8 +532,9 @@ def test_unit_moments_keeps_groups_in_order_of_first_appearance():
 @given(st.lists(st.floats(-10, 10, allow_nan=False), min_size=2, max_size=12), st.data())
 def test_spearman_matches_scipy(xs, data):
     """spearman equals scipy.stats.spearmanr (ties averaged); NaN when a side is constant."""
-    ys = data.draw(st.lists(st.floats(-10, 10, allow_nan=False), min_size=len(xs),
-                            max_size=len(xs)))  # fmt: skip
+    ys = data.draw(
+        st.lists(st.floats(-10, 10, allow_nan=False), min_size=len(xs), max_size=len(xs))
+    )
     ref = stats.spearmanr(xs, ys).statistic
     got = spearman(xs, ys)
     if np.isnan(ref):

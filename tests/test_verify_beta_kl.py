@@ -190,8 +190,9 @@ def test_collapse_three_outcomes_and_how_far_the_sweep_got():
     assert c.label == "HOLDS" and c.role == "mechanism" and c.min_effect == 0.5
     assert c.measured == pytest.approx(0.95) and c.note.startswith("collapse reached")
     still = [_moments(50, 20, 19, s) for s in (2, 3)]
-    nc = check_collapse(lo, still, latent_dim=20, beta_lo=0.1, beta_hi=2.0,
-                        variance_units=([20, 20], [19, 20]))  # fmt: skip
+    nc = check_collapse(
+        lo, still, latent_dim=20, beta_lo=0.1, beta_hi=2.0, variance_units=([20, 20], [19, 20])
+    )
     assert nc.label == "NOT OBSERVED" and nc.outcome is Outcome.VACUOUS
     assert "collapse not reached up to beta 2" in nc.note
     assert "20/20 at beta 0.1, 19/20 at the sweep's largest beta 2" in nc.note
@@ -240,8 +241,9 @@ def test_claim_outcomes_follow_the_roles():
     the verdict say 'checked outside its premises'."""
     holds = check_trend("sweep_e_kl_falls", _curves(-1.0), BETAS, what="K", role="statement")
     fails = check_trend("sweep_e_kl_falls", _curves(+1.0), BETAS, what="K", role="statement")
-    w2_up = check_trend("sweep_w2_contracts", _curves(+1.0), BETAS, what="W2",
-                        role="mechanism", min_effect=0.5)  # fmt: skip
+    w2_up = check_trend(
+        "sweep_w2_contracts", _curves(+1.0), BETAS, what="W2", role="mechanism", min_effect=0.5
+    )
 
     def claim(*checks):
         return ClaimResult("beta-kl", "t", "s", True, list(checks))
@@ -260,8 +262,12 @@ def test_sweep_config_warm_and_scratch(tiny_config):
     base = tiny_config.replace(epochs=60, patience=10, anneal_epochs=20.0, batch_size=500)
     warm = sweep_config(base, 2.0, start="warm", sweep_epochs=4, n_train=4000)
     assert (warm.beta_cap, warm.epochs, warm.patience, warm.anneal_steps, warm.keep) == (
-        2.0, 4, 4, 0, "last",
-    )  # fmt: skip
+        2.0,
+        4,
+        4,
+        0,
+        "last",
+    )
     assert warm.batch_size == 100 and warm.lr == pytest.approx(3 * base.lr)
     scratch = sweep_config(base, 2.0, start="scratch", sweep_epochs=20, n_train=4000)
     assert scratch.keep == "best-at-cap" and scratch.anneal_steps == 80  # 8 x 20 / 2
@@ -290,12 +296,17 @@ def test_sweep_config_recvae(tiny_config, tiny_dataset):
     counts = np.asarray(tiny_dataset.train.sum(axis=1)).ravel()
     for start in ("warm", "scratch"):
         for beta in (0.1, 2.0):
-            cfg = sweep_config(base, beta, start=start, sweep_epochs=4, n_train=480,
-                               mean_count=n_bar)  # fmt: skip
+            cfg = sweep_config(
+                base, beta, start=start, sweep_epochs=4, n_train=480, mean_count=n_bar
+            )
             assert np.mean(cfg.gamma * counts) == pytest.approx(beta)
             assert cfg.beta_cap == base.beta_cap
-    assert sweep_config(base, 1.0, start="scratch", sweep_epochs=4, n_train=480,
-                        mean_count=n_bar).anneal_steps is None  # fmt: skip
+    assert (
+        sweep_config(
+            base, 1.0, start="scratch", sweep_epochs=4, n_train=480, mean_count=n_bar
+        ).anneal_steps
+        is None
+    )
     for bad in (None, 0.0, float("nan")):
         with pytest.raises(ValueError, match=r"^a RecVAE sweep needs mean_count > 0"):
             sweep_config(base, 1.0, sweep_epochs=4, n_train=100, mean_count=bad)
@@ -361,13 +372,18 @@ def test_run_on_tiny_context(tiny_ctx, tiny_run):
     res = tiny_run
     roles = {c.name: c.role for c in res.checks}
     assert roles == {
-        "identity": "implementation", "mi_upper_bound": "implementation",
-        "terms_nonnegative": "implementation", "sweep_e_kl_falls": "statement",
-        "penalty_is_kl_to_prior": "assumption", "sweep_models_optimal": "assumption",
-        "sweep_mi_falls": "mechanism", "sweep_kl_aggregate_falls": "mechanism",
-        "sweep_w2_contracts": "mechanism", "collapse_at_large_beta": "mechanism",
+        "identity": "implementation",
+        "mi_upper_bound": "implementation",
+        "terms_nonnegative": "implementation",
+        "sweep_e_kl_falls": "statement",
+        "penalty_is_kl_to_prior": "assumption",
+        "sweep_models_optimal": "assumption",
+        "sweep_mi_falls": "mechanism",
+        "sweep_kl_aggregate_falls": "mechanism",
+        "sweep_w2_contracts": "mechanism",
+        "collapse_at_large_beta": "mechanism",
         "sweep_decompositions": "implementation",
-    }  # fmt: skip
+    }
     by = {c.name: c for c in res.checks}
     assert by["sweep_e_kl_falls"].label == "HOLDS" and res.verdict == "PASS"
     assert by["penalty_is_kl_to_prior"].label == "MET"
@@ -396,8 +412,12 @@ def test_power_flips_are_real(tiny_ctx, tiny_run):
     rows = beta_kl.power(tiny_ctx, betas=TINY_BETAS, workers=1)
     by = {c.name: c for c in tiny_run.checks}
     names = [r.check for r in rows]
-    assert names[:4] == ["sweep_e_kl_falls", "sweep_mi_falls", "sweep_kl_aggregate_falls",
-                         "sweep_w2_contracts"]  # fmt: skip
+    assert names[:4] == [
+        "sweep_e_kl_falls",
+        "sweep_mi_falls",
+        "sweep_kl_aggregate_falls",
+        "sweep_w2_contracts",
+    ]
     stmt = rows[0]
     assert stmt.baseline == "PASS" and stmt.flips_at is not None
     assert stmt.grades[-1]["outcome"] == "FAIL"  # every user's labels reversed
@@ -422,8 +442,12 @@ def test_user_models_without_a_sweep_source_list_the_sweep_as_not_run(tiny_ctx):
     from radius.verify.render import claim_block
 
     model = tiny_ctx.model("masking")
-    ctx = VerifyContext(dataset=tiny_ctx.dataset, options=tiny_ctx.options,
-                        base_config=tiny_ctx.base_config, models={"masking": model})  # fmt: skip
+    ctx = VerifyContext(
+        dataset=tiny_ctx.dataset,
+        options=tiny_ctx.options,
+        base_config=tiny_ctx.base_config,
+        models={"masking": model},
+    )
     res = run_claim("beta-kl", ctx)
     assert [c.name for c in res.checks] == ["identity", "mi_upper_bound", "terms_nonnegative"]
     (part,) = res.details["parts_not_run"]
@@ -443,9 +467,13 @@ def test_given_sweep_models_and_a_radius_masking_checkpoint(tiny_ctx, tiny_run):
 
     path = cache_path(tiny_ctx.dataset, tiny_ctx.config("masking"), tiny_ctx.cache_dir)
     masking = load_checkpoint(path, tiny_ctx.dataset).model
-    ctx = VerifyContext(dataset=tiny_ctx.dataset, options=tiny_ctx.options,
-                        base_config=tiny_ctx.base_config, models={"masking": masking},
-                        cache_dir=tiny_ctx.cache_dir)  # fmt: skip
+    ctx = VerifyContext(
+        dataset=tiny_ctx.dataset,
+        options=tiny_ctx.options,
+        base_config=tiny_ctx.base_config,
+        models={"masking": masking},
+        cache_dir=tiny_ctx.cache_dir,
+    )
     warm = run_claim("beta-kl", ctx, {"betas": TINY_BETAS, "sweep_seeds": 1, "workers": 1})
     own = {(r["beta"]): r["e_kl"] for r in tiny_run.details["sweep_all_seeds"] if r["seed"] == 0}
     for r in warm.details["sweep_all_seeds"]:
@@ -467,8 +495,9 @@ def test_given_sweep_models_and_a_radius_masking_checkpoint(tiny_ctx, tiny_run):
 def test_scratch_sweep_keeps_weights_at_the_cap(tiny_ctx):
     """sweep_start='scratch': every sweep model's kept epoch trained at its cap (not an
     epoch of the anneal)."""
-    res = beta_kl.run(tiny_ctx, betas=(0.5, 8.0), sweep_start="scratch", sweep_epochs=6,
-                      sweep_seeds=1, workers=1)  # fmt: skip
+    res = beta_kl.run(
+        tiny_ctx, betas=(0.5, 8.0), sweep_start="scratch", sweep_epochs=6, sweep_seeds=1, workers=1
+    )
     for r in res.details["sweep_all_seeds"]:
         assert r["source"] == "scratch" and r["best_epoch"] >= 3
         assert r["kl_weight_at_best_epoch"] == r["beta"]
@@ -533,15 +562,42 @@ def test_cli_runs_the_sweep_with_its_options(tiny_dir, tmp_path, monkeypatch, ca
     from radius.training.config import TrainConfig, setting_config
 
     monkeypatch.setenv("RADIUS_CACHE_DIR", str(tmp_path / "models"))
-    base = ["verify", "--theorem", "beta-kl", "--data", str(tiny_dir), "--n-users", "20",
-            "--workers", "1", *TINY_SET]  # fmt: skip
+    base = [
+        "verify",
+        "--theorem",
+        "beta-kl",
+        "--data",
+        str(tiny_dir),
+        "--n-users",
+        "20",
+        "--workers",
+        "1",
+        *TINY_SET,
+    ]
     out = tmp_path / "a"
-    rc = main([*base, "--sweep-betas", "0.1,10", "--sweep-epochs", "2", "--sweep-seeds", "1",
-               "--sweep-users", "300", "--out", str(out)])  # fmt: skip
+    rc = main(
+        [
+            *base,
+            "--sweep-betas",
+            "0.1,10",
+            "--sweep-epochs",
+            "2",
+            "--sweep-seeds",
+            "1",
+            "--sweep-users",
+            "300",
+            "--out",
+            str(out),
+        ]
+    )
     report = json.loads((out / "beta_kl.json").read_text())
     assert report["details"]["sweep_options"] == {
-        "betas": [0.1, 10.0], "epochs": 2, "users": 300, "seeds": 1, "start": "warm",
-    }  # fmt: skip
+        "betas": [0.1, 10.0],
+        "epochs": 2,
+        "users": 300,
+        "seeds": 1,
+        "start": "warm",
+    }
     assert rc == beta_kl_exit(report) and "beta-kl verdict" in capsys.readouterr().out
     assert {r["train_users"] for r in report["details"]["sweep_all_seeds"]} == {300}
     rc = main([*base, "--sweep-betas", "none", "--out", str(tmp_path / "b")])
@@ -555,8 +611,17 @@ def test_cli_runs_the_sweep_with_its_options(tiny_dir, tmp_path, monkeypatch, ca
     )
     path = cache_path(tiny_dataset_of(tiny_dir), cfg, tmp_path / "models")
     assert path.is_file()
-    rc = main([*base, "--sweep-checkpoint", f"0.5={path}", "--sweep-checkpoint", f"2={path}",
-               "--out", str(tmp_path / "c")])  # fmt: skip
+    rc = main(
+        [
+            *base,
+            "--sweep-checkpoint",
+            f"0.5={path}",
+            "--sweep-checkpoint",
+            f"2={path}",
+            "--out",
+            str(tmp_path / "c"),
+        ]
+    )
     report = json.loads((tmp_path / "c" / "beta_kl.json").read_text())
     assert [r["source"] for r in report["details"]["sweep_all_seeds"]] == ["given", "given"]
     assert report["details"]["sweep_options"]["start"] == "given"

@@ -55,8 +55,12 @@ def test_new_fields_leave_old_cache_keys_unchanged(tiny_config):
 
 def test_anneal_steps_zero_puts_beta_at_its_cap_from_the_first_step(tiny_dataset, tiny_config):
     """anneal_steps=0: no annealing; every epoch's last beta is the cap."""
-    res = train(tiny_dataset, tiny_config.replace(anneal_steps=0, epochs=2, beta_cap=0.7),
-                progress=False, evaluate_test=False)  # fmt: skip
+    res = train(
+        tiny_dataset,
+        tiny_config.replace(anneal_steps=0, epochs=2, beta_cap=0.7),
+        progress=False,
+        evaluate_test=False,
+    )
     assert [h["beta"] for h in res.history] == [0.7, 0.7]
 
 
@@ -70,15 +74,18 @@ def test_best_at_cap_keeps_only_epochs_wholly_at_the_cap(tiny_dataset, tiny_conf
 
     def scripted(self):
         calls.append(1)
-        return {"ndcg@100": [0.30, 0.35, 0.33, 0.20, 0.22, 0.21][(len(calls) - 1) % 6],
-                "recall@20": 0.0}  # fmt: skip
+        return {
+            "ndcg@100": [0.30, 0.35, 0.33, 0.20, 0.22, 0.21][(len(calls) - 1) % 6],
+            "recall@20": 0.0,
+        }
 
     monkeypatch.setattr(trainer_mod._Run, "validate", scripted)
     # 480 users / batch 100 = 5 steps per epoch; cap reached at step 12 -> first epoch 3
     cfg = tiny_config.replace(anneal_steps=12, epochs=6, patience=6, beta_cap=2.0)
     best = train(tiny_dataset, cfg, progress=False, evaluate_test=False)
-    at_cap = train(tiny_dataset, cfg.replace(keep="best-at-cap"), progress=False,
-                   evaluate_test=False)  # fmt: skip
+    at_cap = train(
+        tiny_dataset, cfg.replace(keep="best-at-cap"), progress=False, evaluate_test=False
+    )
     hist = at_cap.history
     assert [bool(h.get("before_cap")) for h in hist] == [True, True, True, False, False, False]
     assert at_cap.meta["best_epoch"] == 4 and hist[4]["beta"] == 2.0
@@ -86,14 +93,17 @@ def test_best_at_cap_keeps_only_epochs_wholly_at_the_cap(tiny_dataset, tiny_conf
     # negative control: the same run without the rule keeps epoch 1, inside the anneal
     assert best.meta["best_epoch"] == 1 and best.history[1]["beta"] < 2.0
     with pytest.raises(CheckpointError, match=r"^keep='best-at-cap': beta reaches its cap only"):
-        train(tiny_dataset, cfg.replace(keep="best-at-cap", epochs=3, patience=3),
-              progress=False)  # fmt: skip
+        train(tiny_dataset, cfg.replace(keep="best-at-cap", epochs=3, patience=3), progress=False)
 
 
 def test_keep_last_returns_the_last_epoch_and_no_cap_warning(tiny_dataset, tiny_config):
     """keep='last': a fixed budget; the last epoch's weights, no epoch-cap warning."""
-    res = train(tiny_dataset, tiny_config.replace(keep="last", epochs=3, patience=1),
-                progress=False, evaluate_test=False)  # fmt: skip
+    res = train(
+        tiny_dataset,
+        tiny_config.replace(keep="last", epochs=3, patience=1),
+        progress=False,
+        evaluate_test=False,
+    )
     assert res.meta["best_epoch"] == 2 and len(res.history) == 3
     assert res.meta["warnings"] == []
 
@@ -103,15 +113,17 @@ def test_warm_start_begins_from_the_given_weights(tiny_dataset, parent, parent_c
     fine-tuned model is the parent; the two must be given together."""
     model, _ = parent
     cfg = parent_cfg.replace(lr=1e-12, epochs=1, keep="last", init_from="p")
-    res = train(tiny_dataset, cfg, progress=False, init_state=model.state_dict(),
-                evaluate_test=False)  # fmt: skip
+    res = train(
+        tiny_dataset, cfg, progress=False, init_state=model.state_dict(), evaluate_test=False
+    )
     for k, v in model.state_dict().items():
         torch.testing.assert_close(res.model.state_dict()[k], v, rtol=0, atol=1e-8)
     scratch = train(tiny_dataset, cfg.replace(init_from=""), progress=False, evaluate_test=False)
     assert not _states_equal(scratch.model, model)
     with pytest.raises(CheckpointError, match=r"^init_state given but config.init_from is empty"):
-        train(tiny_dataset, cfg.replace(init_from=""), init_state=model.state_dict(),
-              progress=False)  # fmt: skip
+        train(
+            tiny_dataset, cfg.replace(init_from=""), init_state=model.state_dict(), progress=False
+        )
     with pytest.raises(CheckpointError, match=r"^config is a warm start from 'p': pass"):
         train(tiny_dataset, cfg, progress=False)
     bad = {k: v[:1] for k, v in model.state_dict().items()}
@@ -151,8 +163,9 @@ def test_get_warm_model_trains_once_then_loads(tiny_dataset, parent, parent_cfg)
 
 
 @pytest.mark.slow
-def test_train_warm_many_in_processes_matches_one_at_a_time(tiny_dataset, parent, parent_cfg,
-                                                            tmp_path):  # fmt: skip
+def test_train_warm_many_in_processes_matches_one_at_a_time(
+    tiny_dataset, parent, parent_cfg, tmp_path
+):
     """Two workers (one thread each) give the weights of training one after the other,
     for a parent from the cache and for given weights."""
     model, cache = parent
@@ -202,3 +215,33 @@ def test_loaded_checkpoint_carries_its_config(tiny_dataset, parent, parent_cfg):
     loaded = load_checkpoint(cache_path(tiny_dataset, parent_cfg, cache), tiny_dataset)
     assert isinstance(loaded.model.radius_config, TrainConfig)
     assert loaded.model.radius_config.key_dict() == parent_cfg.key_dict()
+
+
+def test_save_every_epoch_false_writes_only_the_final_checkpoint(
+    tiny_dataset, tiny_config, tmp_path, monkeypatch
+):
+    """save_every_epoch=False (warm starts): one checkpoint write, when training ends;
+    the default writes one per epoch (resumable)."""
+    from radius.training import trainer as trainer_mod
+
+    writes = []
+    original = trainer_mod._Run.save
+
+    def counting(self, epoch_done, **kw):
+        writes.append(kw["finished"])
+        return original(self, epoch_done, **kw)
+
+    monkeypatch.setattr(trainer_mod._Run, "save", counting)
+    cfg = tiny_config.replace(epochs=3, patience=3, keep="last")
+    train(
+        tiny_dataset,
+        cfg,
+        checkpoint=tmp_path / "a.pt",
+        progress=False,
+        evaluate_test=False,
+        save_every_epoch=False,
+    )
+    assert writes == [True] and load_checkpoint(tmp_path / "a.pt", tiny_dataset).payload
+    writes.clear()
+    train(tiny_dataset, cfg, checkpoint=tmp_path / "b.pt", progress=False, evaluate_test=False)
+    assert writes == [False, False, True]

@@ -135,7 +135,7 @@ from radius.analysis.decomposition import (
 )
 from radius.errors import RadiusError
 from radius.model.protocol import input_convention
-from radius.stats import BOOTSTRAP_LEVEL, Interval, Outcome, seed_user_interval
+from radius.stats import BOOTSTRAP_LEVEL, Interval, Outcome, decide, seed_user_interval
 from radius.training.config import TrainConfig
 from radius.verify.base import Check, ClaimResult, PowerRow
 from radius.verify.context import MissingModelError, VerifyContext
@@ -186,7 +186,8 @@ STATEMENT = (
 RECONSTRUCTION = True
 
 # Geometric up to collapse: on the embedded default the masking model's units switch off
-# between beta 4 and 16 (a warm start: 128 of 200 informative at 4, 0-3 at 8, 0 at 16).
+# between beta 4 and 16 (warm starts, seeds 0 and 1: 134-137 of 200 units informative at
+# beta 4, 2-4 at 8, 0 at 16).
 DEFAULT_BETAS: tuple[float, ...] = (0.1, 0.25, 0.5, 1.0, 2.0, 4.0, 8.0, 16.0)
 SWEEP_STARTS = ("warm", "scratch")
 DEFAULT_SWEEP_EPOCHS = {"warm": 4, "scratch": 20}
@@ -338,12 +339,10 @@ def trend_interval(
     return seed_user_interval(index, statistic=stat, level=level, seed=seed, **kw)
 
 
-def _weighted_mean_interval(values: np.ndarray, weights: np.ndarray | None, **kw) -> Interval:
-    """Seed/user bootstrap of the (weighted) mean of (S, U) values."""
+def _weighted_mean_interval(values: np.ndarray, weights: np.ndarray, **kw) -> Interval:
+    """Seed/user bootstrap of the ``weights``-weighted mean of (S, U) values."""
     v = np.asarray(values, dtype=np.float64)
     n_s, n_u = v.shape
-    if weights is None:
-        return seed_user_interval(v, **kw)
     w = np.tile(np.asarray(weights, dtype=np.float64), n_s)
     flat = v.ravel()
 
@@ -376,10 +375,16 @@ def check_trend(
     if len(b) < 2:
         iv = Interval(float("nan"), float("nan"), float("nan"), level, "fewer than 2 betas", 0)
         return Check.from_interval(
-            name, f"{what} falls over beta > 0", iv, tolerance="needs >= 2 betas > 0",
-            min_n=min_users, direction=-1, role=role, min_effect=min_effect,
+            name,
+            f"{what} falls over beta > 0",
+            iv,
+            tolerance="needs >= 2 betas > 0",
+            min_n=min_users,
+            direction=-1,
+            role=role,
+            min_effect=min_effect,
             note=f"only {len(b)} beta > 0 in the sweep: no trend to judge (give >= 2 betas > 0)",
-        )  # fmt: skip
+        )
     iv = trend_interval(values, b, weights=weights, level=level, seed=seed)
     side = f"-{min_effect:g}" if min_effect else "0"
     return Check.from_interval(
@@ -393,7 +398,7 @@ def check_trend(
             "OBSERVED), else INCONCLUSIVE"
             if min_effect
             else ", wholly above 0 (CONTRADICTED), else INCONCLUSIVE"
-        )  # fmt: skip
+        )
         + f"; >= {min_users} users",
         min_n=min_users,
         direction=-1,
@@ -418,7 +423,7 @@ def check_collapse(
     threshold: float = INFO_THRESHOLD,
     level: float = BOOTSTRAP_LEVEL,
     seed: int = 0,
-    extra_note: str = "",
+    not_reached_note: str = "",
 ) -> Check:
     r"""Mechanism: the informative fraction of units falls from the smallest to the
     largest beta by more than ``min_effect`` (units switch off: collapse).
@@ -428,7 +433,8 @@ def check_collapse(
     mean over the resampled seeds of :math:`(A_s(\beta_{lo}) - A_s(\beta_{hi})) / d`,
     :math:`A` the units with :math:`I^G_k >` ``threshold`` on the resampled users. The
     note always says how far the sweep got (largest beta and active units there by the
-    information rule and, when given, the variance rule).
+    information rule and, when given, the variance rule); ``not_reached_note`` is added
+    when collapse is not reached (why a model keeps its units).
     """
     n_s = len(moments_lo)
     if n_s != len(moments_hi) or n_s < 1:
@@ -464,17 +470,15 @@ def check_collapse(
             f"; by the variance rule (Var mu_k > {VAR_THRESHOLD:g}) {span(variance_units[0])} "
             f"and {span(variance_units[1])}"
         )
-    outcome_pre = Check.from_interval(
-        "collapse_at_large_beta", "", iv, tolerance="", min_n=MIN_USERS, direction=+1,
-        min_effect=min_effect, role="mechanism",
-    ).outcome  # fmt: skip
+    outcome_pre = decide(iv, direction=+1, min_n=MIN_USERS, min_effect=min_effect)
     lead = {
         Outcome.PASS: "collapse reached",
         Outcome.VACUOUS: f"collapse not reached up to beta {beta_hi:g}",
         Outcome.FAIL: "units turn on as beta grows",
         Outcome.INCONCLUSIVE: "collapse undecided",
     }[outcome_pre]
-    note = f"{lead}: {how_far}; drop {iv}" + (f". {extra_note}" if extra_note else "")
+    why = not_reached_note if outcome_pre is not Outcome.PASS else ""
+    note = f"{lead}: {how_far}; drop {iv}" + (f". {why}" if why else "")
     return Check.from_interval(
         "collapse_at_large_beta",
         f"informative units fall by more than {min_effect:.0%} of the {latent_dim} units from "
@@ -498,12 +502,18 @@ def check_penalty(model: str | None, prior: str | None, *, given: bool) -> Check
         return Check(
             name="penalty_is_kl_to_prior",
             description="the sweep models were trained on R + beta E KL(q || N(0, I))",
-            measured=float("nan"), bound=1.0, slack=float("nan"),
-            tolerance="read from the training config", passed=False, n=0, kind="bound",
-            role="assumption", outcome=Outcome.INCONCLUSIVE,
+            measured=float("nan"),
+            bound=1.0,
+            slack=float("nan"),
+            tolerance="read from the training config",
+            passed=False,
+            n=0,
+            kind="bound",
+            role="assumption",
+            outcome=Outcome.INCONCLUSIVE,
             note="the sweep models were given by the user: radius cannot read the objective "
             "they were trained on (assumed: the beta-ELBO against N(0, I))",
-        )  # fmt: skip
+        )
     composite = model == "recvae" and prior != "standard"
     what = {
         "multvae": "Multi-VAE's beta-ELBO: R + beta E KL(q || N(0, I))",
@@ -520,10 +530,16 @@ def check_penalty(model: str | None, prior: str | None, *, given: bool) -> Check
     return Check(
         name="penalty_is_kl_to_prior",
         description=f"the penalty of the training objective is the KL to N(0, I) ({what})",
-        measured=0.0 if composite else 1.0, bound=1.0, slack=-1.0 if composite else 0.0,
-        tolerance="read from the training config", passed=not composite, n=1, kind="bound",
-        role="assumption", note=note,
-    )  # fmt: skip
+        measured=0.0 if composite else 1.0,
+        bound=1.0,
+        slack=-1.0 if composite else 0.0,
+        tolerance="read from the training config",
+        passed=not composite,
+        n=1,
+        kind="bound",
+        role="assumption",
+        note=note,
+    )
 
 
 def check_optimal(
@@ -800,24 +816,26 @@ def _parent_of(ctx: VerifyContext, k: int) -> tuple[Any, TrainConfig] | None:
     return m, cfg.replace(seed=cfg.seed + k if k >= len(models) else cfg.seed)
 
 
-def _plan(ctx: VerifyContext, opts: SweepOptions) -> tuple[list[_Point], list[str], dict]:
+def _plan(ctx: VerifyContext, opts: SweepOptions) -> tuple[list[_Point], list[str]]:
     """The sweep's points (beta, seed, source) and what could not run, in words."""
     if not opts.betas:
-        return [], ["the beta sweep: no betas given (--sweep-betas / betas=)"], {}
+        return [], ["the beta sweep: no betas given (--sweep-betas / betas=)"]
     pts: list[_Point] = []
-    info: dict[str, Any] = {}
     if opts.models:
         for b in opts.betas:
             for k in range(opts.seeds):
-                pts.append(_Point(b, k, "given", f"given sweep model beta {b:g} #{k}",
-                                  model=opts.models[b][k]))  # fmt: skip
-        return pts, [], info
+                pts.append(
+                    _Point(
+                        b, k, "given", f"given sweep model beta {b:g} #{k}", model=opts.models[b][k]
+                    )
+                )
+        return pts, []
     if ctx.user_models and ctx.fit_beta is not None:
         base_seed = int(ctx.base_config.seed)
         for b in opts.betas:
             for k in range(opts.seeds):
                 pts.append(_Point(b, k, "fit", f"fit({b:g}) seed {base_seed + k}"))
-        return pts, [], info
+        return pts, []
     parents = [_parent_of(ctx, k) for k in range(opts.seeds)]
     if any(p is None for p in parents):
         why = (
@@ -833,7 +851,6 @@ def _plan(ctx: VerifyContext, opts: SweepOptions) -> tuple[list[_Point], list[st
                 "API: sweep_models={beta: model}), fit(beta) (API), or a radius masking "
                 "checkpoint (--checkpoint masking=PATH) to warm-start from"
             ],
-            info,
         )
     if ctx.user_models and opts.start == "scratch":
         return (
@@ -842,7 +859,6 @@ def _plan(ctx: VerifyContext, opts: SweepOptions) -> tuple[list[_Point], list[st
                 "the beta sweep from scratch: with user models radius trains no substitute; use "
                 "sweep_start='warm' (--sweep-start warm) or give the sweep's models"
             ],
-            info,
         )
     from radius.training.warm import WarmStart
 
@@ -852,17 +868,21 @@ def _plan(ctx: VerifyContext, opts: SweepOptions) -> tuple[list[_Point], list[st
         for k in range(opts.seeds):
             parent, pcfg = parents[k]  # type: ignore[misc]
             cfg = sweep_config(
-                pcfg, b, start=opts.start, sweep_epochs=opts.epochs, n_train=n_sub,
+                pcfg,
+                b,
+                start=opts.start,
+                sweep_epochs=opts.epochs,
+                n_train=n_sub,
                 mean_count=n_bar,
-            ).replace(seed=pcfg.seed)  # fmt: skip
+            ).replace(seed=pcfg.seed)
             if opts.start == "warm":
                 job: Any = WarmStart(cfg, parent, opts.users, int(ctx.options.seed))
             else:
                 job = cfg
-            pts.append(_Point(b, k, opts.start, f"{opts.start} beta {b:g} seed {cfg.seed}",
-                              job=job))  # fmt: skip
-    info["kl_field"] = kl_field(pts[0].job.config.model if opts.start == "warm" else cfg.model)
-    return pts, [], info
+            pts.append(
+                _Point(b, k, opts.start, f"{opts.start} beta {b:g} seed {cfg.seed}", job=job)
+            )
+    return pts, []
 
 
 def _cache_dir(ctx: VerifyContext):
@@ -884,12 +904,22 @@ def _train_points(ctx: VerifyContext, pts: list[_Point], opts: SweepOptions) -> 
 
     warm = [p.job for p in pts if p.source == "warm"]
     if warm:
-        train_warm_many(ctx.dataset, warm, cache_dir=_cache_dir(ctx), workers=opts.workers,
-                        progress=ctx.progress)  # fmt: skip
+        train_warm_many(
+            ctx.dataset,
+            warm,
+            cache_dir=_cache_dir(ctx),
+            workers=opts.workers,
+            progress=ctx.progress,
+        )
     scratch = [p.job for p in pts if p.source == "scratch"]
     if scratch:
-        train_many(_scratch_data(ctx, opts), scratch, cache_dir=_cache_dir(ctx),
-                   workers=opts.workers, progress=ctx.progress)  # fmt: skip
+        train_many(
+            _scratch_data(ctx, opts),
+            scratch,
+            cache_dir=_cache_dir(ctx),
+            workers=opts.workers,
+            progress=ctx.progress,
+        )
 
 
 def _load_point(ctx: VerifyContext, p: _Point, opts: SweepOptions) -> Any:
@@ -917,9 +947,12 @@ def _scratch_record(data, config: TrainConfig, ctx: VerifyContext) -> dict[str, 
     payload = load_checkpoint(cache_path(data, config, _cache_dir(ctx)), data).payload
     best = int(payload["best_epoch"])
     rec = next((h for h in payload.get("history") or [] if h.get("epoch") == best), {})
-    return {"best_epoch": best, "kl_weight_at_best_epoch": rec.get("beta"),
-            "epochs_run": len(payload.get("history") or []),
-            "train_users": int(data.train.shape[0])}  # fmt: skip
+    return {
+        "best_epoch": best,
+        "kl_weight_at_best_epoch": rec.get("beta"),
+        "epochs_run": len(payload.get("history") or []),
+        "train_users": int(data.train.shape[0]),
+    }
 
 
 # --------------------------------------------------------------------------- measuring
@@ -1047,9 +1080,14 @@ def _measure_sweep(
         cfg = {"warm": getattr(p.job, "config", None), "scratch": p.job}.get(p.source)
         cfg0 = cfg0 or cfg
         dec, row, pu = _measure(
-            model, ctx, users, n_masks=n_masks, keep_rate=keep_rate, n_samples=n_samples,
+            model,
+            ctx,
+            users,
+            n_masks=n_masks,
+            keep_rate=keep_rate,
+            n_samples=n_samples,
             recon=True,
-        )  # fmt: skip
+        )
         del model
         per[(p.beta, p.seed)] = pu
         decs.append((p.label, dec))
@@ -1074,12 +1112,13 @@ def _measure_sweep(
 
 
 def _recvae_collapse_note(m: _Measured) -> str:
+    """Why RecVAE keeps its units (said when collapse is not reached)."""
     if m.model == "recvae" and m.prior != "standard":
         return (
-            "RecVAE's composite prior mixes N(0, I) with the previous encoder's posterior, "
-            "which pulls each posterior toward its own last position rather than toward "
-            "N(0, I): units stay informative at every beta (its N(0, I)-prior ablation, "
-            "recvae_prior='standard', does collapse)"
+            "RecVAE's composite prior mixes N(0, I) with the previous epoch's encoder "
+            "posterior, which pulls each posterior toward its own last position rather than "
+            "toward N(0, I), so a larger KL weight need not switch units off (its N(0, I) "
+            "ablation is --set recvae_prior=standard)"
         )
     return ""
 
@@ -1087,9 +1126,11 @@ def _recvae_collapse_note(m: _Measured) -> str:
 def _sweep_checks(m: _Measured, *, level: float, seed: int, n_se: float) -> list[Check]:
     bp = m.positive
     weights = m.kl_weights
-    what = "count-weighted E KL(q(z|x_h) || N(0, I))" if weights is not None else (
-        "E KL(q(z|x_h) || N(0, I))"
-    )  # fmt: skip
+    what = (
+        "count-weighted E KL(q(z|x_h) || N(0, I))"
+        if weights is not None
+        else ("E KL(q(z|x_h) || N(0, I))")
+    )
     checks = [
         check_trend(
             "sweep_e_kl_falls",
@@ -1100,7 +1141,7 @@ def _sweep_checks(m: _Measured, *, level: float, seed: int, n_se: float) -> list
             weights=weights,
             level=level,
             seed=seed,
-        ),  # fmt: skip
+        ),
         check_penalty(m.model, m.prior, given=m.given),
     ]
     if len(bp) >= 2 and not (m.model == "recvae" and m.prior != "standard"):
@@ -1112,7 +1153,7 @@ def _sweep_checks(m: _Measured, *, level: float, seed: int, n_se: float) -> list
                 kl_weights=weights,
                 level=level,
                 seed=seed,
-            )  # fmt: skip
+            )
         )
     for name, key, text in (
         ("sweep_mi_falls", "mutual_info", "I_q(X_h; Z) (per-user share)"),
@@ -1129,7 +1170,7 @@ def _sweep_checks(m: _Measured, *, level: float, seed: int, n_se: float) -> list
                 min_effect=MIN_TREND,
                 level=level,
                 seed=seed,
-            )  # fmt: skip
+            )
         )
     if len(bp) >= 2:
         lo, hi = bp[0], bp[-1]
@@ -1144,8 +1185,8 @@ def _sweep_checks(m: _Measured, *, level: float, seed: int, n_se: float) -> list
                 variance_units=var_units,  # type: ignore[arg-type]
                 level=level,
                 seed=seed,
-                extra_note=_recvae_collapse_note(m),
-            )  # fmt: skip
+                not_reached_note=_recvae_collapse_note(m),
+            )
         )
     checks.append(check_sweep_decompositions(m.decs, n_se=n_se))
     return checks
@@ -1159,10 +1200,13 @@ def _bands(m: _Measured, *, level: float, seed: int) -> dict[str, dict[str, Any]
         entry: dict[str, Any] = {}
         for key in ("e_kl", "mutual_info", "kl_aggregate", "w2", "reconstruction"):
             vals = np.stack([m.per[(b, k)][key] for k in range(m.seeds)])
-            w = m.kl_weights if key == "e_kl" else None
-            entry[key] = _weighted_mean_interval(
-                vals, w, level=level, seed=seed, n_boot=BAND_DRAWS
+            entry[key] = seed_user_interval(
+                vals, level=level, seed=seed, n_boot=BAND_DRAWS
             ).to_dict()
+            if key == "e_kl" and m.kl_weights is not None:  # the statement's K (RecVAE)
+                entry["e_kl_count_weighted"] = _weighted_mean_interval(
+                    vals, m.kl_weights, level=level, seed=seed, n_boot=BAND_DRAWS
+                ).to_dict()
         rows = [r for r in m.rows if r["beta"] == b]
         for key in ("informative_units", "active_units", "kl_units", "information_sum"):
             entry[key] = [r[key] for r in rows]
@@ -1176,10 +1220,13 @@ def _collapse_summary(m: _Measured) -> dict[str, Any]:
     hi = max(m.betas)
     at = [r for r in m.rows if r["beta"] == hi]
     first = next(
-        (b for b in m.positive
-         if all(r["informative_units"] <= 0.1 * m.latent_dim for r in m.rows if r["beta"] == b)),
+        (
+            b
+            for b in m.positive
+            if all(r["informative_units"] <= 0.1 * m.latent_dim for r in m.rows if r["beta"] == b)
+        ),
         None,
-    )  # fmt: skip
+    )
     return {
         "largest_beta": hi,
         "informative_units_at_largest": [r["informative_units"] for r in at],
@@ -1191,8 +1238,15 @@ def _collapse_summary(m: _Measured) -> dict[str, Any]:
     }
 
 
-def _method(m: _Measured | None, opts: SweepOptions, ctx: VerifyContext, n_users: int,
-            n_masks: int, n_samples: tuple[int, int], keep_rate: float) -> str:  # fmt: skip
+def _method(
+    m: _Measured | None,
+    opts: SweepOptions,
+    ctx: VerifyContext,
+    n_users: int,
+    n_masks: int,
+    n_samples: tuple[int, int],
+    keep_rate: float,
+) -> str:
     text = (
         f"{n_users} training users x {n_masks} masks (keep rate {keep_rate}) -> N = "
         f"{n_users * n_masks} posteriors per model; aggregate posterior = their uniform mixture; "
@@ -1211,9 +1265,7 @@ def _method(m: _Measured | None, opts: SweepOptions, ctx: VerifyContext, n_users
         "scratch": f"trained from scratch, {opts.epochs} epochs (beta annealed over "
         f"{SCRATCH_ANNEAL_FRACTION:.0%} of them; the best-validation epoch wholly at the cap "
         "kept) on "
-        + (
-            f"{opts.users} sampled training users" if opts.users else "all training users"
-        ),  # fmt: skip
+        + (f"{opts.users} sampled training users" if opts.users else "all training users"),
     }[m.rows[0]["source"]]
     kl = (
         "RecVAE's KL weight of user u is gamma x |x_u|: beta sets gamma = beta / "
@@ -1268,10 +1320,15 @@ def run(
     """
     t0 = time.perf_counter()
     opts = sweep_options(
-        ctx, betas=betas, sweep_epochs=sweep_epochs, sweep_users=sweep_users,
-        sweep_seeds=sweep_seeds, sweep_start=sweep_start, sweep_models=sweep_models,
+        ctx,
+        betas=betas,
+        sweep_epochs=sweep_epochs,
+        sweep_users=sweep_users,
+        sweep_seeds=sweep_seeds,
+        sweep_start=sweep_start,
+        sweep_models=sweep_models,
         workers=workers,
-    )  # fmt: skip
+    )
     if not (isinstance(n_masks, (int, np.integer)) and n_masks >= 1):
         raise ValueError(f"n_masks must be an integer >= 1, got {n_masks!r}")
     users = _setup(ctx, opts, n_masks)
@@ -1293,7 +1350,7 @@ def run(
             check_terms_nonnegative(dec, n_se=n_se),
         ]
     t_main = time.perf_counter() - t0
-    pts, not_run, _ = _plan(ctx, opts)
+    pts, not_run = _plan(ctx, opts)
     parts_not_run += not_run
     if masking is None:
         if not pts:
@@ -1330,7 +1387,7 @@ def run(
                 "masking_model_measure": t_main,
                 "sweep_training_or_loading": t2 - t1,
                 "sweep_measure": t3 - t2,
-            },  # fmt: skip
+            },
         )
         c = details["collapse"]
         details["key_numbers"] = {
@@ -1357,8 +1414,15 @@ def run(
     )
 
 
-SWEEP_OPTIONS = ("betas", "sweep_epochs", "sweep_users", "sweep_seeds", "sweep_start",
-                 "sweep_models", "workers")  # fmt: skip
+SWEEP_OPTIONS = (
+    "betas",
+    "sweep_epochs",
+    "sweep_users",
+    "sweep_seeds",
+    "sweep_start",
+    "sweep_models",
+    "workers",
+)
 
 
 def models_needed(ctx: VerifyContext, **options: Any) -> list[TrainConfig]:
@@ -1372,7 +1436,7 @@ def models_needed(ctx: VerifyContext, **options: Any) -> list[TrainConfig]:
     needed = [ctx.config("masking")]
     if opts.models or not opts.betas:
         return needed
-    pts, _, _ = _plan(ctx, opts)
+    pts, _ = _plan(ctx, opts)
     if opts.start == "warm":
         needed += [p.job.parent for p in pts if isinstance(p.job.parent, TrainConfig)]
     elif opts.users is None or opts.users >= ctx.dataset.train.shape[0]:
@@ -1408,12 +1472,13 @@ def power(ctx: VerifyContext, **options: Any) -> list[PowerRow]:
     level = float(options.get("level", BOOTSTRAP_LEVEL))
     users = _setup(ctx, opts, n_masks)
     keep_rate = ctx.config("masking").keep_rate
-    pts, not_run, _ = _plan(ctx, opts)
+    pts, not_run = _plan(ctx, opts)
     if not pts:
         raise MissingModelError("; ".join(not_run) or "no sweep", ["the beta sweep"])
     _train_points(ctx, pts, opts)
-    m = _measure_sweep(ctx, pts, opts, users, n_masks=n_masks, keep_rate=keep_rate,
-                       n_samples=n_samples)  # fmt: skip
+    m = _measure_sweep(
+        ctx, pts, opts, users, n_masks=n_masks, keep_rate=keep_rate, n_samples=n_samples
+    )
     seed = ctx.options.seed
     base = {c.name: c for c in _sweep_checks(m, level=level, seed=seed, n_se=4.0)}
     bp = m.positive
@@ -1429,13 +1494,27 @@ def power(ctx: VerifyContext, **options: Any) -> list[PowerRow]:
         grades = []
         for f in POWER_SWAP:
             sw = order[: int(round(f * len(users)))]
-            c = check_trend(name, _reversed_for(vals, sw), bp, what=key, role=role,
-                            min_effect=eff, weights=w, level=level, seed=seed)  # fmt: skip
+            c = check_trend(
+                name,
+                _reversed_for(vals, sw),
+                bp,
+                what=key,
+                role=role,
+                min_effect=eff,
+                weights=w,
+                level=level,
+                seed=seed,
+            )
             grades.append((f"{f:.0%} of users", c.outcome, c.measured))
-        out.append(PowerRow.from_grades(
-            name, "empirical", "beta labels reversed for a fraction of the users",
-            base[name].outcome, grades,
-        ))  # fmt: skip
+        out.append(
+            PowerRow.from_grades(
+                name,
+                "empirical",
+                "beta labels reversed for a fraction of the users",
+                base[name].outcome,
+                grades,
+            )
+        )
     if "collapse_at_large_beta" not in base:
         return out
     lo = bp[0]
@@ -1444,14 +1523,23 @@ def power(ctx: VerifyContext, **options: Any) -> list[PowerRow]:
         c = check_collapse(
             [m.per[(lo, k)]["moments"] for k in range(m.seeds)],
             [m.per[(hi, k)]["moments"] for k in range(m.seeds)],
-            latent_dim=m.latent_dim, beta_lo=lo, beta_hi=hi, level=level, seed=seed,
-        )  # fmt: skip
+            latent_dim=m.latent_dim,
+            beta_lo=lo,
+            beta_hi=hi,
+            level=level,
+            seed=seed,
+        )
         grades.append((f"up to beta {hi:g}", c.outcome, c.measured))
-    out.append(PowerRow.from_grades(
-        "collapse_at_large_beta", "empirical", "the sweep cut short (largest betas dropped)",
-        base["collapse_at_large_beta"].outcome, grades,
-        note="the largest beta a sweep must reach to see collapse on this model",
-    ))  # fmt: skip
+    out.append(
+        PowerRow.from_grades(
+            "collapse_at_large_beta",
+            "empirical",
+            "the sweep cut short (largest betas dropped)",
+            base["collapse_at_large_beta"].outcome,
+            grades,
+            note="the largest beta a sweep must reach to see collapse on this model",
+        )
+    )
     hi = bp[-1]
     lo_m = [m.per[(lo, k)]["moments"] for k in range(m.seeds)]
     info_grades, var_grades = [], []
@@ -1464,31 +1552,45 @@ def power(ctx: VerifyContext, **options: Any) -> list[PowerRow]:
             mu, lv = m.per[(hi, k)]["mu"] * c_, m.per[(hi, k)]["logvar"] + 2 * math.log(c_)
             hi_m.append(unit_moments(mu, lv, groups))
             var_hi.append(int(np.sum(unit_activity(mu) > VAR_THRESHOLD)))
-        c = check_collapse(lo_m, hi_m, latent_dim=m.latent_dim, beta_lo=lo, beta_hi=hi,
-                           level=level, seed=seed)  # fmt: skip
+        c = check_collapse(
+            lo_m, hi_m, latent_dim=m.latent_dim, beta_lo=lo, beta_hi=hi, level=level, seed=seed
+        )
         info_grades.append((f"z x{c_:g}", c.outcome, c.measured))
         drop = (np.array(var_lo) - np.array(var_hi)) / m.latent_dim
-        var_out = Outcome.PASS if drop.min() > MIN_COLLAPSE else (
-            Outcome.VACUOUS if np.abs(drop).max() <= MIN_COLLAPSE else Outcome.INCONCLUSIVE
-        )  # fmt: skip
+        var_out = (
+            Outcome.PASS
+            if drop.min() > MIN_COLLAPSE
+            else (Outcome.VACUOUS if np.abs(drop).max() <= MIN_COLLAPSE else Outcome.INCONCLUSIVE)
+        )
         var_grades.append((f"z x{c_:g}", var_out, float(drop.mean())))
-    var_drop = (np.array(var_lo) - np.array(
-        [r["active_units"] for r in m.rows if r["beta"] == hi])) / m.latent_dim  # fmt: skip
-    var_base = Outcome.PASS if var_drop.min() > MIN_COLLAPSE else (
-        Outcome.VACUOUS if np.abs(var_drop).max() <= MIN_COLLAPSE else Outcome.INCONCLUSIVE
-    )  # fmt: skip
-    out.append(PowerRow.from_grades(
-        "collapse_at_large_beta", "empirical",
-        "z -> c z at the largest beta (the decoder absorbs it): information rule",
-        base["collapse_at_large_beta"].outcome, info_grades,
-        note="invariance control: a reparametrisation must not flip it ('cannot fail here' "
-        "is the correct result)",
-    ))  # fmt: skip
-    out.append(PowerRow.from_grades(
-        "collapse_at_large_beta[variance rule]", "empirical",
-        "the same rescaling read by Burda et al.'s Var mu_k > 0.01 (reported, never decides)",
-        var_base, var_grades,
-        note="the variance rule reads the latent scale: a rescaled, equally informative "
-        "latent space changes its count",
-    ))  # fmt: skip
+    var_drop = (
+        np.array(var_lo) - np.array([r["active_units"] for r in m.rows if r["beta"] == hi])
+    ) / m.latent_dim
+    var_base = (
+        Outcome.PASS
+        if var_drop.min() > MIN_COLLAPSE
+        else (Outcome.VACUOUS if np.abs(var_drop).max() <= MIN_COLLAPSE else Outcome.INCONCLUSIVE)
+    )
+    out.append(
+        PowerRow.from_grades(
+            "collapse_at_large_beta",
+            "empirical",
+            "z -> c z at the largest beta (the decoder absorbs it): information rule",
+            base["collapse_at_large_beta"].outcome,
+            info_grades,
+            note="invariance control: a reparametrisation must not flip it ('cannot fail here' "
+            "is the correct result)",
+        )
+    )
+    out.append(
+        PowerRow.from_grades(
+            "collapse_at_large_beta[variance rule]",
+            "empirical",
+            "the same rescaling read by Burda et al.'s Var mu_k > 0.01 (reported, never decides)",
+            var_base,
+            var_grades,
+            note="the variance rule reads the latent scale: a rescaled, equally informative "
+            "latent space changes its count",
+        )
+    )
     return out

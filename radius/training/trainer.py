@@ -338,6 +338,7 @@ def train(
     evaluate_test: bool = True,
     stop_after: int | None = None,
     init_state: dict[str, Any] | None = None,
+    save_every_epoch: bool = True,
 ) -> TrainResult:
     """Train on ``dataset.train`` with early stopping on validation nDCG@100.
 
@@ -353,6 +354,9 @@ def train(
         initialisation (the optimizer starts fresh); ``config.init_from`` must name it
         (``radius.training.warm.get_warm_model`` does both). Which weights are returned
         follows ``config.keep``.
+    save_every_epoch : False writes the checkpoint only when training ends (a warm start's
+        few epochs are not worth resuming; each resumable write holds the weights, the
+        best weights and the optimizer's moments).
     """
     run = _Run.setup(dataset, config, Path(checkpoint) if checkpoint is not None else None)
     run.warm_start(init_state)
@@ -378,7 +382,8 @@ def train(
         if stopped is not None:
             rec["stopped"] = stopped
             break
-        run.save(epoch, val=None, test=None, finished=False)
+        if save_every_epoch or paused:
+            run.save(epoch, val=None, test=None, finished=False)
         if paused:
             break
     if bar is not None:

@@ -152,8 +152,11 @@ class WarmStart:
 def _record(payload_or_history: Any, best_epoch: int) -> dict[str, Any]:
     hist = payload_or_history or []
     rec = next((h for h in hist if h.get("epoch") == best_epoch), {})
-    return {"best_epoch": int(best_epoch), "kl_weight_at_best_epoch": rec.get("beta"),
-            "epochs_run": len(hist)}  # fmt: skip
+    return {
+        "best_epoch": int(best_epoch),
+        "kl_weight_at_best_epoch": rec.get("beta"),
+        "epochs_run": len(hist),
+    }
 
 
 def get_warm_model(
@@ -179,7 +182,13 @@ def get_warm_model(
         state = job.parent_state(dataset, cache_dir)
         with _cache._one_thread():
             res = trainer.train(
-                data, config, checkpoint=path, progress=progress, resume=resume, init_state=state
+                data,
+                config,
+                checkpoint=path,
+                progress=progress,
+                resume=resume,
+                init_state=state,
+                save_every_epoch=False,
             )
         model = res.model
         record = _record(res.history, res.meta["best_epoch"])
