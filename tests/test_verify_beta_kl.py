@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import json
 import math
@@ -441,7 +442,8 @@ def test_user_models_without_a_sweep_source_list_the_sweep_as_not_run(tiny_ctx):
     from radius.verify.context import VerifyContext
     from radius.verify.render import claim_block
 
-    model = tiny_ctx.model("masking")
+    model = copy.deepcopy(tiny_ctx.model("masking"))
+    del model.radius_config  # as a model from the user's own training loop
     ctx = VerifyContext(
         dataset=tiny_ctx.dataset,
         options=tiny_ctx.options,

@@ -106,6 +106,7 @@ def test_keep_last_returns_the_last_epoch_and_no_cap_warning(tiny_dataset, tiny_
     )
     assert res.meta["best_epoch"] == 2 and len(res.history) == 3
     assert res.meta["warnings"] == []
+    assert res.model.radius_config == res.config  # as a loaded checkpoint's
 
 
 def test_warm_start_begins_from_the_given_weights(tiny_dataset, parent, parent_cfg):

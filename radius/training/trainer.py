@@ -315,6 +315,7 @@ class _Run:
             "code_version": code_version(),
         }
         model.radius_warnings = list(notes)
+        model.radius_config = config  # as load_checkpoint sets it (a warm start's parent)
         self.save(history[-1]["epoch"], val=val_final, test=test, finished=True)
         distributed.barrier(self.info)
         return TrainResult(
