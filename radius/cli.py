@@ -335,6 +335,91 @@ def _power_json(cid: str, mod: Any, rows: list[Any] | None, note: str) -> dict[s
     }
 
 
+# ---------------------------------------------------------------- verify: the beta sweep (beta-KL)
+def _arg_betas(text: str) -> tuple[float, ...]:
+    """``0.1,1,8`` (argparse type): distinct finite betas >= 0; ``none`` for no sweep."""
+    if text.strip().lower() == "none":
+        return ()
+    out = []
+    for part in text.split(","):
+        v = _arg_real(part.strip())
+        if v < 0:
+            raise argparse.ArgumentTypeError(f"betas must be >= 0, got {part.strip()}")
+        out.append(v)
+    if len(set(out)) < 2:
+        raise argparse.ArgumentTypeError(f"give at least 2 distinct betas, got {text!r}")
+    return tuple(out)
+
+
+def _add_sweep_options(p: argparse.ArgumentParser) -> None:
+    """The beta-KL sweep's options of ``radius verify`` (claim options of ``beta-kl``)."""
+    g = p.add_argument_group("beta sweep (--theorem beta-kl)")
+    g.add_argument(
+        "--sweep-betas",
+        dest="sweep_betas",
+        type=_arg_betas,
+        metavar="B1,B2,...",
+        help="KL weights of the sweep (default 0.1,0.25,0.5,1,2,4,8,16; 'none': no sweep)",
+    )
+    g.add_argument(
+        "--sweep-epochs",
+        dest="sweep_epochs",
+        type=_arg_count(1),
+        help="epochs of each sweep model (default 4 warm, 20 scratch)",
+    )
+    g.add_argument(
+        "--sweep-users",
+        dest="sweep_users",
+        type=_arg_count(2),
+        help="training users of each sweep model (default 2000 warm, all scratch)",
+    )
+    g.add_argument(
+        "--sweep-seeds",
+        dest="sweep_seeds",
+        type=_arg_count(1),
+        help="training seeds per beta (default min(2, --seeds))",
+    )
+    g.add_argument(
+        "--sweep-start",
+        dest="sweep_start",
+        choices=["warm", "scratch"],
+        default="warm",
+        help="fine-tune the masking model at each beta (warm, "
+        "default) or train every sweep model from scratch",
+    )
+    g.add_argument(
+        "--sweep-checkpoint",
+        dest="sweep_checkpoint",
+        action="append",
+        metavar="BETA=PATH",
+        help="the sweep's model at BETA (repeat a BETA for "
+        "one model per seed; --model-factory builds non-radius checkpoints)",
+    )
+
+
+def _sweep_claim_options(args: argparse.Namespace, ds: Any) -> dict[str, dict[str, Any]]:
+    """``{"beta-kl": {...}}``: the sweep options given on the command line."""
+    from radius.verify.beta_kl import load_sweep_checkpoints
+
+    opts: dict[str, Any] = {
+        k: v
+        for k, v in (
+            ("betas", getattr(args, "sweep_betas", None)),
+            ("sweep_epochs", getattr(args, "sweep_epochs", None)),
+            ("sweep_users", getattr(args, "sweep_users", None)),
+            ("sweep_seeds", getattr(args, "sweep_seeds", None)),
+            ("workers", getattr(args, "workers", None)),
+        )
+        if v is not None
+    }
+    opts["sweep_start"] = getattr(args, "sweep_start", None) or "warm"
+    if getattr(args, "sweep_checkpoint", None):
+        opts["sweep_models"] = load_sweep_checkpoints(
+            args.sweep_checkpoint, ds, factory=args.model_factory
+        )
+    return {"beta-kl": opts}
+
+
 def cmd_verify(args: argparse.Namespace) -> int:
     from radius.io import atomic_write_json
     from radius.stats import combine, exit_code
@@ -356,9 +441,10 @@ def cmd_verify(args: argparse.Namespace) -> int:
     options = VerifyOptions(**opts)
     base = TrainConfig(model=args.model) if args.model else TrainConfig()
     base = base.replace(**_parse_set(getattr(args, "set", None)))
-    if args.model_factory and not args.checkpoint:
+    if args.model_factory and not (args.checkpoint or getattr(args, "sweep_checkpoint", None)):
         raise RadiusError("--model-factory needs --checkpoint [SETTING=]PATH")
     user = load_models(args.checkpoint, ds, factory=args.model_factory) if args.checkpoint else None
+    claim_opts = _sweep_claim_options(args, ds)
     ctx = VerifyContext(
         dataset=ds,
         options=options,
@@ -373,14 +459,14 @@ def cmd_verify(args: argparse.Namespace) -> int:
     for cid in ids:
         fn = getattr(claim_module(cid), "models_needed", None)
         if fn is not None:
-            needed += list(fn(ctx))
+            needed += list(fn(ctx, **claim_opts[cid]) if cid in claim_opts else fn(ctx))
     ctx.prefetch(needed, workers=getattr(args, "workers", None))
     results, tables, power_rows = {}, [], []
     for cid in ids:
         mod = claim_module(cid)
         t0 = time.perf_counter()
         print(f"verifying {cid}: {mod.TITLE} ...", flush=True)
-        res = run_claim(cid, ctx)
+        res = run_claim(cid, ctx, claim_opts.get(cid))
         secs = time.perf_counter() - t0
         res.details.setdefault("seconds", secs)
         data = res.to_dict()
@@ -401,7 +487,7 @@ def cmd_verify(args: argparse.Namespace) -> int:
             else:
                 print(f"  power of {cid} ...", flush=True)
                 try:
-                    rows, note = list(power_fn(ctx)), ""
+                    rows, note = list(power_fn(ctx, **claim_opts.get(cid, {}))), ""
                 except MissingModelError as e:
                     rows, note = [], f"not run: {e}"
             atomic_write_json(
@@ -707,6 +793,7 @@ def build_parser() -> argparse.ArgumentParser:
             "that flips each bound and empirical check (JSON in OUT/power/)"
         ),
     )
+    _add_sweep_options(p)
     p.set_defaults(func=cmd_verify)
 
     p = sub.add_parser("figures", help="draw a figure (tsne, cohorts, radius, masking, beta, all)")
