@@ -29,6 +29,7 @@ __all__ = [
     "figures",
     "model",
     "wrap",
+    "adapters",
 ]
 
 # ---------------------------------------------------------------------- public API
@@ -137,7 +138,16 @@ def train(dataset: Dataset, config: Any = None, **kwargs: Any) -> Any:
     return _train(dataset, TrainConfig() if config is None else config, **kwargs)
 
 
-_SUBPACKAGES = ("verify", "figures", "model", "data", "training", "analysis", "report")
+_SUBPACKAGES = (
+    "verify",
+    "figures",
+    "model",
+    "data",
+    "training",
+    "analysis",
+    "report",
+    "adapters",
+)
 
 
 def __getattr__(name: str) -> Any:

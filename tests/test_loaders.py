@@ -672,7 +672,7 @@ def test_cli_prepare_options_map_to_the_split(tmp_path):
     want = {
         "threshold": 2.0, "inclusive": False, "n_heldout": None, "heldout_frac": 0.2,
         "heldout_fallback": False, "test_prop": 0.5, "min_user": 3, "min_item": 2,
-        "min_heldout_items": 4, "seed": 11,
+        "min_heldout_items": 4, "seed": 11, "protocol": "strong", "val_prop": 0.1,
     }  # fmt: skip
     assert man["params"] == want
     assert man["counts"]["heldout_per_split"] == int(0.2 * man["counts"]["users"])

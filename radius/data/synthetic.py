@@ -29,7 +29,7 @@ from radius.data.split import (
     Interactions,
     SplitParams,
     resolve_split_params,
-    strong_generalization_split,
+    split_interactions,
 )
 
 __all__ = ["SyntheticParams", "SYNTHETIC_SPLIT", "generate", "default_dataset"]
@@ -128,6 +128,6 @@ def default_dataset(
     )
     if split is not None:
         origin["given"] = list(SPLIT_FIELDS)
-    ds = strong_generalization_split(inter, resolved, name="synthetic", origin=origin)
+    ds = split_interactions(inter, resolved, name="synthetic", origin=origin)
     ds.ground_truth = truth
     return ds
