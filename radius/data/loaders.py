@@ -962,12 +962,15 @@ def prepare(
     return ds
 
 
-def load_any(spec: str | Path, *, split: Mapping[str, Any] | None = None) -> Dataset:
+def load_any(
+    spec: str | Path, *, split: Mapping[str, Any] | None = None, fmt: str = "auto"
+) -> Dataset:
     """A data set from ``"default"``/``"synthetic"``, a prepared folder or a raw file.
 
-    A raw file (or raw data folder) is read and split in memory with its format's
-    default split updated by ``split`` (as in :func:`prepare`); nothing is saved. A
-    prepared folder is already split: ``split`` is then an error.
+    A raw file (or raw data folder) is read (``fmt``, default guessed) and split in
+    memory with its format's default split updated by ``split`` (as in :func:`prepare`);
+    nothing is saved. A prepared folder is already split: ``split`` or a ``fmt`` is then
+    an error.
     """
     if str(spec) in ("default", "synthetic"):
         from radius.data.synthetic import default_dataset
@@ -985,6 +988,8 @@ def load_any(spec: str | Path, *, split: Mapping[str, Any] | None = None) -> Dat
                 f"{p}: a prepared dataset is already split; prepare the raw file again "
                 f"to change {', '.join(sorted(split))}"
             )
+        if fmt != "auto":
+            raise DataError(f"{p}: a prepared dataset has no format to choose (fmt={fmt!r})")
         return Dataset.load(p)
     if p.is_dir():
         try:
@@ -993,5 +998,5 @@ def load_any(spec: str | Path, *, split: Mapping[str, Any] | None = None) -> Dat
             raise DataError(f"{p}: not a prepared dataset (no manifest.json) and {e}") from e
     if split:
         resolve_split_params(SplitParams(), split, defaults=None)  # fail fast
-    inter = read_interactions(p)
+    inter = read_interactions(p, fmt)
     return _split(inter, p, params=None, split=split, name=None)
