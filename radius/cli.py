@@ -363,7 +363,6 @@ def cmd_verify(args: argparse.Namespace) -> int:
     from radius.training.cache import default_cache_dir
     from radius.verify import CLAIMS, claim_module, resolve_ids
     from radius.verify.api import run_claim
-    from radius.verify.base import VerifyOptions
     from radius.verify.context import MissingModelError, VerifyContext
 
     ids = resolve_ids(args.theorem)
@@ -373,7 +372,7 @@ def cmd_verify(args: argparse.Namespace) -> int:
         for k in ("seed", "n_pairs", "n_users", "n_mc", "confidence", "min_fraction")
         if getattr(args, k) is not None
     }
-    options = VerifyOptions(**opts)
+    options = _verify_options(args, opts)
     if user is not None:
         from radius.verify.api import _context
 
@@ -468,6 +467,14 @@ def _split_set(pairs: list[str] | None) -> tuple[dict[str, Any], dict[str, dict[
             )
         per.setdefault(head, {})[field_name] = value
     return base, per
+
+
+def _verify_options(args: argparse.Namespace, given: dict[str, Any]):
+    """VerifyOptions of ``verify``: ``--quick`` starts from the API's QUICK_OPTIONS (the
+    same samples as ``radius.verify.run_all(..., quick=True)``), explicit sizes on top."""
+    from radius.verify.api import _options
+
+    return _options(bool(getattr(args, "quick", False)), given)
 
 
 def _verify_inputs(args: argparse.Namespace):
@@ -778,6 +785,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--confidence", type=float)
     p.add_argument("--min-fraction", dest="min_fraction", type=float)
+    p.add_argument(
+        "--quick",
+        action="store_true",
+        help="smaller samples: those of radius.verify.run_all(..., quick=True)",
+    )
     p.add_argument("--out", help="folder for the JSON reports (default runs/DATA/verify)")
     p.add_argument(
         "--set",

@@ -57,7 +57,10 @@ def test_values_are_binarised_and_counted():
         ({"item_ids": ["a", "b"]}, "item_ids has 2 ids, but train has 5 items"),
         ({"item_ids": list("aabcd")}, "item_ids repeat an id: 'a'"),
         ({"user_ids": ["x"]}, "user_ids has 1 ids, but train has 2 rows"),
-        ({"heldout": {"tset": _m([(0, 1)])}}, r"heldout parts are 'val' and 'test', got \['tset'\]"),
+        (
+            {"heldout": {"tset": _m([(0, 1)])}},
+            r"heldout parts are 'val' and 'test', got \['tset'\]",
+        ),
         (
             {"heldout": {"test": _m([(0, 1)], n_items=4)}},
             r"must have train's shape \(2, 5\), got \(1, 4\)",

@@ -755,9 +755,7 @@ def test_defaults_chosen_by_file_name_are_printed_and_recorded(tmp_path, capsys)
         "protocol 'strong' (Liang et al.): whole users held out, 10% + 10%",
     ]
     assert ds.manifest["source"]["dataset_guess"] == "the file is named ml-100k.inter"
-    given = load_any(
-        f, split={"threshold": None, "min_user": 5, "protocol": "weak"}, fmt="recbole"
-    )
+    given = load_any(f, split={"threshold": None, "min_user": 5, "protocol": "weak"}, fmt="recbole")
     assert given.manifest["defaults_applied"] == [] and given.protocol == "weak"
     assert capsys.readouterr().err == ""  # the format was given too: nothing guessed
     # control: the same file under another name has no ML-100k rule
