@@ -52,24 +52,16 @@ def _cornac_version() -> str | None:
         return None
 
 
-def _item_labels(train_set: Any) -> list[str]:
-    n = int(train_set.num_items)
+def _labels(index_map: Any, n: int, what: str) -> list[str]:
+    """Raw ids in index order from a cornac ``raw id -> index`` map (indices < n)."""
     labels: list[Any] = [None] * n
-    for raw, j in train_set.iid_map.items():
+    for raw, j in index_map.items():
         if 0 <= int(j) < n:
             labels[int(j)] = raw
-    if any(x is None for x in labels):
-        raise DataError("cornac train_set.iid_map does not cover every item index")
+    missing = [j for j, x in enumerate(labels) if x is None]
+    if missing:
+        raise DataError(f"cornac {what} does not cover index {missing[0]} (of {n})")
     return [str(x) for x in labels]
-
-
-def _user_labels(train_set: Any) -> list[str]:
-    n = int(train_set.num_users)
-    labels: list[Any] = [None] * n
-    for raw, u in train_set.uid_map.items():
-        if 0 <= int(u) < n:
-            labels[int(u)] = raw
-    return [str(k if x is None else x) for k, x in enumerate(labels)]
 
 
 def _aligned(part: Any, n_users: int, n_items: int) -> tuple[sp.csr_matrix, int]:
@@ -121,8 +113,8 @@ def cornac_dataset(
     ds = Dataset.from_matrices(
         train,
         heldout=heldout,
-        item_ids=_item_labels(train_set),
-        user_ids=_user_labels(train_set),
+        item_ids=_labels(train_set.iid_map, n_items, "train_set.iid_map"),
+        user_ids=_labels(train_set.uid_map, n_users, "train_set.uid_map"),
         name=name,
         manifest={
             "source": {"library": "cornac", "version": _cornac_version()},
