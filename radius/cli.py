@@ -115,6 +115,10 @@ def _split_overrides(args: argparse.Namespace) -> dict[str, Any]:
             out[name] = getattr(args, name)
     if args.split_seed is not None:
         out["seed"] = args.split_seed
+    if getattr(args, "protocol", None) is not None:
+        out["protocol"] = args.protocol
+    if getattr(args, "val_prop", None) is not None:
+        out["val_prop"] = args.val_prop
     return out
 
 
@@ -424,35 +428,36 @@ def cmd_verify(args: argparse.Namespace) -> int:
     from radius.io import atomic_write_json
     from radius.stats import combine, exit_code
     from radius.training.cache import default_cache_dir
-    from radius.training.config import TrainConfig
     from radius.verify import CLAIMS, claim_module, resolve_ids
-    from radius.verify.api import load_models, run_claim
-    from radius.verify.base import VerifyOptions
+    from radius.verify.api import run_claim
     from radius.verify.context import MissingModelError, VerifyContext
     from radius.verify.render import EXIT_LEGEND, LEGEND, claim_block, power_table, summary_table
 
     ids = resolve_ids(args.theorem)
-    ds = _load_data(args.data)
+    ds, user, base, per_setting = _verify_inputs(args)
     opts = {
         k: getattr(args, k)
         for k in ("seed", "n_pairs", "n_users", "n_mc", "confidence", "min_fraction", "seeds")
         if getattr(args, k, None) is not None
     }
-    options = VerifyOptions(**opts)
-    base = TrainConfig(model=args.model) if args.model else TrainConfig()
-    base = base.replace(**_parse_set(getattr(args, "set", None)))
-    if args.model_factory and not (args.checkpoint or getattr(args, "sweep_checkpoint", None)):
-        raise RadiusError("--model-factory needs --checkpoint [SETTING=]PATH")
-    user = load_models(args.checkpoint, ds, factory=args.model_factory) if args.checkpoint else None
     claim_opts = _sweep_claim_options(args, ds)
-    ctx = VerifyContext(
-        dataset=ds,
-        options=options,
-        base_config=base,
-        cache_dir=default_cache_dir(),
-        progress=True,
-        models=user,
-    )
+    options = _verify_options(args, opts)
+    if user is not None:
+        from radius.verify.api import _context
+
+        ctx = _context(
+            ds, user, None, options, base, default_cache_dir(), True, setting_overrides=None
+        )
+    else:
+        ctx = VerifyContext(
+            dataset=ds,
+            options=options,
+            base_config=base,
+            cache_dir=default_cache_dir(),
+            progress=True,
+            models=None,
+            setting_overrides=per_setting,
+        )
     out_dir = Path(args.out or RUNS / ds.name / "verify")
     # every model the claims will use, trained up front in parallel (one thread each)
     needed = []
@@ -509,6 +514,70 @@ def cmd_verify(args: argparse.Namespace) -> int:
     print(f"\nJSON reports in {out_dir}/")
     print(EXIT_LEGEND)
     return exit_code(combine(r.outcome for r in results.values()))
+
+
+# ------------------------------------------------- verify: data, settings and user models
+def _split_set(pairs: list[str] | None) -> tuple[dict[str, Any], dict[str, dict[str, Any]]]:
+    """``--set`` values of ``verify``: ``KEY=V`` (the base config) and ``SETTING.KEY=V``
+    (one setting: its config for radius's models, the loaded model's option for yours)."""
+    from radius.training.config import SETTINGS
+
+    base: dict[str, Any] = {}
+    per: dict[str, dict[str, Any]] = {}
+    for key, value in _parse_set(pairs or []).items():
+        head, dot, field_name = key.partition(".")
+        if not dot:
+            if key == "keep_rate":
+                raise RadiusError(
+                    f"--set keep_rate={value}: each setting has its own keep rate (clean 1, "
+                    "masking and pia 0.5 unless given); set it per setting: --set "
+                    f"masking.keep_rate={value} (and/or pia.keep_rate={value})"
+                )
+            base[key] = value
+            continue
+        if head not in SETTINGS:
+            close = difflib.get_close_matches(head, SETTINGS, n=1)
+            hint = f"; did you mean {close[0]!r}?" if close else ""
+            raise RadiusError(
+                f"--set {key}={value}: {head!r} is not a setting (choose from "
+                f"{', '.join(SETTINGS)}){hint}"
+            )
+        per.setdefault(head, {})[field_name] = value
+    return base, per
+
+
+def _verify_options(args: argparse.Namespace, given: dict[str, Any]):
+    """VerifyOptions of ``verify``: ``--quick`` starts from the API's QUICK_OPTIONS (the
+    same samples as ``radius.verify.run_all(..., quick=True)``), explicit sizes on top."""
+    from radius.verify.api import _options
+
+    return _options(bool(getattr(args, "quick", False)), given)
+
+
+def _verify_inputs(args: argparse.Namespace):
+    """(dataset, user models or None, base config, per-setting overrides) of ``verify``."""
+    from radius.data.loaders import load_any
+    from radius.training.config import TrainConfig
+    from radius.verify.api import load_models
+
+    ds = load_any(args.data, split=_split_overrides(args) or None, fmt=args.format)
+    base_over, per_setting = _split_set(getattr(args, "set", None))
+    base = TrainConfig(model=args.model) if args.model else TrainConfig()
+    base = base.replace(**base_over)
+    if args.adapter and not args.checkpoint:
+        raise RadiusError("--adapter needs --checkpoint [SETTING=]PATH")
+    if args.model_factory and not (args.checkpoint or getattr(args, "sweep_checkpoint", None)):
+        raise RadiusError("--model-factory needs --checkpoint [SETTING=]PATH")
+    if not args.checkpoint:
+        return ds, None, base, per_setting
+    user = load_models(
+        args.checkpoint,
+        ds,
+        factory=args.model_factory,
+        settings=per_setting,
+        adapter=args.adapter,
+    )
+    return ds, user, base, per_setting
 
 
 def cmd_figures(args: argparse.Namespace) -> int:
@@ -630,8 +699,8 @@ def _arg_heldout(text: str) -> tuple[str, int | float]:
 def _add_split_options(p: argparse.ArgumentParser) -> None:
     """The split parameters of ``data prepare``; unset ones keep the format's defaults."""
     g = p.add_argument_group(
-        "split (Liang et al. 2018 strong generalisation; an option left out keeps the "
-        "chosen format's default, see README 'Data formats')"
+        "split (Liang et al. 2018 strong generalisation, or --protocol weak; an option left "
+        "out keeps the chosen format's default, see README 'Data formats')"
     )
     thr = g.add_mutually_exclusive_group()
     thr.add_argument(
@@ -676,6 +745,19 @@ def _add_split_options(p: argparse.ArgumentParser) -> None:
         type=_arg_seed,
         metavar="S",
         help="seed of the user permutation and of the fold-in / target split",
+    )
+    g.add_argument(
+        "--protocol",
+        choices=["strong", "weak"],
+        help="strong (default): whole users held out (Liang et al.); weak: each user's "
+        "interactions split 80/10/10 (RecBole's and cornac's default)",
+    )
+    g.add_argument(
+        "--val-prop",
+        type=_arg_prop,
+        metavar="P",
+        help="weak protocol: share of each user's interactions for validation (default 0.1; "
+        "--test-prop is then the test share, default 0.1)",
     )
 
 
@@ -746,10 +828,26 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--model-factory",
         dest="model_factory",
-        metavar="MODULE:FUNCTION",
-        help="builds your architecture (called with n_items= if it takes it); the "
-        "checkpoint's state_dict is loaded into it",
+        action="append",
+        metavar="[SETTING=]MODULE:FUNCTION",
+        help="builds your architecture, called with n_items= and setting= when it takes "
+        "them; the checkpoint's state_dict is loaded into it. SETTING=MODULE:FUNCTION for one "
+        "setting (repeat per setting); a bare one serves every setting without its own",
     )
+    p.add_argument(
+        "--adapter",
+        choices=["recbole"],
+        default=None,
+        help="the checkpoints are another library's (recbole: RecBole's saved .pth of "
+        "MultiVAE or RecVAE; --data is the dataset saved from radius.adapters.recbole_dataset)",
+    )
+    p.add_argument(
+        "--format",
+        default="auto",
+        help="format of a raw --data file (auto | ml-100k | ml-1m | ml-20m | netflix | msd | "
+        "csv | recbole)",
+    )
+    _add_split_options(p)
     p.add_argument("--model", choices=["multvae", "recvae"], default=None)
     p.add_argument("--seed", type=int)
     p.add_argument(
@@ -778,12 +876,20 @@ def build_parser() -> argparse.ArgumentParser:
         help="models trained at once before the claims run, one thread each (default: "
         "the CPU count)",
     )
+    p.add_argument(
+        "--quick",
+        action="store_true",
+        help="smaller samples: those of radius.verify.run_all(..., quick=True)",
+    )
     p.add_argument("--out", help="folder for the JSON reports (default runs/DATA/verify)")
     p.add_argument(
         "--set",
         action="append",
         metavar="KEY=VALUE",
-        help="any TrainConfig field of the models verified (the settings apply on top)",
+        help="any TrainConfig field of the models verified (the settings apply on top); "
+        "SETTING.KEY=VALUE for one setting, e.g. masking.keep_rate=0.5 (with --checkpoint: "
+        "keep_rate, lambda_a, input_convention, posterior_scale, kl_weight of that model; a "
+        "value its checkpoint records differently is an error)",
     )
     p.add_argument(
         "--power",

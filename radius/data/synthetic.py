@@ -52,7 +52,7 @@ from radius.data.split import (
     Interactions,
     SplitParams,
     resolve_split_params,
-    strong_generalization_split,
+    split_interactions,
 )
 from radius.errors import DataError
 
@@ -369,7 +369,7 @@ def default_dataset(
     )
     if split is not None:
         origin["given"] = list(SPLIT_FIELDS)
-    ds = strong_generalization_split(inter, resolved, name="synthetic", origin=origin)
+    ds = split_interactions(inter, resolved, name="synthetic", origin=origin)
     ds.ground_truth = truth
     return ds
 
@@ -544,6 +544,6 @@ def synthetic_dataset(
     inter, truth = generate(params)
     inter.source.update(spec=spec, scale=scale)
     resolved, origin = resolve_split_params(split, overrides, defaults=name)
-    ds = strong_generalization_split(inter, resolved, name=name, origin=origin)
+    ds = split_interactions(inter, resolved, name=name, origin=origin)
     ds.ground_truth = truth
     return ds
