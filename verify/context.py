@@ -71,6 +71,9 @@ class VerifyContext:
         model or a list of models (one per training seed, the first is the main one), or
         None for radius's own trained models. With user models nothing is ever trained.
     fit_beta : the user's ``fit(beta) -> model`` for beta sweeps (user models only).
+    setting_overrides : per-setting ``TrainConfig`` fields (``--set masking.keep_rate=0.5``),
+        applied on top of the setting's own values; with user models the loaded models
+        already carry them (``radius.verify.api.apply_model_options``).
     """
 
     dataset: Dataset
@@ -81,10 +84,18 @@ class VerifyContext:
     progress: bool = False
     models: Mapping[str, nn.Module] | None = None
     fit_beta: Callable[[float], nn.Module] | None = None
+    setting_overrides: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
     _models: dict[Any, nn.Module] = field(default_factory=dict, repr=False)
     _used: dict[str, nn.Module] = field(default_factory=dict, repr=False)
 
     def __post_init__(self) -> None:
+        bad = sorted(set(self.setting_overrides) - set(SETTINGS))
+        if bad:
+            raise RadiusError(
+                f"unknown setting(s) {bad} in setting_overrides (choose from {sorted(SETTINGS)})"
+            )
+        for s, over in self.setting_overrides.items():  # unknown fields fail here, not later
+            setting_config(s, self.base_config, **dict(over))
         if self.models is not None:
             self.models = {
                 s: (list(m) if isinstance(m, Sequence) else m) for s, m in self.models.items()
@@ -173,8 +184,11 @@ class VerifyContext:
         """Config of a named setting (clean, masking, pia) on the base config.
 
         With user models, the model's own ``keep_rate`` and ``lambda_a`` attributes
-        (``radius.model.wrap`` sets them) replace the setting's defaults.
+        (``radius.model.wrap`` sets them) replace the setting's defaults, and a declared
+        ``kl_weight`` (the model's beta at the end of training) is the config's
+        ``beta_cap``. ``setting_overrides[setting]`` applies on top of the setting.
         """
+        given = dict(self.setting_overrides.get(setting, {}))
         if self.models is not None and setting in self.models:
             m = self.models[setting]
             own = {
@@ -182,8 +196,11 @@ class VerifyContext:
                 for k in ("keep_rate", "lambda_a")
                 if isinstance(getattr(m, k, None), int | float)
             }
-            return setting_config(setting, self.base_config, **{**own, **overrides})
-        return setting_config(setting, self.base_config, **overrides)
+            kl = getattr(m, "kl_weight", None)
+            if isinstance(kl, int | float):
+                own["beta_cap"] = float(kl)
+            return setting_config(setting, self.base_config, **{**given, **own, **overrides})
+        return setting_config(setting, self.base_config, **{**given, **overrides})
 
     def _missing(self, setting: str) -> MissingModelError:
         have = sorted(self.models or {})
@@ -301,25 +318,54 @@ class VerifyContext:
     def describe(self) -> dict[str, Any]:
         from radius.version import code_version
 
+        """JSON-able record of the run's inputs: the data (and its protocol), the base
+        config, and per setting the keep rate and lambda_A the claims used (user models:
+        what each model declares, where each value came from, its posterior scale, KL
+        weight and warnings; radius's models: the setting's config)."""
         out = {
             "dataset": self.dataset.name,
             "data_hash": self.dataset.hash,
+            "data_protocol": self.dataset.protocol,
             "seed": self.options.seed,
             "code_version": code_version(),
             "checkpoint": str(self.checkpoint) if self.checkpoint else None,
             "base_config": self.base_config.key_dict(),
         }
+        if self.setting_overrides:
+            out["setting_overrides"] = {k: dict(v) for k, v in self.setting_overrides.items()}
         if self.models is not None:
-            out["models"] = {
-                s: {
-                    "type": type(m).__name__,
-                    "parameters": int(sum(p.numel() for p in m.parameters())),
-                    "keep_rate": getattr(m, "keep_rate", None),
-                    "lambda_a": getattr(m, "lambda_a", None),
-                    "input_convention": getattr(m, "input_convention", None),
-                }
-                for s, m in self.models.items()
-            }
+            out["models"] = {s: self._describe_model(s, m) for s, m in self.models.items()}
             out["models_source"] = "user"
             out["fit_beta"] = self.fit_beta is not None
+        else:
+            out["settings"] = {
+                s: {
+                    "keep_rate": cfg.keep_rate,
+                    "lambda_a": cfg.lambda_a,
+                    "input_convention": cfg.input_convention,
+                    "beta_cap": cfg.beta_cap,
+                    "model": cfg.model,
+                }
+                for s in SETTINGS
+                for cfg in (self.config(s),)
+            }
         return out
+
+    def _describe_model(self, setting: str, m: nn.Module) -> dict[str, Any]:
+        cfg = self.config(setting)
+        anchors = getattr(m, "anchors", None)
+        return {
+            "type": type(m).__name__,
+            "parameters": int(sum(p.numel() for p in m.parameters())),
+            "keep_rate": getattr(m, "keep_rate", None),
+            "lambda_a": getattr(m, "lambda_a", None),
+            "input_convention": getattr(m, "input_convention", None),
+            "posterior_scale": float(getattr(m, "posterior_scale", 1.0)),
+            "kl_weight": getattr(m, "kl_weight", None),
+            "anchors": None if anchors is None else list(anchors.shape),
+            "config_used": {"keep_rate": cfg.keep_rate, "lambda_a": cfg.lambda_a},
+            "origin": dict(getattr(m, "radius_origin", {}) or {}),
+            "source": dict(getattr(m, "source", {}) or {}),
+            "path": getattr(m, "radius_path", None),
+            "warnings": list(getattr(m, "radius_warnings", []) or []),
+        }

@@ -179,12 +179,14 @@ def load_checkpoint(
     model.load_state_dict(payload["model_state"])
     model.to(resolve_device(device)).eval()
     model.radius_warnings = list(payload.get("warnings") or [])
+    model.radius_config = config  # what a warm start from this model trains (beta sweeps)
     return LoadedCheckpoint(model=model, config=config, payload=payload)
 
 
 def _cap_warnings(stopped: str, config: TrainConfig, best_epoch: int, last_epoch: int) -> list[str]:
-    """The warning of a run that hit its epoch budget (empty when early stopping ended it)."""
-    if stopped != "cap":
+    """The warning of a run that hit its epoch budget (empty when early stopping ended it,
+    or when the config keeps the last epoch: a fixed fine-tuning budget by design)."""
+    if stopped != "cap" or config.keep == "last":
         return []
     return [
         f"training hit its epoch cap ({config.epochs} epochs; best validation nDCG@100 at "
