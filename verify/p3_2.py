@@ -28,9 +28,11 @@ the mean Hessian on the segment :math:`[m_b, \mu^*_b]`) gives :math:`\mu^*_b - \
 
 Both run on at least ``REFINE_USERS`` = 100 held-out test users (their fold-in rows, the
 input a deployed model infers a latent from and that training never fitted; validation
-users fill in when a dataset has too few), ``REFINE_MASKS`` masks each at the PIA keep
-rate, on the PIA model's decoder, f_b = masked multinomial NLL + (beta/2)||mu||^2 (the
-mean part of the beta-KL term at ``beta_cap``; ``radius.analysis.contraction``). A mask
+users fill in when a dataset has too few; under the weak-generalisation protocol these
+rows are training users' own inputs, and ``details["refinement"]["which_users"]`` says
+so), ``REFINE_MASKS`` masks each at the PIA keep rate, on the PIA model's decoder, f_b =
+masked multinomial NLL + (beta/2)||mu||^2 (the mean part of the beta-KL term at
+``beta_cap``; ``radius.analysis.contraction``). A mask
 that keeps none of the user's items (f_b is then the prior alone, the bound an equality
 and the decoder absent) is redrawn. A model without anchors (or lambda_A = 0) cannot be
 refined: this part is then not run (``details["parts_not_run"]``).
@@ -301,10 +303,22 @@ def refinement_inputs(
         "users": int(x.shape[0]),
         "masks_per_user": n_b,
         "pool": used,
-        "which_users": "held-out test users' fold-in rows (validation users fill in below "
-        f"{n_u}): inputs the model infers a latent from and never fitted",
+        "which_users": _which_users(ctx, n_u),
     }
     return x, rows, n_b, info
+
+
+def _which_users(ctx: VerifyContext, n: int) -> str:
+    protocol = getattr(ctx.dataset, "protocol", "strong")
+    if protocol == "strong":
+        return (
+            f"held-out test users' fold-in rows (validation users fill in below {n}): inputs "
+            "the model infers a latent from and was never trained on"
+        )
+    return (
+        f"test users' rows under the {protocol!r} protocol: training users' own inputs (the "
+        "rows the model reads at evaluation), so the decoder was fitted to them"
+    )
 
 
 _CACHE: dict[str, Any] = {}
