@@ -982,7 +982,7 @@ def refine_latents(
     (:math:`m_b`) and with it (:math:`\mu^*_b`) by batched L-BFGS from one common start
     per user (``coarse_dtype`` first to 10 ``gtol``, then ``dtype`` to ``gtol``). Then,
     on the segment :math:`[m_b, \mu^*_b]` of the unanchored f_b, by Hessian-vector
-    products (double backward in ``dtype``):
+    products (double backward in ``curvature_dtype``):
 
     * the extreme eigenvalues of :math:`\nabla^2 f_b` at t = 0, 1/2, 1 (Lanczos, k =
       ``n_lanczos`` steps, random starts drawn for all problems up front);
@@ -994,7 +994,9 @@ def refine_latents(
     * the curvature at :math:`m_b` along :math:`\delta_b = m_b - \bar m_u`.
 
     Users are processed in chunks of about ``chunk_elements`` dense (rows, I) entries, so
-    memory follows the chunk. The model itself is not modified.
+    memory follows the chunk. The decoder runs in each dtype through the parameters
+    ``decode`` uses, cast once (no copy of the encoder or anchors); the model itself is
+    not modified (it is put in eval mode for the call and restored).
 
     Parameters
     ----------
@@ -1005,6 +1007,15 @@ def refine_latents(
     lambda_a : anchor weight :math:`\lambda_A > 0`; beta : prior weight >= 0.
     start : (U, d) common start per user; default :math:`\mu_\phi(x)` on the clean input.
     max_iter, gtol : L-BFGS budget per stage and gradient-norm tolerance.
+    n_lanczos : Lanczos steps per eigenvalue problem (20: the top eigenvalue to about
+        1e-6 relative on the default's decoder; the bottom one converges more slowly, so
+        ``node_min`` / ``mean_min`` are upper estimates).
+    seed : seed of the Lanczos start vectors.
+    dtype : the optimum's precision (float64: gtol 1e-5 needs it).
+    coarse_dtype : the first L-BFGS stage's (float32 saves about a third; None: one stage).
+    curvature_dtype : the Hessian-vector products' (float32 agrees with float64 to about
+        1e-6 relative on the default's decoder and is about a third cheaper; None: dtype).
+    chunk_elements : dense (rows, I) entries per chunk of users.
     """
     n_users = x.shape[0]
     n_items = x.shape[1]
