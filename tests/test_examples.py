@@ -88,8 +88,11 @@ def test_cornac_example_verifies_through_the_adapter(tmp_path):
         "cornac_vaecf.py", ["--epochs", "5"], tmp_path, "cornac", "RADIUS_REQUIRE_CORNAC"
     )
     for cid in CLAIM_IDS:
-        assert any(line.startswith(f"{cid}: ") for line in out.splitlines()), (cid, out[-2000:])
-    assert "2.4: PASS" in out and "(weak split, cornac's RatioSplit): 943 users" in out
+        assert any(line.startswith(f"  {cid} verdict ") for line in out.splitlines()), (
+            cid,
+            out[-2000:],
+        )
+    assert "  2.4 verdict PASS" in out and "(weak split, cornac's RatioSplit): 943 users" in out
     assert "clean: input convention 'none', keep rate 1, KL weight 1" in out
 
 
@@ -104,8 +107,8 @@ def test_recbole_example_verifies_through_the_adapter(tmp_path):
         "recbole",
         "RADIUS_REQUIRE_RECBOLE",
     )
-    assert "2.4: PASS" in out and "3.1: INCONCLUSIVE" in out
+    assert "  2.4 verdict PASS" in out and "  3.1 verdict INCONCLUSIVE" in out
     assert "masking: keep rate 0.5, posterior scale 0.01, KL weight 2.5e-05" in out
-    assert "warning: posterior scale 0.01: the model samples z = mu + 0.01 sigma eps" in out
+    assert "posterior scale 0.01: the model samples z = mu + 0.01 sigma eps" in out
     assert "(weak split, RecBole's): 943 users x 1682 items" in out
     assert "--adapter recbole --checkpoint clean=" in out and (tmp_path / "ds").is_dir()
