@@ -67,9 +67,11 @@ encoded, in chunks of at most ``ENCODE_CHUNK_ELEMENTS`` dense entries, by the mo
 own float32 (no float64 copy of a model whose size grows with the items), and nothing is
 users x items dense.
 
-``power(ctx)``: graded perturbations of the real models for each mechanism check (latent
-codes permuted among a growing fraction of users; a planted cohort offset in the latent
-means). The statement checks are weak and have no power row.
+``power(ctx)``: graded perturbations of the real models for each mechanism check (against
+a line that HOLDS: latent codes permuted among a growing fraction of users; for one that
+does not: a growing multiple of the input distance added to the clean pairs' W2, or a
+planted cohort offset in the latent means). The statement checks are weak and have no
+power row.
 """
 
 from __future__ import annotations
@@ -297,31 +299,37 @@ def growth_check(
     values: np.ndarray,
     step_se: np.ndarray,
     rise_se: np.ndarray,
+    scale: np.ndarray | None = None,
 ) -> Check:
     """Statement (ii): G grows along the path lambda = 1 -> 0 on every pair.
 
     values (P, L) along the path, step_se (P, L - 1) and rise_se (P,) the common-noise
-    standard errors of the steps and of G(0) - G(1). A step below ``-z_fw`` step s.e.
-    is a violation (FAIL); with none, a rise within ``z_fw`` s.e. on some pair leaves the
-    check INCONCLUSIVE (Monte Carlo resolution, not a violation).
+    standard errors of the steps and of G(0) - G(1); scale (P,) n_u + n_v (default 1).
+    A violation (FAIL) is a step below ``-z_fw`` step s.e., or a pair whose rise is
+    certainly nil (G(0) - G(1) + z_fw s.e. <= ``GAP_ZERO_TOL`` n: G flat along the path).
+    With none, a rise within ``z_fw`` s.e. on some pair leaves the check INCONCLUSIVE
+    (Monte Carlo resolution, not a violation).
     """
     values = np.asarray(values, float).reshape(-1, len(LAMBDAS))
-    step_se = np.asarray(step_se, float).reshape(values.shape[0], -1)
+    step_se = np.asarray(step_se, float).reshape(values.shape[0], values.shape[1] - 1)
     rise_se = np.asarray(rise_se, float).ravel()
     n = int(values.shape[0])
+    scale = np.ones(n) if scale is None else np.asarray(scale, float).ravel()
     z = _z_family(n * (values.shape[1] - 1))
     steps = np.diff(values, axis=1)  # (P, L-1), >= 0 when G grows
     with np.errstate(divide="ignore", invalid="ignore"):
         zs = np.where(step_se > 0, steps / step_se, np.where(steps < 0, -np.inf, 0.0))
-    bad = zs < -z
     rise = values[:, -1] - values[:, 0] if n else np.zeros(0)
     resolved = rise > z * rise_se
+    flat = rise + z * rise_se <= GAP_ZERO_TOL * scale  # certainly no growth
+    bad = np.concatenate([zs < -z, flat[:, None]], axis=1)
     n_bad = int(bad.any(axis=1).sum())
     n_unres = int((~resolved).sum())
     tol = (
         f"every pair with p_u != p_v: no step lower by more than z = {z:.2f} step s.e. "
         f"(common noise; one-sided, family-wise false alarm {FAMILY_FALSE_ALARM:g} over "
-        f"{n * (len(LAMBDAS) - 1)} steps) and G(0) - G(1) > z s.e."
+        f"{n * (len(LAMBDAS) - 1)} steps) and G(0) - G(1) > z s.e. (FAIL when certainly "
+        f"<= {GAP_ZERO_TOL:g} (n_u + n_v))"
     )
     if n == 0:
         outcome, note = Outcome.INCONCLUSIVE, "no pair with p_u != p_v"
@@ -329,7 +337,8 @@ def growth_check(
         k, j = np.unravel_index(int(np.argmin(zs)), zs.shape)
         outcome = Outcome.FAIL
         note = (
-            f"G falls along the path on {n_bad} of {n} pairs: worst step lambda "
+            f"G does not grow along the path on {n_bad} of {n} pairs ({int(flat.sum())} "
+            f"flat: G(0) - G(1) <= {GAP_ZERO_TOL:g} (n_u + n_v)); worst step lambda "
             f"{LAMBDAS[j]:g} -> {LAMBDAS[j + 1]:g} changes G by {steps[k, j]:+.4g} "
             f"({zs[k, j]:.1f} s.e., tolerance -{z:.2f})"
         )
@@ -438,7 +447,7 @@ def _gap_part(
     n_diff = int(differ.sum())
     checks = [
         positive_check(vals[differ, 0], log_bc[differ]),
-        growth_check(vals[differ], step_se[differ], rise_se[differ]),
+        growth_check(vals[differ], step_se[differ], rise_se[differ], nsum[differ]),
         Check(
             "gap_nonnegative",
             "G(u, v) >= 0 on every pair and every step of the path",
@@ -1083,37 +1092,14 @@ def run(
 
 
 POWER_FRACTIONS = (0.1, 0.25, 0.5, 1.0)  # fraction of users whose codes are permuted
-POWER_TRACK = (0.1, 0.25, 0.5, 1.0, 2.0, 4.0)  # planted input-faithful component, latent rms units
+POWER_TRACK = (0.1, 0.25, 0.5, 1.0, 2.0, 4.0)  # input distance added to W2 (see power)
+
+
+POWER_PLANT = (0.02, 0.05, 0.1, 0.25, 0.5)  # planted cohort offset, in latent rms units
 
 
 def _om(c: Check) -> tuple[Outcome, float]:
     return c.outcome, c.measured
-
-
-def _w2_of(g: _Geometry, mu: np.ndarray, logvar: np.ndarray) -> np.ndarray:
-    """(seeds, P) W2 of the pairs for codes mu, logvar (seeds, K, d)."""
-    mu, lv = torch.as_tensor(mu), torch.as_tensor(logvar)
-    return w2_diag(mu[:, g.ia], lv[:, g.ia], mu[:, g.ib], lv[:, g.ib]).numpy()
-
-
-def _input_projection(x: sp.csr_matrix, mu: np.ndarray, seed: int) -> np.ndarray:
-    """(seeds, K, d): rms(mu) times a fixed Gaussian projection of the L2-normalised rows
-    (entries N(0, 1/d), so distances of the normalised inputs are roughly kept), the
-    projection generated by blocks of items (never an items x d matrix at once)."""
-    d = mu.shape[-1]
-    n = np.sqrt(np.asarray(x.multiply(x).sum(axis=1)).ravel())
-    xn = (sp.diags(1.0 / np.maximum(n, 1e-300)) @ x.astype(np.float64)).tocsc()
-    out = np.zeros((x.shape[0], d))
-    block = 4096
-    for lo in range(0, x.shape[1], block):
-        hi = min(lo + block, x.shape[1])
-        r = np.random.default_rng([seed, 25, 5, lo]).standard_normal((hi - lo, d)) / np.sqrt(d)
-        out += xn[:, lo:hi] @ r
-    rms = np.sqrt(((mu - mu.mean(axis=1, keepdims=True)) ** 2).sum(axis=2).mean(axis=1))
-    return rms[:, None, None] * out[None]
-
-
-POWER_PLANT = (0.02, 0.05, 0.1, 0.25, 0.5)  # planted cohort offset, in latent rms units
 
 
 def _plant_cohorts(mu: np.ndarray, labels: np.ndarray, size: float, seed: int) -> np.ndarray:
@@ -1134,36 +1120,34 @@ def power(ctx: VerifyContext, *, level: float = BOOTSTRAP_LEVEL) -> list[PowerRo
 
     Tracking and the contrasts: when a check HOLDS, the clean model's latent codes of a
     growing fraction of the encoded users are permuted (10%, 25%, 50%, 100%; every seed
-    alike) before W2 is taken (against the claim); otherwise an input-faithful component
-    (a fixed random projection of the L2-normalised input, 0.1 ... 4 times the latent
-    rms) is added to the clean means (for the claim). Silhouettes: a cohort offset is planted in the
-    latent means (a fixed random direction per cohort, 0.02 ... 0.5 times the latent rms),
-    in the clean model's unless the check HOLDS (then in the other's). The statement
-    checks are weak (properties of the loss) and have no power row.
+    alike) before W2 is taken (against the claim); otherwise a growing multiple of the
+    activity-free input distance is added to the clean pairs' W2 (for the claim).
+    Silhouettes: a cohort offset is planted in the latent means (a fixed random direction
+    per cohort, 0.02 ... 0.5 times the latent rms), in the clean model's unless the check
+    HOLDS (then in the other's). The statement checks are weak (properties of the loss)
+    and have no power row.
     """
     opts = ctx.options
     seed = opts.seed
     g = _geometry(ctx, ctx.seed_models("clean"))
     rng = np.random.default_rng([seed, 25, 3])
     perms = {f: _partial_perm(g.need.size, f, rng) for f in POWER_FRACTIONS}
-    faithful = _input_projection(ctx.dataset.test_tr.tocsr()[g.users[g.need]], g.mu["clean"], seed)
     w2 = {s: _w2(g, s) for s in g.mu}
-
-    def planted(size: float) -> np.ndarray:
-        return _w2_of(g, g.mu["clean"] + size * faithful, g.logvar["clean"])
+    unit = w2["clean"].mean(axis=1, keepdims=True) / max(float(g.dist.mean()), 1e-300)
 
     def graded(check: Callable[[np.ndarray], Check], base: Check) -> tuple[str, list]:
-        """Against the claim (clean codes permuted) when it HOLDS, else for it (an
-        input-faithful component planted in the clean means)."""
+        """Against the claim (clean codes permuted) when it HOLDS, else for it (the clean
+        pairs' W2 plus a growing multiple of the input distance)."""
         if base.outcome is Outcome.PASS:
             what = "clean model's latent codes permuted among a fraction of users"
             out = [(f"{f:.0%} of users", *_om(check(_w2(g, "clean", p)))) for f, p in perms.items()]
         else:
             what = (
-                "clean model's means plus a growing multiple of the latent rms times a random "
-                "projection of the L2-normalised input (an input-faithful component)"
+                "clean model's pair W2 plus a growing multiple t of the input distance, "
+                "t in units of mean W2 / mean input distance (an input-tracking component)"
             )
-            out = [(f"{f:g} x latent rms", *_om(check(planted(f)))) for f in POWER_TRACK]
+            grades = [check(w2["clean"] + t * unit * g.dist[None, :]) for t in POWER_TRACK]
+            out = [(f"t = {t:g}", *_om(c)) for t, c in zip(POWER_TRACK, grades)]
         return what, out
 
     rows: list[PowerRow] = []
