@@ -377,6 +377,6 @@ def test_bad_options(tiny_ctx):
 def test_interval_decisions_use_min_effect():
     """A mechanism check's outcome is decide() with its stated minimum effect."""
     iv = Interval(0.05, 0.03, 0.07, 0.95, "m", 100, (0.05, 0.05))
-    c = t2_5._mechanism("x", "d", iv, min_effect=0.02, min_n=20, tolerance="t")
+    c = t2_5.mechanism_check("x", "d", iv, min_effect=0.02, min_n=20, tolerance="t")
     assert c.outcome == decide(iv, min_effect=0.02, min_n=20) == Outcome.PASS
     assert c.role == "mechanism" and "per training seed" in c.note

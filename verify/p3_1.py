@@ -94,10 +94,11 @@ from radius.model.pia import (
     anchor_terms_sparse,
 )
 from radius.model.protocol import encode_masked
-from radius.stats import BOOTSTRAP_LEVEL, Interval, Outcome, seed_spread, seed_user_interval
+from radius.stats import BOOTSTRAP_LEVEL, Outcome, seed_user_interval
 from radius.training.config import TrainConfig
 from radius.verify.base import Check, ClaimResult, PowerRow
 from radius.verify.context import MissingModelError, VerifyContext
+from radius.verify.t2_5 import mechanism_check
 
 __all__ = [
     "CLAIM_ID",
@@ -416,33 +417,6 @@ def own_centroid_auc(mu: np.ndarray, e_bar: np.ndarray) -> np.ndarray:
     return (score * off).sum(1) / off.sum(1)
 
 
-def _seed_note(iv: Interval, min_effect: float) -> str:
-    if not iv.seeds:
-        return ""
-    per = ", ".join(f"{v:+.4f}" for v in iv.seeds)
-    if len(iv.seeds) < 2:
-        return f"one training seed ({per}): the interval carries no training spread"
-    return (
-        f"per training seed {per} (seed-to-seed sd {seed_spread(iv.seeds)['std']:.4f} "
-        f"against the stated minimum effect {min_effect:g})"
-    )
-
-
-def _mechanism(name: str, description: str, iv: Interval, min_effect: float, tol: str) -> Check:
-    from radius.stats import decide
-    from radius.verify.base import interval_note
-
-    outcome = decide(iv, direction=+1, threshold=0.0, min_n=MIN_USERS, min_effect=min_effect)
-    parts = []
-    if outcome is not Outcome.PASS:
-        parts.append(interval_note(iv, outcome, min_effect=min_effect, min_n=MIN_USERS))
-    parts.append(_seed_note(iv, min_effect))
-    return Check.from_interval(
-        name, description, iv, tolerance=tol, min_n=MIN_USERS, min_effect=min_effect,
-        role="mechanism", note="; ".join(p for p in parts if p),
-    )  # fmt: skip
-
-
 def alignment_check(
     auc: np.ndarray,
     *,
@@ -454,13 +428,15 @@ def alignment_check(
     chance by more than ``min_effect``; two-stage bootstrap of the mean AUC - 0.5."""
     a = np.atleast_2d(np.asarray(auc, dtype=np.float64))
     iv = seed_user_interval(a - 0.5, level=level, seed=seed, unit="users")
-    return _mechanism(
+    return mechanism_check(
         "posterior_nearer_own_centroid",
         "PIA: a user's inference mean lies nearer its own items' anchor centroid than other "
         f"users' centroids (mean AUC - 0.5 > {min_effect:g})",
         iv,
-        min_effect,
-        f"{level:g} two-stage bootstrap interval (training seeds, then users) of mean AUC - "
+        min_effect=min_effect,
+        min_n=MIN_USERS,
+        tolerance=f"{level:g} two-stage bootstrap interval (training seeds, then users) of "
+        "mean AUC - "
         f"0.5 above {min_effect:g} (HOLDS), below -{min_effect:g} (CONTRADICTED), inside "
         f"+-{min_effect:g} (NOT OBSERVED), else INCONCLUSIVE; >= {MIN_USERS} users",
     )
@@ -476,13 +452,15 @@ def trace_check(
     """Mechanism (trace term): per-user log(tr Sigma_masking / tr Sigma_PIA) (S, U) above
     ``min_effect`` nats; two-stage bootstrap of its mean."""
     iv = seed_user_interval(np.atleast_2d(log_ratio), level=level, seed=seed, unit="users")
-    return _mechanism(
+    return mechanism_check(
         "trace_term_lowers_posterior_variance",
         "PIA's posterior variance is lower than masking's on the same masked input "
         f"(mean log(tr Sigma_masking / tr Sigma_pia) > {min_effect:g})",
         iv,
-        min_effect,
-        f"{level:g} two-stage bootstrap interval (training seeds, then users; the same masks "
+        min_effect=min_effect,
+        min_n=MIN_USERS,
+        tolerance=f"{level:g} two-stage bootstrap interval (training seeds, then users; the "
+        "same masks "
         f"for both models) above {min_effect:g} nats (HOLDS), below -{min_effect:g} "
         f"(CONTRADICTED), inside +-{min_effect:g} (NOT OBSERVED), else INCONCLUSIVE; "
         f">= {MIN_USERS} users",

@@ -123,6 +123,8 @@ __all__ = [
     "silhouette_check",
     "silhouette_per_user",
     "positive_check",
+    "seed_note",
+    "mechanism_check",
     "growth_check",
     "run",
     "power",
@@ -642,8 +644,9 @@ def _as_rows(a: np.ndarray, name: str) -> np.ndarray:
     return a
 
 
-def _seed_note(iv: Interval, min_effect: float) -> str:
-    """Per-seed values and their spread beside the stated minimum effect."""
+def seed_note(iv: Interval, min_effect: float) -> str:
+    """Per-seed values and their spread beside the stated minimum effect (the note of every
+    mechanism line; P3.1 uses it too)."""
     if not iv.seeds:
         return ""
     per = ", ".join(f"{v:+.4f}" for v in iv.seeds)
@@ -656,7 +659,7 @@ def _seed_note(iv: Interval, min_effect: float) -> str:
     )
 
 
-def _mechanism(
+def mechanism_check(
     name: str,
     description: str,
     iv: Interval,
@@ -666,14 +669,15 @@ def _mechanism(
     tolerance: str,
     prefix: str = "",
 ) -> Check:
-    """A mechanism check from an interval, its note with the per-seed values."""
+    """A mechanism check decided from ``iv`` against ``min_effect`` (above 0), its note
+    with the per-seed values (and, when it does not HOLD, the interval in words)."""
     from radius.stats import decide
 
     outcome = decide(iv, direction=+1, threshold=0.0, min_n=min_n, min_effect=min_effect)
     parts = [prefix] if prefix else []
     if outcome is not Outcome.PASS:
         parts.append(interval_note(iv, outcome, min_effect=min_effect, min_n=min_n))
-    parts.append(_seed_note(iv, min_effect))
+    parts.append(seed_note(iv, min_effect))
     return Check.from_interval(
         name, description, iv, tolerance=tolerance, min_n=min_n, min_effect=min_effect,
         role="mechanism", note="; ".join(p for p in parts if p),
@@ -703,7 +707,7 @@ def tracking_check(
         lambda s, p: float(np.mean(_spearman_keys(keys[np.r_[0, 1 + s]], p))),
         w2.shape[0], dist.size, level=level, seed=seed,
     )  # fmt: skip
-    return _mechanism(
+    return mechanism_check(
         name,
         f"{what}: Spearman(||x_u/|x_u| - x_v/|x_v|||_2, W2(q_u, q_v)) > {min_effect:g}",
         iv,
@@ -749,7 +753,7 @@ def contrast_check(
 
     iv = seed_pair_interval(stat, s, dist.size, level=level, seed=seed, unit="pairs (paired)")
     label = "masking + PIA" if other == "pia" else other
-    return _mechanism(
+    return mechanism_check(
         f"contrast_clean_vs_{other}",
         f"Spearman(input distance, W2) is higher for clean input than for {label} by more "
         f"than {min_effect:g} (same pairs; L2-normalised inputs: activity removed)",
@@ -808,7 +812,7 @@ def silhouette_check(
     s = min(a.shape[0], b.shape[0])
     iv = seed_user_interval(a[:s] - b[:s], level=level, seed=seed, unit="users (paired)")
     label = "masking + PIA" if other == "pia" else other
-    c = _mechanism(
+    c = mechanism_check(
         f"cohort_silhouette_clean_gt_{other}",
         f"silhouette(activity-cohort labels, mu) is higher for clean input than for {label} "
         f"by more than {min_effect:g}",
@@ -829,7 +833,7 @@ def silhouette_check(
             note=(
                 "no cohort structure in any model: no model's mean silhouette interval lies "
                 f"above 0 ({words}); the difference {iv} is between models that do not "
-                "cluster by activity cohort at all; " + _seed_note(iv, min_effect)
+                "cluster by activity cohort at all; " + seed_note(iv, min_effect)
             ),
         )
     return c
