@@ -20,6 +20,7 @@ from radius.analysis.gap import (
     gap_upper_bound,
     item_groups,
     kl_categorical,
+    log_bhattacharyya,
 )
 
 finite = dict(allow_nan=False, allow_infinity=False, allow_subnormal=False)
@@ -231,6 +232,46 @@ def test_path_common_noise_is_monotone():
     )
     assert np.all(np.diff(path.values) > 0)
     assert path.values[-1] == pytest.approx(path.upper_bound, rel=1e-9)
+
+
+def test_path_step_errors_match_repeated_estimates():
+    """The common-noise standard errors of the steps and of the rise match the spread of
+    the steps over independent repetitions (within 25%), and are far below the hypot of the
+    two estimates' standard errors (the steps are correlated)."""
+    rng = np.random.default_rng(3)
+    mu_u, mu_v = rng.normal(size=4), rng.normal(size=4)
+    lv_u, lv_v = np.full(4, -0.5), np.full(4, 0.3)
+    lam = np.array([1.0, 0.5, 0.0])[:, None]
+    paths = [
+        compromise_gap_path(XU, XV, mu_u, lv_u, mu_u + lam * (mu_v - mu_u), np.tile(lv_v, (3, 1)),
+                            n_samples=400, seed=k)
+        for k in range(300)
+    ]  # fmt: skip
+    steps = np.array([np.diff(p.values) for p in paths])  # (R, 2)
+    rises = np.array([p.values[-1] - p.values[0] for p in paths])
+    se = np.array([p.step_std_errors for p in paths]).mean(axis=0)
+    assert se == pytest.approx(steps.std(axis=0, ddof=1), rel=0.25)
+    assert np.mean([p.rise_std_error for p in paths]) == pytest.approx(rises.std(ddof=1), rel=0.25)
+    hyp = np.mean([np.hypot(p.std_errors[1:], p.std_errors[:-1]) for p in paths], axis=0)
+    assert np.all(se < hyp)
+
+
+def test_log_bhattacharyya_matches_quadrature_and_is_one_for_equal():
+    """log BC equals the log of int sqrt(q_u q_v) (1-D quadrature), is 0 for identical
+    posteriors, symmetric, and very negative for distant ones."""
+    for mu_v, lv_u, lv_v in [(0.0, 0.0, 0.0), (1.3, -0.5, 0.8), (4.0, -2.0, 1.0)]:
+        su, sv = np.exp(0.5 * lv_u), np.exp(0.5 * lv_v)
+        bc = quad(lambda z, m=mu_v, a=su, b=sv: np.sqrt(norm.pdf(z, 0, a) * norm.pdf(z, m, b)),
+                  -40, 40, points=[0.0, mu_v], limit=400)[0]  # fmt: skip
+        got = log_bhattacharyya([0.0], [lv_u], [mu_v], [lv_v])
+        assert got == pytest.approx(np.log(bc), rel=1e-7, abs=1e-9)
+    a, b = np.random.default_rng(0).normal(size=(2, 3, 5))
+    la, lb = np.random.default_rng(1).normal(size=(2, 3, 5))
+    assert np.allclose(log_bhattacharyya(a, la, b, lb), log_bhattacharyya(b, lb, a, la))
+    assert np.allclose(log_bhattacharyya(a, la, a, la), 0.0)
+    assert log_bhattacharyya(np.zeros(3), np.zeros(3), np.full(3, 100.0), np.zeros(3)) < -3000
+    with pytest.raises(ValueError, match="posterior parameters must share one shape"):
+        log_bhattacharyya(a, la, b[:, :2], lb)
 
 
 def test_gap_input_errors():

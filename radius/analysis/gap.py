@@ -65,6 +65,7 @@ __all__ = [
     "compromise_gap_path",
     "compromise_gap_quadrature",
     "gaussian_log_density",
+    "log_bhattacharyya",
 ]
 
 P_BAR_KINDS = ("optimal", "unweighted")
@@ -273,12 +274,18 @@ class GapPath:
     values, std_errors : (L,) estimates and Monte Carlo standard errors.
     n_samples : draws per mixture component.
     upper_bound : Delta(1, 1) of the pair.
+    step_std_errors : (L - 1,) standard errors of the steps ``values[l+1] - values[l]``
+        under the common noise (the per-draw differences' spread, smaller than the
+        ``hypot`` of the two standard errors when the steps are correlated).
+    rise_std_error : standard error of ``values[-1] - values[0]``, likewise.
     """
 
     values: np.ndarray
     std_errors: np.ndarray
     n_samples: int
     upper_bound: float
+    step_std_errors: np.ndarray
+    rise_std_error: float
 
 
 def compromise_gap_path(
@@ -343,19 +350,55 @@ def compromise_gap_path(
     lin_v = mm(eta, delta * s_v * iv_u[None, :])
     sq_v = mm(eta2, s_v * s_v * iv_u[None, :]) - eta2.sum(axis=1, keepdims=True)
     diff_v = -0.5 * (quad_v - 2.0 * lin_v + sq_v) + log_det[None, :]
-    vals, ses = [], []
+    vals, ses, step_var, rise_var = [], [], 0.0, 0.0
     for diff in (diff_u, diff_v):
         # h(r) with r = sigmoid(log q_u - log q_v), from the log-odds          (L, n)
         h = gap_ratio(groups, diff.T.ravel(), log_odds=True, p_bar=p_bar)
         h = h.reshape(mu_v.shape[0], n_samples)
         vals.append(h.mean(axis=1))
         ses.append(h.var(axis=1, ddof=1) / n_samples)
+        # differences of the same draws (common noise): the variance of each step's mean
+        step_var = step_var + np.diff(h, axis=0).var(axis=1, ddof=1) / n_samples  # (L-1,)
+        rise_var = rise_var + float((h[-1] - h[0]).var(ddof=1)) / n_samples
     return GapPath(
         values=vals[0] + vals[1],
         std_errors=np.sqrt(ses[0] + ses[1]),
         n_samples=int(n_samples),
         upper_bound=gap_upper_bound(x_u, x_v),
+        step_std_errors=np.sqrt(np.asarray(step_var, dtype=np.float64)).reshape(-1),
+        rise_std_error=math.sqrt(rise_var),
     )
+
+
+def log_bhattacharyya(mu_u: Any, logvar_u: Any, mu_v: Any, logvar_v: Any) -> np.ndarray:
+    r"""Log Bhattacharyya coefficient of diagonal Gaussians, row-wise: (..., d) -> (...,).
+
+    The overlap of two posteriors, :math:`BC = \int\sqrt{q_u q_v}\,dz \in (0, 1]`
+    (1 iff :math:`q_u = q_v`), in closed form with
+    :math:`\Sigma = (\Sigma_u + \Sigma_v)/2`:
+
+    .. math::
+
+        -\log BC = \tfrac18 (\mu_u - \mu_v)^\top \Sigma^{-1} (\mu_u - \mu_v)
+            + \tfrac12 \log\frac{\det\Sigma}{\sqrt{\det\Sigma_u \det\Sigma_v}}.
+
+    T2.5 reads "the posteriors overlap" as BC above a stated floor: the gap's integrand
+    is positive wherever both densities are, so a pair's G is resolvable in float64 only
+    where they share mass.
+    """
+    mu_u, lv_u, mu_v, lv_v = (
+        np.asarray(a, dtype=np.float64) for a in (mu_u, logvar_u, mu_v, logvar_v)
+    )
+    if not mu_u.shape == lv_u.shape == mu_v.shape == lv_v.shape:
+        raise ValueError(
+            "posterior parameters must share one shape, got "
+            f"{[a.shape for a in (mu_u, lv_u, mu_v, lv_v)]}"
+        )
+    # log of the mean variance, stable for very unequal variances
+    lv_mean = np.logaddexp(lv_u, lv_v) - math.log(2.0)
+    quad = ((mu_u - mu_v) ** 2 * np.exp(-lv_mean)).sum(axis=-1)
+    log_det = (lv_mean - 0.5 * (lv_u + lv_v)).sum(axis=-1)
+    return -(0.125 * quad + 0.5 * log_det)
 
 
 def compromise_gap_mc(
