@@ -314,6 +314,13 @@ def cmd_verify(args: argparse.Namespace) -> int:
         models=user,
     )
     out_dir = Path(args.out or RUNS / ds.name / "verify")
+    # T2.3 along training (--along LABEL=PATH, repeatable): the claim's model at earlier
+    # training points, read as --checkpoint reads a model (radius.verify.t2_3.load_along)
+    claim_opts: dict[str, dict[str, Any]] = {}
+    if getattr(args, "along", None):
+        from radius.verify.t2_3 import load_along
+
+        claim_opts["2.3"] = {"along": load_along(args.along, ds, factory=args.model_factory)}
     # every model the claims will use, trained up front in parallel (one thread each)
     needed = []
     for cid in ids:
@@ -326,7 +333,7 @@ def cmd_verify(args: argparse.Namespace) -> int:
         mod = claim_module(cid)
         t0 = time.perf_counter()
         print(f"verifying {cid}: {mod.TITLE} ...", flush=True)
-        res = run_claim(cid, ctx)
+        res = run_claim(cid, ctx, claim_opts.get(cid))
         secs = time.perf_counter() - t0
         res.details.setdefault("seconds", secs)
         data = res.to_dict()
@@ -347,7 +354,7 @@ def cmd_verify(args: argparse.Namespace) -> int:
             else:
                 print(f"  power of {cid} ...", flush=True)
                 try:
-                    rows, note = list(power_fn(ctx)), ""
+                    rows, note = list(power_fn(ctx, **claim_opts.get(cid, {}))), ""
                 except MissingModelError as e:
                     rows, note = [], f"not run: {e}"
             atomic_write_json(
@@ -643,6 +650,14 @@ def build_parser() -> argparse.ArgumentParser:
         action="append",
         metavar="KEY=VALUE",
         help="any TrainConfig field of the models verified (the settings apply on top)",
+    )
+    p.add_argument(
+        "--along",
+        action="append",
+        metavar="LABEL=PATH",
+        help="T2.3 along training: the verified model at an earlier training point (e.g. "
+        "'init=e0.pt', 'epoch 1=e1.pt'); repeat, in training order. radius's own models "
+        "bring theirs from the cache",
     )
     p.add_argument(
         "--power",
