@@ -319,11 +319,13 @@ def test_check_radius_outcomes():
 
 
 def test_check_lipschitz_met_not_met():
-    """Estimates above every secant: MET; one secant above its estimate: NOT MET; no
-    secant: INCONCLUSIVE."""
+    """Estimates above every secant (or short by less than the stated 5%): MET; one secant
+    above its estimate by more: NOT MET; no secant: INCONCLUSIVE."""
     lip = np.array([2.0, 3.0, 4.0])
     met = t2_3.check_lipschitz(lip, np.array([1.0, 2.9, np.nan]))
     assert met.label == "MET" and met.n == 2 and met.role == "assumption"
+    close = t2_3.check_lipschitz(lip, np.array([1.0, 3.1, 4.0]))  # 3% over: the estimator's
+    assert close.label == "MET" and "1 above it by less than 5%" in close.note
     not_met = t2_3.check_lipschitz(lip, np.array([1.0, 3.3, 4.0]))
     assert not_met.label == "NOT MET" and "1 cases above the estimate" in not_met.note
     assert not_met.measured == pytest.approx(1.1)

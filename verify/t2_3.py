@@ -172,7 +172,13 @@ MIN_INSIDE = 5  # fewer real cases inside the radius: VACUOUS (premise too rare 
 MIN_DECAY_PAIRS = 10  # fewer pairs: INCONCLUSIVE
 REL_TOL = 1e-9  # float slack of the inequality (float64 statistics)
 LIP_PATHS, LIP_SEGMENT, LIP_ITER = 2, 3, 8  # L_thz estimate: paths, points per path, iterations
-LIP_TOL = 0.0  # an estimate below a measured secant ratio by more than this is not an L_thz
+# An estimate below a measured secant ratio by more than LIP_TOL (relative) is not an
+# L_thz there. The estimate is a max over 6 points of Rayleigh quotients that approach the
+# spectral norm from below: after LIP_ITER = 8 steps they were within 7% (median 1.5%)
+# of 30 steps on the default model, and a max over finitely many points of a path
+# understates its sup (a linear decoder early in training has secant ratios within 1%
+# of its Jacobian norm everywhere). Shortfalls inside that error are the estimator's.
+LIP_TOL = 0.05
 SECANT_SPLIT = 2  # each coupling path and its halves
 SEARCH_RTOL = 1e-4  # float32 screening against the float64 statistics (relative)
 NEAR_MIN_EFFECT = 0.05  # near minus random share of positive transfer
@@ -416,11 +422,15 @@ def check_lipschitz(lip: np.ndarray, secant: np.ndarray, *, tol: float = LIP_TOL
         outcome, note = Outcome.INCONCLUSIVE, "no secant could be measured: no evidence"
     else:
         outcome = Outcome.of(over == 0)
+        within = int((ratio > 1 + 1e-9).sum()) - over
         note = f"largest secant ratio / L_thz estimate {worst:.3g} over {n} cases" + (
-            f"; {over} cases above the estimate: it is not a Lipschitz constant there"
+            f"; {over} cases above the estimate by more than {tol:.0%}: it is not a "
+            "Lipschitz constant there"
             if over
             else ""
         )
+        if within:
+            note += f"; {within} above it by less than {tol:.0%} (the estimator's error)"
     return Check(
         name="lipschitz_covers_secants",
         description=(

@@ -918,12 +918,14 @@ def output_jacobian_norm(
     *,
     n_iter: int = 10,
     seed: int = 0,
+    start: Tensor | None = None,
     chunk_size: int = 2048,
 ) -> Tensor:
     """Spectral norm of the output-layer mixed Jacobian
     :math:`J(z) = \\partial_z \\nabla_{(W, b)} l(\\theta, z)` at each point (T2.3).
 
-    Power iteration on the d x d matrix :math:`J^\\top J` from a seeded random start,
+    Power iteration on the d x d matrix :math:`J^\\top J` from ``start`` (its rows of
+    zero norm, or every row when None, from a seeded random start),
     with :math:`Jw` and :math:`J^\\top J w` in closed form (see ``_power_output``;
     memory chunk x (I + H)). Each iterate's Rayleigh quotient is a lower bound on
     :math:`\\|J\\|_2^2`; the largest is returned: an **estimate**, not a certified value.
@@ -936,6 +938,8 @@ def output_jacobian_norm(
     x : (Q, I) the clean input whose loss :math:`l` is differentiated at each point.
     n_iter : power iterations.
     seed : seed of the random start.
+    start : (Q, d) start directions (e.g. the direction of the path a bound integrates
+        along: the first Rayleigh quotient is then the derivative along it).
     chunk_size : points per chunk.
 
     Returns
@@ -954,6 +958,11 @@ def output_jacobian_norm(
     dtype = _dtype(model)
     gen = torch.Generator().manual_seed(int(seed))
     w0 = torch.randn(z.shape, generator=gen, dtype=torch.float64).to(dtype)
+    if start is not None:
+        if not isinstance(start, Tensor) or start.shape != z.shape:
+            raise ValueError(f"start must have the shape of z {tuple(z.shape)}")
+        given = start.to(dtype).norm(dim=-1, keepdim=True) > 0
+        w0 = torch.where(given, start.to(dtype), w0)
     w0 = w0 / w0.norm(dim=-1, keepdim=True)
     out = []
     for s in range(0, z.shape[0], chunk_size):
@@ -989,7 +998,10 @@ def pair_lipschitz(
     over finitely many points of a power-iteration lower bound: an **estimate** of the
     supremum, not a certified constant.
 
-    ``"output"`` uses :func:`output_jacobian_norm` (closed form, batched over pairs);
+    ``"output"`` uses :func:`output_jacobian_norm` (closed form, batched over pairs),
+    each point's power iteration started from its path's direction :math:`z_{vm} -
+    z_{um}` (the first Rayleigh quotient is the derivative along the path the bound
+    integrates over);
     ``"decoder"`` calls :func:`radius.analysis.lipschitz.mixed_jacobian_lipschitz` (``torch.func``,
     float32, one call per pair and path: slow, for small pair sets).
 
@@ -1036,8 +1048,14 @@ def pair_lipschitz(
         pts = zu[:, :, None] + ts[None, None, :, None] * (zv - zu)[:, :, None]  # (C, K, T, d)
         q = k * len(ts)
         xq = xv[:, None, :].expand(c, q, xv.shape[1]).reshape(c * q, -1)  # (C Q, I)
+        along = (zv - zu)[:, :, None].expand(c, k, len(ts), zu.shape[-1])  # path directions
         norms = output_jacobian_norm(
-            model, pts.reshape(c * q, -1), xq, n_iter=n_iter, seed=seed + s
+            model,
+            pts.reshape(c * q, -1),
+            xq,
+            n_iter=n_iter,
+            seed=seed + s,
+            start=along.reshape(c * q, -1),
         )
         out.append(norms.reshape(c, q).max(dim=1).values)
     return torch.cat(out).double().numpy() if out else np.zeros(0)
