@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from matplotlib.ticker import NullFormatter
 
 from radius.figures.common import (
     figure_model,
@@ -200,6 +201,8 @@ def draw_radius(data: dict[str, Any], out_dir: str | os.PathLike) -> dict[str, A
             ax.plot([lo, hi], [lo, hi], "--", color="black", lw=0.8, label="r_share = W2")
             ax.set_xscale("log")
             ax.set_yscale("log")
+            for axis in (ax.xaxis, ax.yaxis):  # decade labels only: minor ones overlap
+                axis.set_minor_formatter(NullFormatter())
             ax.legend(fontsize=6, loc="lower right")
         else:
             ax.text(
@@ -234,6 +237,11 @@ def draw_radius(data: dict[str, Any], out_dir: str | os.PathLike) -> dict[str, A
     pin = np.array([_ci(p, "positive_inside") for p in points])
     ax_t.plot(x, screened, "o-", color="#2ca02c", label="r_share > 0 (screened candidates)")
     ax_t.plot(x, inside_f, "s-", color="black", label="inside r_share (kept pairs)")
+    for xi, a, b in zip(x, screened, inside_f):  # the small shares, readable
+        ax_t.annotate(f"{a:.2%}", (xi, a), xytext=(4, 8), textcoords="offset points",
+                      fontsize=7, color="#2ca02c")  # fmt: skip
+        ax_t.annotate(f"{b:.2%}", (xi, b), xytext=(4, -11), textcoords="offset points",
+                      fontsize=7, color="black")  # fmt: skip
     ax_t.plot(x, near[:, 0], "^-", color="#1f77b4", label="nearest neighbour transfers positively")
     ok = np.isfinite(pin[:, 0])
     if ok.any():
