@@ -740,6 +740,11 @@ def build_parser() -> argparse.ArgumentParser:
         default=20,
         help="fewer test users in a comparison -> INCONCLUSIVE (default 20)",
     )
+    p.add_argument(
+        "--workers",
+        type=_arg_count(1),
+        help="models trained at once, one thread each (default: the CPU count)",
+    )
     p.set_defaults(func=cmd_experiment)
     return ap
 

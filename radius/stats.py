@@ -320,8 +320,9 @@ def seed_user_interval(
     level: float = BOOTSTRAP_LEVEL,
     n_boot: int = BOOTSTRAP_DRAWS,
     seed: int = 0,
-    statistic: Callable[[np.ndarray], float] | None = None,
+    statistic: Callable[..., float] | None = None,
     unit: str = "users",
+    pass_units: bool = False,
 ) -> Interval:
     r"""Two-stage bootstrap interval over training seeds, then users (or pairs).
 
@@ -332,7 +333,9 @@ def seed_user_interval(
     seed-to-seed spread (training randomness) and the sampling of units. With one seed it
     is the ordinary bootstrap over units. The per-seed statistics are kept in
     ``Interval.seeds``; this is the one function every empirical check over trained
-    models uses for its seeds.
+    models uses for its seeds. With ``pass_units=True`` the statistic is called as
+    ``statistic(block, units)``, ``units`` (U,) the resampled unit indices (for
+    statistics that need a unit's label, e.g. its activity cohort).
     """
     d = np.asarray(values, dtype=np.float64)
     if d.ndim == 1:
@@ -341,11 +344,17 @@ def seed_user_interval(
         raise ValueError(f"values must be (seeds, {unit}), got shape {d.shape}")
     if not 0 < level < 1:
         raise ValueError(f"level must be in (0, 1), got {level}")
-    stat = statistic if statistic is not None else (lambda b: float(np.mean(b)))
     n_s, n_u = d.shape
+    if statistic is None:
+        stat = lambda b, u: float(np.mean(b))  # noqa: E731
+    elif pass_units:
+        stat = statistic
+    else:
+        stat = lambda b, u: statistic(b)  # noqa: E731
+    all_units = np.arange(n_u)
     finite = bool(d.size) and bool(np.all(np.isfinite(d)))
-    est = float(stat(d)) if d.size else float("nan")
-    per_seed = tuple(float(stat(d[i : i + 1])) for i in range(n_s)) if n_u else None
+    est = float(stat(d, all_units)) if d.size else float("nan")
+    per_seed = tuple(float(stat(d[i : i + 1], all_units)) for i in range(n_s)) if n_u else None
     method = (
         f"two-stage percentile bootstrap (seeds, then {unit}) over {n_s} training seed"
         f"{'s' if n_s != 1 else ''} x {n_u} {unit}, {n_boot} draws"
@@ -357,7 +366,7 @@ def seed_user_interval(
     for k in range(n_boot):
         si = rng.integers(0, n_s, n_s)
         ui = rng.integers(0, n_u, n_u)
-        draws[k] = stat(d[si][:, ui])
+        draws[k] = stat(d[si][:, ui], ui)
     draws = draws[np.isfinite(draws)]
     if draws.size < max(10, n_boot // 2):
         return Interval(est, float("nan"), float("nan"), level, method, int(n_u), per_seed)
