@@ -6,7 +6,9 @@ and a tanh decoder (32 -> 128 -> I), trained on MovieLens-100k three ways: clean
 masked input (keep rate 0.5, the reference codes' "normalise, then inverted dropout"),
 and masked with a hand-written PIA anchor loss. ``radius.model.wrap`` puts each behind
 the model protocol; ``radius.verify.run_all`` checks every claim; ``fit(beta)`` lets
-the beta-KL sweep retrain *this* model at other KL weights.
+the beta-KL sweep retrain *this* model at other KL weights, and the PIA model's weights
+at initialisation and after epochs 1 and 3 let T2.3 examine its sharing radius along
+training (``along=``).
 
 Run: ``python examples/own_vae.py`` (ML-100k is read from the recbole wheel that
 ``radius data fetch-ml100k`` downloads; ``--data PATH`` takes any ratings file or
@@ -16,6 +18,7 @@ prepared folder instead). About a minute on 2 CPU cores.
 from __future__ import annotations
 
 import argparse
+import copy
 import sys
 import tempfile
 import time
@@ -58,8 +61,10 @@ def fit_vae(
     beta: float = 0.2,
     epochs: int = EPOCHS,
     seed: int = 0,
+    along: dict[str, nn.Module] | None = None,
 ) -> nn.Module:
-    """Our own training loop: multinomial likelihood + beta KL (+ lambda_A anchor loss)."""
+    """Our own training loop: multinomial likelihood + beta KL (+ lambda_A anchor loss).
+    ``along`` (a dict) receives the model at initialisation and after epochs 1 and 3."""
     torch.manual_seed(seed)
     n_users, n_items = train.shape
     enc, dec = Encoder(n_items), make_decoder(n_items)
@@ -67,7 +72,19 @@ def fit_vae(
     params = [*enc.parameters(), *dec.parameters(), *([anchors] if anchors is not None else [])]
     opt = torch.optim.Adam(params, lr=2e-3)
     gen = torch.Generator().manual_seed(seed)
-    for _ in range(epochs):
+
+    def wrapped(e: nn.Module, d: nn.Module, a: nn.Parameter | None) -> nn.Module:
+        return wrap(
+            e, d, keep_rate=keep_rate, lambda_a=lambda_a, anchors=a,
+            input_convention="normalize-mask",
+        )  # fmt: skip
+
+    def snapshot(label: str) -> None:
+        if along is not None:
+            along[label] = wrapped(copy.deepcopy(enc), copy.deepcopy(dec), copy.deepcopy(anchors))
+
+    snapshot("init")
+    for epoch in range(epochs):
         for idx in torch.randperm(n_users, generator=gen).split(128):
             x = train[idx]
             xn = x / (x.norm(dim=1, keepdim=True) + 1e-8)
@@ -88,14 +105,9 @@ def fit_vae(
             opt.zero_grad()
             loss.backward()
             opt.step()
-    return wrap(
-        enc,
-        dec,
-        keep_rate=keep_rate,
-        lambda_a=lambda_a,
-        anchors=anchors,
-        input_convention="normalize-mask",
-    )
+        if epoch + 1 in (1, 3):
+            snapshot(f"epoch {epoch + 1}")
+    return wrapped(enc, dec, anchors)
 
 
 def ml100k_file() -> Path:
@@ -118,10 +130,11 @@ def main(argv: list[str] | None = None) -> int:
 
     ds = radius.load_dataset(args.data or ml100k_file())
     train = torch.from_numpy(np.asarray(ds.train.todense(), dtype=np.float32))
+    along: dict[str, nn.Module] = {}  # the PIA model along its training, for T2.3
     models = {
         "clean": fit_vae(train, keep_rate=1.0),
         "masking": fit_vae(train, keep_rate=0.5),
-        "pia": fit_vae(train, keep_rate=0.5, lambda_a=0.1),
+        "pia": fit_vae(train, keep_rate=0.5, lambda_a=0.1, along=along),
     }
     t_train = time.perf_counter() - t0
 
@@ -134,7 +147,7 @@ def main(argv: list[str] | None = None) -> int:
         dataset=ds,
         fit=fit,
         quick=True,
-        claim_options={"beta-kl": {"betas": (0.0, 0.5, 2.0)}},
+        claim_options={"beta-kl": {"betas": (0.0, 0.5, 2.0)}, "2.3": {"along": along}},
     )
     print(radius.verify.format_table(results))
     print(

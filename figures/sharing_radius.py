@@ -1,16 +1,27 @@
-r"""Normalised gradient transfer against latent distance, pairs inside r_share marked (T2.3).
+r"""The latent sharing radius and gradient transfer over training (T2.3).
 
-For a sampled pair (u, v) with decoder gradients :math:`g_u, g_v`, the normalised
-transfer :math:`\langle g_u, g_v\rangle / \|g_u\|^2` is the fraction of u's own
-first-order loss decrease that one SGD step on v delivers. T2.3 predicts it decays
-with the latent distance :math:`W_2(q_u, q_v)` and is positive for every pair with
-:math:`W_1 \le W_2 < r_{share}(u, v) = [\|g_u\| - \Delta_x(u, v)]_+ / L_{\theta z}`.
+For a pair (u, v) with output-layer gradients :math:`g_u, g_v`, T2.3 certifies positive
+transfer :math:`\langle g_u, g_v\rangle > 0` when the pair lies inside the sharing radius,
+:math:`W_1 \le W_2(q_u, q_v) < r_{share}(u, v) = [\|g_u\| - \Delta_x(u, v)]_+ /
+L_{\theta z}`. The claim (``radius.verify.t2_3``) examines it at several training points
+(initialisation, the first epochs, the best epoch) on pairs searched over all training
+users by the theorem's own quantity; this figure draws what it measured:
 
-The data are the pair rows of the T2.3 claim, ``radius.verify.t2_3.run(ctx).details``
-(all pairs inside the radius plus up to 300 spread evenly over the W2 order), so the
-picture shows the pairs behind the verdict; the claim's checks are written beside.
-The model is the claim's (the ``pia`` setting of ``ctx.base_config.model``: Multi-VAE or
-RecVAE), named in the title and recorded in the JSON.
+* top row, one panel per training point: :math:`r_{share}` against :math:`W_2` for the
+  kept pairs with :math:`r_{share} > 0` (log-log); a pair is inside the radius above
+  the diagonal :math:`r_{share} = W_2`; the pairs with :math:`r_{share} = 0` are counted
+  in the title;
+* bottom left, over training: the share of screened candidates with
+  :math:`r_{share} > 0`, the share of kept pairs inside, the share of nearest-neighbour
+  pairs that transfer positively, and the positive share among the pairs inside with its
+  exact 95% interval;
+* bottom right, at the best epoch: normalised transfer
+  :math:`\langle g_u, g_v\rangle / \|g_u\|^2` against :math:`W_2` for the three strata
+  (the decay of T2.3.4).
+
+Data: ``radius.verify.t2_3.run(ctx).details["training_points"]`` (the claim's own rows);
+written beside the PNG as ``radius.csv`` (one row per kept pair and training point) and
+``radius.json`` (per-point summaries and the claim's verdict).
 """
 
 from __future__ import annotations
@@ -21,7 +32,6 @@ from typing import Any
 
 import numpy as np
 from matplotlib.ticker import NullFormatter
-from scipy.stats import spearmanr
 
 from radius.figures.common import (
     figure_model,
@@ -32,264 +42,261 @@ from radius.figures.common import (
     write_json,
 )
 
-__all__ = [
-    "RADIUS_COLUMNS",
-    "pair_rows_from_details",
-    "collect_radius",
-    "summarise_radius",
-    "draw_radius",
-]
+__all__ = ["RADIUS_COLUMNS", "KIND_LABELS", "points_from_details", "collect_radius", "draw_radius"]
 
 RADIUS_COLUMNS = (
+    "point",
     "kind",
     "u",
     "v",
     "w2",
+    "mu_dist",
+    "r_share",
+    "inside",
     "inner",
     "norm_u",
     "normalised_transfer",
     "delta_x",
     "lipschitz",
-    "r_share",
-    "inside",
 )
 
 KIND_LABELS = {
-    "jaccard": "input neighbour (Jaccard)",
-    "latent": "latent neighbour (W2)",
-    "random": "random pair",
-    "edit": "edit probe (u minus one item)",
+    "searched": "searched (smallest D / ||g_u||)",
+    "jaccard": "nearest Jaccard neighbour",
+    "latent": "nearest W2 neighbour",
+    "random": "random user",
 }
+KIND_COLORS = {
+    "searched": "#d62728",
+    "jaccard": "#1f77b4",
+    "latent": "#ff7f0e",
+    "random": "#7f7f7f",
+}
+SUMMARY_KEYS = (
+    "label",
+    "epochs",
+    "search",
+    "n_pairs",
+    "n_r_share_positive",
+    "fraction_r_share_positive",
+    "n_inside",
+    "fraction_inside",
+    "positive_inside",
+    "max_r_share_over_mu_dist",
+    "max_r_share_over_w2",
+    "near_positive_transfer",
+    "tightness_near",
+)
 
-REQUIRED = ("u", "v", "w2", "inner", "norm_u", "r_share")
 
+def points_from_details(details: dict[str, Any]) -> list[dict[str, Any]]:
+    """The training points of a T2.3 result's details, each with its summary and rows.
 
-def pair_rows_from_details(details: dict[str, Any]) -> list[dict[str, Any]] | None:
-    r"""The T2.3 ``details["pairs"]`` rows in this figure's columns, or None if absent.
-
-    Rows need ``u, v, w2, inner, norm_u, r_share``; the normalised transfer
-    :math:`\langle g_u, g_v\rangle / \|g_u\|^2` and ``inside`` (W2 < r_share) are
-    derived when missing, ``kind`` defaults to ``"sampled"`` and ``delta_x`` and
-    ``lipschitz`` to NaN.
+    Raises ``KeyError`` naming what is missing when the details carry no training points
+    with pair rows (``w2``, ``r_share``, ``inner``, ``norm_u``).
     """
-    rows = details.get("pairs")
-    if not (isinstance(rows, list) and rows and all(isinstance(r, dict) for r in rows)):
-        return None
-    if any(k not in r for r in rows for k in REQUIRED):
-        return None
-    out = []
-    for r in rows:
-        rec = {k: r.get(k) for k in RADIUS_COLUMNS}
-        norm_sq = float(r["norm_u"]) ** 2
-        if rec["normalised_transfer"] is None:
-            rec["normalised_transfer"] = float(r["inner"]) / norm_sq if norm_sq > 0 else np.nan
-        if rec["inside"] is None:
-            rec["inside"] = bool(float(r["w2"]) < float(r["r_share"]))
-        rec["kind"] = str(r.get("kind", "sampled"))
-        for k in ("delta_x", "lipschitz"):
-            rec[k] = float(r[k]) if r.get(k) is not None else np.nan
-        out.append(rec)
-    return out
+    points = details.get("training_points")
+    if not (isinstance(points, list) and points):
+        raise KeyError("T2.3 details carry no 'training_points'")
+    for p in points:
+        rows = p.get("rows")
+        if not isinstance(rows, list):
+            raise KeyError(f"training point {p.get('label')!r} has no 'rows'")
+        for r in rows:
+            missing = [k for k in ("w2", "r_share", "inner", "norm_u") if k not in r]
+            if missing:
+                raise KeyError(f"training point {p.get('label')!r}: rows lack {missing}")
+    return points
 
 
-def collect_radius(ctx: Any) -> dict[str, Any]:
-    """Run the T2.3 claim and keep its pair rows, verdict and sampling description."""
+def collect_radius(ctx: Any, **claim_options: Any) -> dict[str, Any]:
+    """Run the T2.3 claim (``claim_options`` are ``run``'s, e.g. ``along=``) and keep its
+    training points, verdict and search description."""
     from radius.verify import t2_3
 
-    res = t2_3.run(ctx)
-    setting = t2_3.SETTING
-    rows = pair_rows_from_details(res.details)
-    if rows is None:
-        raise KeyError(
-            "radius.verify.t2_3 details carry no pair rows with w2, inner/norm_u (or the "
-            "normalised transfer) and r_share"
-        )
-    claim = {
-        "verdict": res.verdict,
-        "checks": [
-            {"name": c.name, "passed": c.passed, "measured": c.measured, "n": c.n}
-            for c in res.checks
-        ],
-        **{
-            k: res.details[k]
-            for k in (
-                "n_pairs",
-                "n_r_share_positive",
-                "n_inside_radius",
-                "n_inside_radius_probe",
-                "pair_sampling",
-            )
-            if k in res.details
-        },
-    }
+    res = t2_3.run(ctx, **claim_options)
+    points = points_from_details(res.details)
+    setting = res.details.get("setting", t2_3.SETTING)
     return {
         "model": ctx.config(setting).model,
         "setting": setting,
-        "rows": rows,
-        "source": "radius.verify.t2_3.run(ctx).details['pairs']",
-        "claim": claim,
+        "points": points,
+        "source": "radius.verify.t2_3.run(ctx).details['training_points']",
+        "claim": {
+            "verdict": res.verdict,
+            "verdict_text": res.verdict_text,
+            "checks": [
+                {
+                    "name": c.name,
+                    "role": c.role,
+                    "outcome": c.label,
+                    "measured": c.measured,
+                    "n": c.n,
+                }
+                for c in res.checks
+            ],
+            "search": res.details.get("search"),
+            "n_cases": res.details.get("n_cases"),
+            "n_inside_radius": res.details.get("n_inside_radius"),
+        },
         "context": res.context,
     }
 
 
-def summarise_radius(rows: list[dict[str, Any]]) -> dict[str, Any]:
-    """Spearman(W2, normalised transfer), counts inside the radius and their transfer sign."""
-    w2 = np.array([float(r["w2"]) for r in rows])
-    t = np.array([float(r["normalised_transfer"]) for r in rows])
-    r_share = np.array([float(r["r_share"]) for r in rows])
-    inside = np.array([bool(r["inside"]) for r in rows])
-    probe = np.array([str(r.get("kind", "")) == "edit" for r in rows])
-    ok = np.isfinite(w2) & np.isfinite(t)
-    rho = float(spearmanr(w2[ok], t[ok]).statistic) if ok.sum() > 2 else float("nan")
-    return {
-        "n_pairs": len(rows),
-        "spearman_w2_transfer": rho,
-        "n_positive_radius": int((r_share > 0).sum()),
-        "n_inside": int(inside.sum()),
-        "n_inside_real": int((inside & ~probe).sum()),
-        "n_inside_probe": int((inside & probe).sum()),
-        "n_inside_positive_transfer": int((inside & (t > 0)).sum()),
-        "n_positive_transfer": int((t > 0).sum()),
-    }
+def _ci(point: dict[str, Any], key: str) -> tuple[float, float, float]:
+    b = point.get(key) or {}
+    if not b.get("n"):
+        return (np.nan, np.nan, np.nan)
+    lo, hi = b["interval"]
+    return (float(b["fraction"]), float(lo), float(hi))
 
 
 def draw_radius(data: dict[str, Any], out_dir: str | os.PathLike) -> dict[str, Any]:
-    """Scatter of normalised transfer vs W2; writes ``radius.png``, ``.csv`` and ``.json``."""
+    """Draw the figure; writes ``radius.png``, ``radius.csv`` and ``radius.json``."""
     out_dir = Path(out_dir)
-    rows = data["rows"]
-    if not rows:
-        raise ValueError("no pairs to draw")
-    summary = summarise_radius(rows)
-    w2 = np.array([float(r["w2"]) for r in rows])
-    t = np.array([float(r["normalised_transfer"]) for r in rows])
-    inside = np.array([bool(r["inside"]) for r in rows])
-    kinds = np.array([str(r["kind"]) for r in rows])
-    fig, (ax, ax_r) = new_figure(13.0, 5.0, ncols=2, width_ratios=[1.5, 1.0])
-    palette = ("#1f77b4", "#ff7f0e", "#2ca02c", "#9467bd", "#8c564b")
-    colors = {}
-    for j, kind in enumerate(dict.fromkeys(kinds)):
-        colors[kind] = palette[j % len(palette)]
-        sel = kinds == kind
-        ax.scatter(
-            w2[sel],
-            t[sel],
-            s=14,
-            alpha=0.6,
-            color=colors[kind],
-            edgecolors="none",
-            label=f"{KIND_LABELS.get(kind, kind)} ({int(sel.sum())})",
-        )
-    if inside.any():
-        ax.scatter(
-            w2[inside],
-            t[inside],
-            s=60,
-            facecolors="none",
-            edgecolors="black",
-            lw=1.1,
-            label=f"inside r_share ({int(inside.sum())})",
-        )
-    if len(rows) >= 20:
-        bins = np.array_split(np.argsort(w2), 10)
-        ax.plot(
-            [np.median(w2[q]) for q in bins],
-            [np.median(t[q]) for q in bins],
-            "-",
-            color="black",
-            lw=1.5,
-            label="binned median (10 bins)",
-        )
-    ax.axhline(0.0, color="#7f7f7f", lw=0.8)
-    ax.set_xlabel("latent distance W2(q_u, q_v)")
-    ax.set_ylabel("normalised transfer ⟨g_u, g_v⟩ / ‖g_u‖²")
-    ax.set_title(
-        f"transfer vs latent distance: Spearman {summary['spearman_w2_transfer']:+.3f} "
-        f"over the {summary['n_pairs']} pairs drawn\n{summary['n_inside']} inside r_share "
-        f"({summary['n_inside_real']} real pairs, {summary['n_inside_probe']} edit probes), "
-        f"{summary['n_inside_positive_transfer']} with positive transfer",
-        fontsize=9,
-    )
-    ax.legend(fontsize=7, loc="best")
-    norm_u = np.array([float(r["norm_u"]) for r in rows])
-    delta_x = np.array([float(r["delta_x"]) for r in rows])
-    ok = np.isfinite(delta_x) & (delta_x > 0) & (norm_u > 0)
-    for kind in colors:
-        sel = ok & (kinds == kind)
-        if sel.any():
-            ax_r.scatter(
-                norm_u[sel],
-                delta_x[sel],
-                s=14,
-                alpha=0.6,
-                color=colors[kind],
-                edgecolors="none",
-                label=KIND_LABELS.get(kind, kind),
-            )
-    if ok.any():
-        both = np.concatenate([norm_u[ok], delta_x[ok]])
-        lo, hi = float(both.min()) / 1.3, float(both.max()) * 1.3
-        ax_r.plot([lo, hi], [lo, hi], "--", color="black", lw=0.9, label="Δ_x = ‖g_u‖")
-        ax_r.fill_between(
-            [lo, hi],
-            [lo, lo],
-            [lo, hi],
-            color="#2ca02c",
-            alpha=0.08,
-            label="r_share > 0 (Δ_x < ‖g_u‖)",
-        )
-        if (inside & ok).any():
-            ax_r.scatter(
-                norm_u[inside & ok],
-                delta_x[inside & ok],
+    points = data["points"]
+    if not points:
+        raise ValueError("no training points to draw")
+    k = len(points)
+    fig, _ = new_figure(4.0 * max(k, 2), 8.5)
+    fig.clear()  # a grid of its own: one panel per training point above two below
+    grid = fig.add_gridspec(2, max(k, 2))
+    top = [fig.add_subplot(grid[0, j]) for j in range(k)]
+    half = max(k, 2) // 2
+    ax_t = fig.add_subplot(grid[1, :half])
+    ax_d = fig.add_subplot(grid[1, half:])
+    csv_rows = []
+    for ax, p in zip(top, points):
+        rows = p["rows"]
+        w2 = np.array([float(r["w2"]) for r in rows])
+        rs = np.array([float(r["r_share"]) for r in rows])
+        kinds = np.array([str(r.get("kind", "")) for r in rows])
+        inside = w2 < rs
+        pos = rs > 0
+        for kind in KIND_LABELS:
+            sel = pos & (kinds == kind)
+            if sel.any():
+                ax.scatter(
+                    w2[sel],
+                    rs[sel],
+                    s=12,
+                    alpha=0.7,
+                    color=KIND_COLORS[kind],
+                    edgecolors="none",
+                    label=f"{KIND_LABELS[kind]} ({int(sel.sum())})",
+                )
+        if inside.any():
+            ax.scatter(
+                w2[inside],
+                rs[inside],
                 s=60,
                 facecolors="none",
                 edgecolors="black",
                 lw=1.1,
-                label="inside r_share",
+                label=f"inside r_share ({int(inside.sum())})",
             )
-        ax_r.set_xscale("log")
-        ax_r.set_yscale("log")
-        ax_r.set_xlim(lo, hi)
-        ax_r.set_ylim(lo, hi)
-        for axis in (ax_r.xaxis, ax_r.yaxis):
-            axis.set_minor_formatter(NullFormatter())
-        ax_r.legend(fontsize=7, loc="best")
-    else:
-        ax_r.text(
-            0.5, 0.5, "no Δ_x in the pair rows", ha="center", va="center", transform=ax_r.transAxes
+        if pos.any():
+            lo = float(min(w2[pos].min(), rs[pos].min())) / 1.5
+            hi = float(max(w2[pos].max(), rs[pos].max())) * 1.5
+            ax.plot([lo, hi], [lo, hi], "--", color="black", lw=0.8, label="r_share = W2")
+            ax.set_xscale("log")
+            ax.set_yscale("log")
+            for axis in (ax.xaxis, ax.yaxis):  # decade labels only: minor ones overlap
+                axis.set_minor_formatter(NullFormatter())
+            ax.legend(fontsize=6, loc="lower right")
+        else:
+            ax.text(
+                0.5,
+                0.5,
+                "r_share = 0 for every kept pair",
+                ha="center",
+                va="center",
+                transform=ax.transAxes,
+                fontsize=8,
+            )
+        scr = p.get("search") or {}
+        frac = float(scr.get("fraction_r_share_positive", np.nan))
+        ax.set_title(
+            f"{p['label']}: {p['n_inside']} of {p['n_pairs']} kept pairs inside\n"
+            f"r_share > 0: {int(pos.sum())} kept, {frac:.2%} of "
+            f"{scr.get('candidates_screened', '?')} screened; {int((~pos).sum())} at 0",
+            fontsize=8,
         )
-    ax_r.set_xlabel("‖g_u‖ (gradient norm of the receiving user)")
-    ax_r.set_ylabel("Δ_x(u, v) = ‖E_q_u[∇l_v − ∇l_u]‖")
-    ax_r.set_title(
-        f"numerator of r_share: {summary['n_positive_radius']} of {summary['n_pairs']} pairs "
-        "have Δ_x < ‖g_u‖",
-        fontsize=9,
-    )
-    claim = data.get("claim")
-    verdict = (
-        f"; claim {claim['verdict']} over {claim.get('n_pairs', '?')} sampled pairs"
-        if claim
-        else ""
-    )
+        ax.set_xlabel("W2(q_u, q_v)", fontsize=8)
+        ax.set_ylabel("r_share(u, v)", fontsize=8)
+        for r in rows:
+            csv_rows.append([p["label"], *[r.get(c) for c in RADIUS_COLUMNS[1:]]])
+    # over training
+    x = np.arange(k)
+    labels = [p["label"] for p in points]
+    screened = [
+        float((p.get("search") or {}).get("fraction_r_share_positive", np.nan)) for p in points
+    ]
+    inside_f = [float(p["fraction_inside"]) for p in points]
+    near = np.array([_ci(p, "near_positive_transfer") for p in points])
+    pin = np.array([_ci(p, "positive_inside") for p in points])
+    ax_t.plot(x, screened, "o-", color="#2ca02c", label="r_share > 0 (screened candidates)")
+    ax_t.plot(x, inside_f, "s-", color="black", label="inside r_share (kept pairs)")
+    for xi, a, b in zip(x, screened, inside_f):  # the small shares, readable
+        ax_t.annotate(f"{a:.2%}", (xi, a), xytext=(4, 8), textcoords="offset points",
+                      fontsize=7, color="#2ca02c")  # fmt: skip
+        ax_t.annotate(f"{b:.2%}", (xi, b), xytext=(4, -11), textcoords="offset points",
+                      fontsize=7, color="black")  # fmt: skip
+    ax_t.plot(x, near[:, 0], "^-", color="#1f77b4", label="nearest neighbour transfers positively")
+    ok = np.isfinite(pin[:, 0])
+    if ok.any():
+        ax_t.errorbar(
+            x[ok],
+            pin[ok, 0],
+            yerr=[pin[ok, 0] - pin[ok, 1], pin[ok, 2] - pin[ok, 0]],
+            fmt="D",
+            color="#d62728",
+            capsize=3,
+            label="positive among pairs inside (exact 95%)",
+        )
+    ax_t.set_xticks(x, labels, fontsize=8)
+    ax_t.set_ylim(-0.03, 1.05)
+    ax_t.set_ylabel("share")
+    ax_t.set_title("the radius over training", fontsize=9)
+    ax_t.legend(fontsize=7, loc="center right")
+    # decay at the best epoch
+    best = points[-1]["rows"]
+    for kind in ("jaccard", "latent", "random"):
+        sel = [r for r in best if r.get("kind") == kind]
+        if sel:
+            ax_d.scatter(
+                [float(r["w2"]) for r in sel],
+                [float(r["normalised_transfer"]) for r in sel],
+                s=12,
+                alpha=0.6,
+                color=KIND_COLORS[kind],
+                edgecolors="none",
+                label=KIND_LABELS[kind],
+            )
+    ax_d.axhline(0.0, color="#7f7f7f", lw=0.8)
+    ax_d.set_xlabel("W2(q_u, q_v)")
+    ax_d.set_ylabel("<g_u, g_v> / ||g_u||^2")
+    ax_d.set_title(f"normalised transfer at {points[-1]['label']} (strata)", fontsize=9)
+    ax_d.legend(fontsize=7)
     model = figure_model(data)
     trained = setting_label(str(data.get("setting", "pia")), model)
+    claim = data.get("claim") or {}
     fig.suptitle(
-        f"T2.3: gradient transfer and the latent sharing radius ({trained})\n"
-        f"(data: {data.get('source', '?')}{verdict})",
+        f"T2.3: the latent sharing radius over training ({trained}); claim "
+        f"{claim.get('verdict_text', '?')}\n(data: {data.get('source', '?')})",
         fontsize=10,
     )
     png = save_png(fig, out_dir / "radius.png")
-    csv = write_csv(
-        out_dir / "radius.csv", RADIUS_COLUMNS, [[r.get(c) for c in RADIUS_COLUMNS] for r in rows]
-    )
+    csv = write_csv(out_dir / "radius.csv", RADIUS_COLUMNS, csv_rows)
+    summary = [{k: p.get(k) for k in SUMMARY_KEYS} for p in points]
     js = write_json(
         out_dir / "radius.json",
         {
             "figure": "radius",
-            "summary": summary,
-            **{k: v for k, v in data.items() if k != "rows"},
+            "points": summary,
+            **{k: v for k, v in data.items() if k != "points"},
             "model": model,
             "label": trained,
         },
     )
-    return {"png": png, "csv": csv, "json": js, "summary": summary, "rows": rows}
+    return {"png": png, "csv": csv, "json": js, "points": summary, "rows": csv_rows}

@@ -459,6 +459,13 @@ def cmd_verify(args: argparse.Namespace) -> int:
             setting_overrides=per_setting,
         )
     out_dir = Path(args.out or RUNS / ds.name / "verify")
+    # T2.3 along training (--along LABEL=PATH, repeatable): the claim's model at earlier
+    # training points, read as --checkpoint reads a model (radius.verify.t2_3.load_along)
+    claim_opts: dict[str, dict[str, Any]] = {}
+    if getattr(args, "along", None):
+        from radius.verify.t2_3 import load_along
+
+        claim_opts["2.3"] = {"along": load_along(args.along, ds, factory=args.model_factory)}
     # every model the claims will use, trained up front in parallel (one thread each)
     needed = []
     for cid in ids:
@@ -890,6 +897,14 @@ def build_parser() -> argparse.ArgumentParser:
         "SETTING.KEY=VALUE for one setting, e.g. masking.keep_rate=0.5 (with --checkpoint: "
         "keep_rate, lambda_a, input_convention, posterior_scale, kl_weight of that model; a "
         "value its checkpoint records differently is an error)",
+    )
+    p.add_argument(
+        "--along",
+        action="append",
+        metavar="LABEL=PATH",
+        help="T2.3 along training: the verified model at an earlier training point (e.g. "
+        "'init=e0.pt', 'epoch 1=e1.pt'); repeat, in training order. radius's own models "
+        "bring theirs from the cache",
     )
     p.add_argument(
         "--power",

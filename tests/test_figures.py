@@ -176,36 +176,24 @@ def test_cohorts_figure_states_both_ends_with_its_interval(cohorts_result, out_d
 
 
 # --------------------------------------------------------------------------- radius
-def test_pair_rows_from_details_fills_derived_fields():
-    """Rows with w2, inner, norm_u and r_share get the normalised transfer and the inside flag."""
-    from radius.figures.sharing_radius import pair_rows_from_details
+def test_points_from_details_needs_training_points_with_rows():
+    """The figure reads the claim's training points; missing ones raise naming them."""
+    from radius.figures.sharing_radius import points_from_details
 
-    base = {"w2": 0.1, "inner": 2.0, "norm_u": 2.0, "r_share": 0.5}
-    details = {
-        "pairs": [
-            {"u": 0, "v": 1, "kind": "jaccard", **base},
-            {"u": 2, "v": 3, "w2": 0.9, "inner": -1.0, "norm_u": 1.0, "r_share": 0.0},
-        ],
-    }
-    rows = pair_rows_from_details(details)
-    assert [r["normalised_transfer"] for r in rows] == pytest.approx([0.5, -1.0])
-    assert [r["inside"] for r in rows] == [True, False]
-    assert [r["kind"] for r in rows] == ["jaccard", "sampled"]
-    assert math.isnan(rows[0]["delta_x"])
-
-
-def test_pair_rows_from_details_without_the_fields_is_none():
-    """Details whose pair rows lack r_share (or that have no pairs) give None."""
-    from radius.figures.sharing_radius import pair_rows_from_details
-
-    assert pair_rows_from_details({"pairs": [{"u": 0, "v": 1, "w2": 0.3}]}) is None
-    assert pair_rows_from_details({"pairs": []}) is None
-    assert pair_rows_from_details({"summary": {}}) is None
+    row = {"w2": 0.1, "r_share": 0.5, "inner": 2.0, "norm_u": 2.0}
+    pts = points_from_details({"training_points": [{"label": "init", "rows": [row]}]})
+    assert pts[0]["label"] == "init"
+    with pytest.raises(KeyError, match="no 'training_points'"):
+        points_from_details({"pairs": []})
+    with pytest.raises(KeyError, match=r"training point 'init': rows lack \['r_share'\]"):
+        points_from_details({"training_points": [{"label": "init", "rows": [{"w2": 1.0,
+            "inner": 1.0, "norm_u": 1.0}]}]})  # fmt: skip
 
 
 @pytest.mark.slow
 def test_radius_figure(tiny_ctx, out_dir):
-    """The pairs written are the claim's; inside == W2 < r_share; transfer = inner/||g_u||^2."""
+    """One panel per training point; the CSV rows are the claim's, inside == W2 < r_share,
+    transfer = inner / ||g_u||^2; the JSON's per-point numbers are the claim's."""
     from radius.figures.sharing_radius import RADIUS_COLUMNS, collect_radius, draw_radius
 
     data = collect_radius(tiny_ctx)
@@ -213,10 +201,12 @@ def test_radius_figure(tiny_ctx, out_dir):
     _png_ok(res["png"])
     header, got = _csv(res["csv"])
     assert header == list(RADIUS_COLUMNS)
-    assert len(got) == len(data["rows"]) > 0
-    assert {r["kind"] for r in got} <= {"jaccard", "latent", "random", "edit"}
-    for r, want in zip(got, data["rows"]):
-        assert (int(r["u"]), int(r["v"])) == (want["u"], want["v"])
+    labels = [p["label"] for p in data["points"]]
+    assert labels[:3] == ["init", "epoch 1", "epoch 3"] and len(labels) == 4
+    assert len(got) == sum(len(p["rows"]) for p in data["points"]) > 0
+    assert [r["point"] for r in got] == [p["label"] for p in data["points"] for _ in p["rows"]]
+    assert {r["kind"] for r in got} <= {"searched", "jaccard", "latent", "random"}
+    for r in got:
         w2, r_share = _f(r["w2"]), _f(r["r_share"])
         assert w2 >= 0 and r_share >= 0
         assert (r["inside"] == "True") == (w2 < r_share)
@@ -224,15 +214,13 @@ def test_radius_figure(tiny_ctx, out_dir):
             _f(r["inner"]) / _f(r["norm_u"]) ** 2, rel=1e-9
         )
     js = json.loads(res["json"].read_text())
-    summary = js["summary"]
-    assert -1.0 <= summary["spearman_w2_transfer"] <= 1.0
-    assert summary["n_inside"] == sum(r["inside"] == "True" for r in got)
-    # every inside pair is kept; real pairs and edit probes are counted apart
-    assert summary["n_inside_real"] == js["claim"]["n_inside_radius"]
-    assert summary["n_inside_probe"] == js["claim"]["n_inside_radius_probe"]
-    assert summary["n_inside"] == summary["n_inside_real"] + summary["n_inside_probe"]
-    assert summary["n_inside_positive_transfer"] <= summary["n_inside"]
-    assert js["claim"]["verdict"] in ("PASS", "FAIL", "INCONCLUSIVE")
+    assert [p["label"] for p in js["points"]] == labels
+    for p, want in zip(js["points"], data["points"]):
+        assert p["n_inside"] == want["n_inside"] and p["search"] == want["search"]
+        inside = sum(r["inside"] == "True" for r in got if r["point"] == p["label"])
+        assert inside <= p["n_inside"]
+    assert js["claim"]["verdict"] in ("PASS", "FAIL", "INCONCLUSIVE", "VACUOUS")
+    assert js["label"] == "Multi-VAE + PIA"
 
 
 # --------------------------------------------------------------------------- masking

@@ -19,6 +19,7 @@ from radius.analysis.transfer import (
     pair_lipschitz,
     pair_transfer,
     posterior,
+    screen_candidates,
     sharing_radius,
     transfer_bound,
     transfer_gram,
@@ -132,6 +133,101 @@ def test_cauchy_schwarz_lower_bound(case):
     pt = pair_transfer(m, x, np.array([[0, 1], [3, 2]]), n_samples=m_samples, seed=seed)
     lower = pt.norm_u * (pt.norm_u - pt.diff_norm)
     assert np.all(pt.inner >= lower - 1e-9 * (1 + np.abs(lower)))
+
+
+def _naive_path(model, x, u, v, eps):
+    """Per path m: ||grad l_v(z_um) - grad l_v(z_vm)|| and ||z_um - z_vm|| by autograd, and
+    the gradients at the path's midpoints (output layer)."""
+    from radius.analysis.transfer import _Decode, _param_names
+
+    wrap = _Decode(model)
+    own = dict(wrap.named_parameters())
+    plist = [own[k] for k in _param_names(model, "output")]
+    xu = torch.as_tensor(x[[u]].toarray(), dtype=torch.float64)
+    xv = torch.as_tensor(x[[v]].toarray(), dtype=torch.float64)
+    mu, lv = posterior(model, xu)
+    mv, lvv = posterior(model, xv)
+    zu, zv = mu + torch.exp(0.5 * lv) * eps, mv + torch.exp(0.5 * lvv) * eps
+
+    def grad(z):
+        loss = -(torch.log_softmax(model.decode(z[None]), -1) * xv).sum()
+        return torch.cat([t.reshape(-1) for t in torch.autograd.grad(loss, plist)])
+
+    gaps, lens, halves = [], [], []
+    for i in range(eps.shape[0]):
+        a, b, mid = grad(zu[i]), grad(zv[i]), grad((zu[i] + zv[i]) / 2)
+        length = (zu[i] - zv[i]).norm().item()
+        gaps.append((a - b).norm().item())
+        lens.append(length)
+        if length > 0:
+            halves += [
+                (mid - a).norm().item() / (length / 2),
+                (b - mid).norm().item() / (length / 2),
+            ]
+    return np.array(gaps), np.array(lens), halves
+
+
+def test_path_gaps_and_secants_match_autograd():
+    """The mean path gap, mean path length and largest secant ratio (whole paths, and with
+    their halves) equal autograd's; a pair with one posterior has no secant (NaN)."""
+    m, x = _model(), _data()
+    eps = common_eps(4, 3, seed=1)
+    pairs = np.array([[0, 1], [3, 2], [7, 7], [4, 0]])
+    pt1 = pair_transfer(m, x, pairs, eps=eps, chunk_size=3)
+    pt2 = pair_transfer(m, x, pairs, eps=eps, chunk_size=3, secant_split=2)
+    for i, (u, v) in enumerate(pairs):
+        gaps, lens, halves = _naive_path(m, x, u, v, eps)
+        assert pt1.path_gap[i] == pytest.approx(gaps.mean(), rel=1e-9, abs=1e-12)
+        assert pt1.path_len[i] == pytest.approx(lens.mean(), rel=1e-9, abs=1e-12)
+        if u == v:
+            assert np.isnan(pt1.secant[i]) and np.isnan(pt2.secant[i])
+            continue
+        whole = np.max(gaps / lens)
+        assert pt1.secant[i] == pytest.approx(whole, rel=1e-8)
+        assert pt2.secant[i] == pytest.approx(max(whole, *halves), rel=1e-8)
+        assert pt2.secant[i] >= pt1.secant[i]
+
+
+@given(_tiny_case())
+def test_difference_splits_into_path_gap_and_delta_x(case):
+    """||g_v - g_u|| <= mean path gap + Delta_x (the split behind T2.3.2, exact for the Monte
+    Carlo objective), and the secants never exceed a converged Jacobian norm estimate."""
+    n_items, hidden, latent, m_samples, seed, x = case
+    m = _model(n_items, hidden, latent, seed)
+    eps = common_eps(m_samples, latent, seed=seed)
+    pairs = np.array([[0, 1], [3, 2], [2, 0]])
+    pt = pair_transfer(m, x, pairs, eps=eps, secant_split=2)
+    rhs = pt.path_gap + pt.delta_x
+    # ||g_v - g_u|| comes from ||g_u||^2 + ||g_v||^2 - 2 <g_u, g_v>: for equal users it is
+    # sqrt(float64 rounding of the norms squared), about 1e-8 of the norms
+    slack = 1e-9 * (1 + rhs) + 1e-7 * (1 + pt.norm_u + pt.norm_v)
+    assert np.all(pt.diff_norm <= rhs + slack)
+
+
+def test_screen_candidates_equals_pair_statistics():
+    """||g_u|| and Delta_x(u, v) of the screening equal pair_transfer's, empty slots NaN."""
+    m, x = _model(), _data()
+    eps = common_eps(4, 3, seed=1)
+    anchors = np.array([0, 3, 4, 7])
+    cand = np.array([[1, 5, -1], [2, -1, -1], [0, 0, -1], [7, -1, -1]])
+    sc = screen_candidates(m, x, anchors, cand, eps=eps, chunk_size=3)
+    pairs = np.array([(a, v) for a, row in zip(anchors, cand) for v in row if v >= 0])
+    pt = pair_transfer(m, x, pairs, eps=eps)
+    got = np.array(
+        [sc.delta_x[r, c] for r, row in enumerate(cand) for c, v in enumerate(row) if v >= 0]
+    )
+    np.testing.assert_allclose(got, pt.delta_x, rtol=1e-9, atol=1e-10)
+    np.testing.assert_allclose(
+        sc.norm_u, pair_transfer(m, x, np.stack([anchors, anchors], 1), eps=eps).norm_u, rtol=1e-9
+    )
+    assert np.isnan(sc.delta_x[0, 2]) and np.isnan(sc.delta_x[1, 1])
+    assert sc.delta_x[3, 0] == pytest.approx(0.0, abs=1e-9)  # v = u
+    with pytest.raises(ValueError, match=r"candidates must have shape \(4, K\), got \(3, 3\)"):
+        screen_candidates(m, x, anchors, cand[:3], eps=eps)
+    with pytest.raises(ValueError, match=r"candidates must lie in \[-1, 12\), got \[12, 12\]"):
+        screen_candidates(m, x, anchors, np.full((4, 1), 12), eps=eps)
+    with pytest.raises(TypeError, match="x must be a scipy sparse matrix, got ndarray"):
+        screen_candidates(m, x.toarray(), anchors, cand, eps=eps)
 
 
 def _exact_jacobian_norm(model, z, x, param_set):

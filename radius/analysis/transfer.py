@@ -56,12 +56,14 @@ from torch import Tensor, nn
 
 from radius.analysis.geometry import w2_diag
 from radius.analysis.lipschitz import mixed_jacobian_lipschitz
+from radius.analysis.neighbours import check_indices
 
 __all__ = [
     "PARAM_SETS",
     "PARAM_SET_NAMES",
     "OutputFactors",
     "PairTransfer",
+    "Screen",
     "FirstOrderResult",
     "common_eps",
     "posterior",
@@ -70,6 +72,7 @@ __all__ = [
     "user_gradients",
     "naive_user_gradients",
     "pair_transfer",
+    "screen_candidates",
     "output_jacobian_norm",
     "pair_lipschitz",
     "transfer_bound",
@@ -131,12 +134,7 @@ def _check_pairs(pairs: object, n: int) -> np.ndarray:
     arr = np.asarray(pairs)
     if arr.ndim != 2 or arr.shape[1] != 2:
         raise ValueError(f"pairs must have shape (P, 2), got {arr.shape}")
-    if arr.size and not np.issubdtype(arr.dtype, np.integer):
-        raise TypeError(f"pairs must hold integer user indices, got dtype {arr.dtype}")
-    arr = arr.astype(np.int64)
-    if arr.size and (arr.min() < 0 or arr.max() >= n):
-        raise ValueError(f"pair indices must lie in [0, {n}), got range [{arr.min()}, {arr.max()}]")
-    return arr
+    return check_indices(arr, n, name="pair indices", unit="user")
 
 
 # ---------------------------------------------------------------------------- sampling
@@ -251,8 +249,12 @@ def _paired_sq(r_a: Tensor, h_a: Tensor, r_b: Tensor, h_b: Tensor) -> Tensor:
     return (rr * hh).sum(dim=(1, 2)) / (r_a.shape[1] * r_b.shape[1])
 
 
-def _output_pair_sq(fu: OutputFactors, fv: OutputFactors) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-    r"""Row-paired ||g_u||^2, ||g_v||^2, <g_u, g_v>, Delta_x^2 from base Grams -> 4 x (C,).
+def _output_pair_sq(
+    fu: OutputFactors, fv: OutputFactors
+) -> tuple[Tensor, Tensor, Tensor, Tensor, dict[str, Tensor]]:
+    r"""Row-paired ||g_u||^2, ||g_v||^2, <g_u, g_v>, Delta_x^2 from base Grams -> 4 x (C,),
+    and the ends of each coupling path for its secants (``_ends``: v's loss at
+    :math:`z_{um}` and :math:`z_{vm}`, from the Grams' diagonals).
 
     With :math:`r = n p - x` every M x M residual Gram expands into
     :math:`P P'^\top`, the M-vectors :math:`P x'` and the scalar :math:`x\cdot x'`, so
@@ -281,11 +283,22 @@ def _output_pair_sq(fu: OutputFactors, fv: OutputFactors) -> tuple[Tensor, Tenso
     dn = nv - nu
     b = a_uv - a_uu  # (C, M, 1): P_u (x_v - x_u)
     dd = dn * dn * pp_uu - dn * (b + b.transpose(1, 2)) + (x_vv - 2 * x_uv + x_uu)
+    ends = {
+        "pp1": torch.diagonal(pp_uu, dim1=1, dim2=2),  # (C, M): |p(z_um)|^2
+        "pp2": torch.diagonal(pp_vv, dim1=1, dim2=2),
+        "pp12": torch.diagonal(pp_uv, dim1=1, dim2=2),
+        "a1": a_uv[..., 0],  # p(z_um) . x_v
+        "a2": a_vv[..., 0],
+        "hh1": torch.diagonal(hh_uu, dim1=1, dim2=2),
+        "hh2": torch.diagonal(hh_vv, dim1=1, dim2=2),
+        "hh12": torch.diagonal(hh_uv, dim1=1, dim2=2),
+    }
     return (
         (rr_uu * hh_uu).sum(dim=(1, 2)) / m2,
         (rr_vv * hh_vv).sum(dim=(1, 2)) / m2,
         (rr_uv * hh_uv).sum(dim=(1, 2)) / m2,
         (dd * hh_uu).sum(dim=(1, 2)) / m2,
+        ends,
     )
 
 
@@ -486,6 +499,17 @@ class PairTransfer:
         [\\nabla l_v(\\theta,z) - \\nabla l_u(\\theta,z)]\\|` on u's samples.
     w2 : :math:`W_2(q_u, q_v)` in closed form (:func:`radius.analysis.geometry.w2_diag`).
     mu_dist : :math:`\\|\\mu_u - \\mu_v\\|` (lower end of the W1 sandwich).
+    path_gap : :math:`\\frac1M\\sum_m \\|\\nabla l_v(z_{um}) - \\nabla l_v(z_{vm})\\|`, the
+        latent part of :math:`\\|\\hat g_v - \\hat g_u\\|` along the M paths of the
+        common-random-number coupling (output layer; NaN for ``"decoder"``).
+    path_len : :math:`\\frac1M\\sum_m \\|z_{um} - z_{vm}\\|` (at most the coupling's
+        Monte Carlo W2).
+    secant : the largest measured secant ratio
+        :math:`\\|\\nabla l_v(z) - \\nabla l_v(z')\\| / \\|z - z'\\|` over the M paths
+        :math:`z_{um} \\to z_{vm}` and their pieces (``secant_split``): a certified
+        **lower** bound on the Lipschitz constant :math:`L_{\\theta z}` of
+        :math:`z \\mapsto \\nabla_\\theta l_v` (mean value inequality); NaN for
+        ``"decoder"`` and where every path has zero length.
     """
 
     inner: np.ndarray
@@ -495,6 +519,94 @@ class PairTransfer:
     delta_x: np.ndarray
     w2: np.ndarray
     mu_dist: np.ndarray
+    path_gap: np.ndarray
+    path_len: np.ndarray
+    secant: np.ndarray
+
+
+def _index_factors(f: OutputFactors, idx: Tensor) -> OutputFactors:
+    return OutputFactors(
+        p=f.p[idx], h=f.h[idx], x=f.x[idx], n=f.n[idx], mu=f.mu[idx], logvar=f.logvar[idx]
+    )
+
+
+def _gap(n: Tensor, xx: Tensor, d: dict[str, Tensor]) -> Tensor:
+    r""":math:`\|G(z_1) - G(z_2)\|` with :math:`G(z) = r(z)\tilde h(z)^\top`,
+    :math:`r(z) = n p(z) - x` (one output-layer gradient of the loss of input x), from dot
+    products: a difference of two rank-one matrices,
+    :math:`\|r_1 h_1^\top - r_2 h_2^\top\|^2 = |r_1|^2|h_1|^2 + |r_2|^2|h_2|^2
+    - 2 (r_1\cdot r_2)(h_1\cdot h_2)` with :math:`|r_i|^2 = n^2 |p_i|^2 - 2 n\,p_i\cdot x
+    + x\cdot x`. ``d`` holds (C, M) tensors pp1, pp2, pp12 (:math:`p_i\cdot p_j`), a1,
+    a2 (:math:`p_i\cdot x`), hh1, hh2, hh12; n, xx (C,) -> (C, M)."""
+    n_, xx_ = n[:, None], xx[:, None]
+    r11 = n_ * n_ * d["pp1"] - 2 * n_ * d["a1"] + xx_
+    r22 = n_ * n_ * d["pp2"] - 2 * n_ * d["a2"] + xx_
+    r12 = n_ * n_ * d["pp12"] - n_ * (d["a1"] + d["a2"]) + xx_
+    sq = r11 * d["hh1"] + r22 * d["hh2"] - 2 * r12 * d["hh12"]
+    return sq.clamp_min(0).sqrt()
+
+
+@torch.no_grad()
+def _secants(
+    model: nn.Module,
+    fu: OutputFactors,
+    fv: OutputFactors,
+    eps: Tensor,
+    ends: dict[str, Tensor],
+    length: Tensor,
+    split: int,
+) -> tuple[Tensor, Tensor]:
+    """The whole paths' gaps (C, M) and the largest secant ratio of G_v over each pair's
+    coupling paths and their ``split`` pieces (C,) (NaN where every path has zero length).
+    ``ends`` are the dot products at the two ends (``_output_pair_sq``), ``length`` the
+    paths' lengths (C, M); each interior point costs one decoder pass per path."""
+    xx = (fv.x * fv.x).sum(-1)
+    gap = _gap(fv.n, xx, ends)
+    ratios = [torch.where(length > 0, gap / length.clamp_min(1e-300), -torch.inf)]
+    if split > 1:
+        zu = _samples(fu.mu, fu.logvar, eps)  # (C, M, d)
+        zv = _samples(fv.mu, fv.logvar, eps)
+        w, b = model.output_layer()
+        xv = fv.x[:, :, None]  # (C, I, 1)
+        prev = {"p": fu.p, "h": fu.h, "pp": ends["pp1"], "a": ends["a1"], "hh": ends["hh1"]}
+        for j in range(1, split + 1):
+            if j < split:
+                h = model.decoder_features(zu + (j / split) * (zv - zu))  # (C, M, H)
+                p = torch.softmax(h @ w.T + (0 if b is None else b), dim=-1)  # (C, M, I)
+                if b is not None:
+                    h = torch.cat([h, torch.ones_like(h[..., :1])], dim=-1)
+                cur = {
+                    "p": p,
+                    "h": h,
+                    "pp": (p * p).sum(-1),
+                    "a": torch.bmm(p, xv)[..., 0],
+                    "hh": (h * h).sum(-1),
+                }
+            else:
+                cur = {"p": fv.p, "h": fv.h, "pp": ends["pp2"], "a": ends["a2"], "hh": ends["hh2"]}
+            dots = {
+                "pp1": prev["pp"],
+                "pp2": cur["pp"],
+                "pp12": (prev["p"] * cur["p"]).sum(-1),
+                "a1": prev["a"],
+                "a2": cur["a"],
+                "hh1": prev["hh"],
+                "hh2": cur["hh"],
+                "hh12": (prev["h"] * cur["h"]).sum(-1),
+            }
+            piece = length / split
+            g = _gap(fv.n, xx, dots)
+            ratios.append(torch.where(piece > 0, g / piece.clamp_min(1e-300), -torch.inf))
+            prev = cur
+    best = torch.stack(ratios, dim=-1).amax(dim=(1, 2))
+    return gap, torch.where(torch.isfinite(best), best, torch.nan)
+
+
+def _dz(mu_u: Tensor, lv_u: Tensor, mu_v: Tensor, lv_v: Tensor, eps: Tensor) -> Tensor:
+    """:math:`\\|z_{um} - z_{vm}\\|` along the coupling paths -> (C, M)."""
+    dmu = (mu_u - mu_v)[:, None, :]
+    dsig = (torch.exp(0.5 * lv_u) - torch.exp(0.5 * lv_v))[:, None, :]
+    return (dmu + dsig * eps[None]).norm(dim=-1)
 
 
 def pair_transfer(
@@ -507,6 +619,7 @@ def pair_transfer(
     eps: Tensor | None = None,
     param_set: str = "output",
     chunk_size: int = 64,
+    secant_split: int = 1,
 ) -> PairTransfer:
     """Inner products, norms, differences and :math:`\\Delta_x` for listed pairs (T2.3).
 
@@ -521,8 +634,17 @@ def pair_transfer(
 
     and :math:`\\|\\hat g_v - \\hat g_u\\|^2 = \\|\\hat g_u\\|^2 + \\|\\hat g_v\\|^2
     - 2\\langle \\hat g_u, \\hat g_v\\rangle` (use float64: this cancels when
-    :math:`\\hat g_u \\approx \\hat g_v`). ``"decoder"`` materialises three gradients per pair
-    with ``torch.func`` (memory 3 x chunk x P).
+    :math:`\\hat g_u \\approx \\hat g_v`). The factors of each distinct user of a chunk
+    are computed once. ``"decoder"`` materialises three gradients per pair with
+    ``torch.func`` (memory 3 x chunk x P) and has no path secants.
+
+    Secants (output layer): on each coupling path :math:`z_m(t) = z_{um} + t (z_{vm} -
+    z_{um})`, at :math:`t_j = j / \\text{secant\\_split}`, the ratios
+    :math:`\\|G_v(z_m(t_{j+1})) - G_v(z_m(t_j))\\| / \\|z_m(t_{j+1}) - z_m(t_j)\\|` and the
+    whole path's are each at most :math:`\\sup_t \\|\\partial_z G_v\\|` on the path
+    (:math:`G_v = \\nabla_{(W, b)} l_v`), so any Lipschitz constant must be at least
+    their maximum. Each piece costs one more decoder pass per path (the ends are the
+    factors already computed).
 
     Parameters
     ----------
@@ -533,27 +655,52 @@ def pair_transfer(
     seed : seed of the common random numbers.
     eps : (M, d) explicit common random numbers.
     param_set : ``"output"`` or ``"decoder"``.
-    chunk_size : pairs per chunk (memory chunk x M x (I + H) for ``"output"``).
+    chunk_size : pairs per chunk (memory 2 chunk x M x (I + H) for ``"output"``).
+    secant_split : pieces of each coupling path whose secants are measured (1: the whole
+        path only, free).
     """
     model = _check_model(model)
     _check_param_set(param_set)
     _check_positive("chunk_size", chunk_size)
+    _check_positive("secant_split", secant_split)
     n = _n_rows(x, model.n_items)
     pairs = _check_pairs(pairs, n)
     eps = _eps_for(model, n_samples, seed, eps)
-    keys = ("inner", "norm_u", "norm_v", "diff_norm", "delta_x", "w2", "mu_dist")
+    keys = (
+        "inner",
+        "norm_u",
+        "norm_v",
+        "diff_norm",
+        "delta_x",
+        "w2",
+        "mu_dist",
+        "path_gap",
+        "path_len",
+        "secant",
+    )
     out: dict[str, list[Tensor]] = {k: [] for k in keys}
     if param_set == "decoder":
         wrap, params = _params(model, param_set)
+    given = pairs
+    order = np.argsort(given[:, 0], kind="stable")  # a user's pairs share its factors
+    pairs = given[order]
     for s in range(0, len(pairs), chunk_size):
         pc = pairs[s : s + chunk_size]
-        xu, xv = _rows(x, pc[:, 0], eps.dtype), _rows(x, pc[:, 1], eps.dtype)  # (C, I)
         if param_set == "output":
-            fu, fv = output_factors(model, xu, eps=eps), output_factors(model, xv, eps=eps)
-            sq_u, sq_v, inner, sq_dx = _output_pair_sq(fu, fv)
+            uniq, inv = np.unique(pc.ravel(), return_inverse=True)
+            f = output_factors(model, _rows(x, uniq, eps.dtype), eps=eps)  # distinct users
+            inv = torch.as_tensor(inv.reshape(-1, 2))
+            fu, fv = _index_factors(f, inv[:, 0]), _index_factors(f, inv[:, 1])
+            sq_u, sq_v, inner, sq_dx, ends = _output_pair_sq(fu, fv)
             sq_diff = sq_u + sq_v - 2 * inner
             mu_u, lv_u, mu_v, lv_v = fu.mu, fu.logvar, fv.mu, fv.logvar
+            length = _dz(fu.mu, fu.logvar, fv.mu, fv.logvar, eps)  # (C, M)
+            gap, secant = _secants(model, fu, fv, eps, ends, length, secant_split)
+            out["path_gap"].append(gap.mean(-1))
+            out["path_len"].append(length.mean(-1))
+            out["secant"].append(secant)
         else:
+            xu, xv = _rows(x, pc[:, 0], eps.dtype), _rows(x, pc[:, 1], eps.dtype)  # (C, I)
             mu_u, lv_u = posterior(model, xu)
             mu_v, lv_v = posterior(model, xv)
             zu, zv = _samples(mu_u, lv_u, eps), _samples(mu_v, lv_v, eps)  # (C, M, d)
@@ -564,6 +711,10 @@ def pair_transfer(
             inner = (gu * gv).sum(1)
             sq_diff = ((gv - gu) ** 2).sum(1)
             sq_dx = ((gvu - gu) ** 2).sum(1)
+            nan = torch.full((len(pc),), torch.nan, dtype=eps.dtype)
+            out["path_gap"].append(nan)
+            out["path_len"].append(_dz(mu_u, lv_u, mu_v, lv_v, eps).mean(-1))
+            out["secant"].append(nan)
         out["inner"].append(inner)
         out["norm_u"].append(sq_u.clamp_min(0).sqrt())
         out["norm_v"].append(sq_v.clamp_min(0).sqrt())
@@ -571,10 +722,137 @@ def pair_transfer(
         out["delta_x"].append(sq_dx.clamp_min(0).sqrt())
         out["w2"].append(w2_diag(mu_u, lv_u, mu_v, lv_v))
         out["mu_dist"].append((mu_u - mu_v).norm(dim=-1))
+    back = np.empty_like(order)
+    back[order] = np.arange(len(order))  # the order the pairs were given in
     arrays = {
-        k: (torch.cat(v).detach().double().numpy() if v else np.zeros(0)) for k, v in out.items()
+        k: (torch.cat(v).detach().double().numpy()[back] if v else np.zeros(0))
+        for k, v in out.items()
     }
     return PairTransfer(**arrays)
+
+
+# ---------------------------------------------------------------------------- search
+@dataclass(frozen=True)
+class Screen:
+    """The theorem's own quantities for candidate pairs (u, v) of anchors u (T2.3, 3.).
+
+    Attributes
+    ----------
+    norm_u : (A,) :math:`\\|\\hat g_u\\|` of each anchor.
+    delta_x : (A, K) :math:`\\Delta_x(u, v)` for each anchor's K candidates (NaN where
+        the candidate slot is empty, index -1).
+    """
+
+    norm_u: np.ndarray
+    delta_x: np.ndarray
+
+
+def screen_candidates(
+    model: nn.Module,
+    x: sp.spmatrix,
+    anchors: np.ndarray,
+    candidates: np.ndarray,
+    *,
+    eps: Tensor,
+    chunk_size: int = 64,
+) -> Screen:
+    r""":math:`\|\hat g_u\|` and :math:`\Delta_x(u, v)` for many candidates v per anchor u
+    (T2.3's search by the theorem's own quantity :math:`\Delta_x / \|g_u\|`).
+
+    Both depend on v only through :math:`x_v`: on u's samples, with the M x M Grams
+    :math:`PP = P_u P_u^\top`, :math:`HH = \tilde H_u \tilde H_u^\top`, the row sums
+    :math:`c = HH\,1`, :math:`S_{PH} = \sum PP \odot HH`, :math:`S_H = \sum HH`,
+    :math:`b = P_u x_u` and, per candidate, :math:`a = P_u x_v - b`,
+    :math:`\delta = x_v - x_u`, :math:`\Delta n = n_v - n_u`:
+
+    .. math::
+
+        M^2\|\hat g_u\|^2 = n_u^2 S_{PH} - 2 n_u\, b\cdot c + (x_u\cdot x_u) S_H,\qquad
+        M^2\Delta_x^2 = \Delta n^2 S_{PH} - 2\Delta n\, a\cdot c + |\delta|^2 S_H,
+
+    the same expansion as :func:`pair_transfer` with :math:`P_u x_v` gathered over the
+    stored entries of :math:`x_v`. So each anchor costs one decoder pass over its M
+    samples and each candidate M x nnz(x_v): thousands of candidates per second. The
+    model's dtype sets the precision (float32 is enough to rank).
+
+    Parameters
+    ----------
+    model : a VAEModel.
+    x : (N, I) sparse clean inputs.
+    anchors : (A,) row indices of the receiving users u.
+    candidates : (A, K) row indices of the stepping users v (-1: no candidate).
+    eps : (M, d) common random numbers.
+    chunk_size : anchors per chunk (memory chunk x M x (I + H)).
+    """
+    model = _check_model(model)
+    _check_positive("chunk_size", chunk_size)
+    if not sp.issparse(x):
+        raise TypeError(f"x must be a scipy sparse matrix, got {type(x).__name__}")
+    n = _n_rows(x, model.n_items)
+    x = sp.csr_matrix(x)
+    anchors = np.asarray(anchors)
+    if anchors.ndim != 1:
+        raise ValueError(f"anchors must be 1-d, got shape {anchors.shape}")
+    anchors = check_indices(anchors, n, name="anchors", unit="user")
+    cand = np.asarray(candidates)
+    if cand.ndim != 2 or cand.shape[0] != len(anchors):
+        raise ValueError(f"candidates must have shape ({len(anchors)}, K), got {cand.shape}")
+    if cand.size and not np.issubdtype(cand.dtype, np.integer):
+        raise TypeError(f"candidates must hold integer row indices, got dtype {cand.dtype}")
+    cand = cand.astype(np.int64)
+    if cand.size and (cand.min() < -1 or cand.max() >= n):
+        raise ValueError(f"candidates must lie in [-1, {n}), got [{cand.min()}, {cand.max()}]")
+    eps = _eps_for(model, eps.shape[0], 0, eps)
+    dtype = eps.dtype
+    m = eps.shape[0]
+    k = cand.shape[1]
+    norm_u = np.empty(len(anchors))
+    delta_x = np.full((len(anchors), k), np.nan)
+    for s in range(0, len(anchors), chunk_size):
+        a = anchors[s : s + chunk_size]
+        c = len(a)
+        f = output_factors(model, _rows(x, a, dtype), eps=eps)  # p (C, M, I), h (C, M, H1)
+        pp = torch.bmm(f.p, f.p.transpose(1, 2))  # (C, M, M)
+        hh = torch.bmm(f.h, f.h.transpose(1, 2))
+        crow = hh.sum(-1)  # (C, M)
+        s_ph = (pp * hh).sum(dim=(1, 2))  # (C,)
+        s_h = hh.sum(dim=(1, 2))
+        b = torch.bmm(f.p, f.x[:, :, None])[..., 0]  # (C, M): P_u x_u
+        xx_u = (f.x * f.x).sum(-1)  # (C,)
+        sq_u = f.n**2 * s_ph - 2 * f.n * (b * crow).sum(-1) + xx_u * s_h
+        norm_u[s : s + c] = (sq_u.clamp_min(0).sqrt() / m).double().numpy()
+        cc = cand[s : s + c]  # (C, K)
+        slot = np.flatnonzero(cc.ravel() >= 0)  # candidate slots filled
+        if not len(slot):
+            continue
+        rows = x[cc.ravel()[slot]]  # (Q, I) sparse rows of the candidates
+        q_owner = slot // k  # anchor (within the chunk) of each candidate
+        ent_row = np.repeat(np.arange(len(slot)), np.diff(rows.indptr))  # entry -> candidate
+        ent_item = torch.as_tensor(rows.indices.astype(np.int64))
+        ent_val = torch.as_tensor(rows.data, dtype=dtype)
+        owner = torch.as_tensor(q_owner[ent_row])
+        # P_u x_v: gather p[u, :, item] * x_v[item] over v's stored entries, summed per v
+        pt = f.p.transpose(1, 2)  # (C, I, M)
+        contrib = pt[owner, ent_item] * ent_val[:, None]  # (E, M)
+        pxv = torch.zeros(len(slot), m, dtype=dtype).index_add_(
+            0, torch.as_tensor(ent_row), contrib
+        )  # (Q, M)
+        xu_at = f.x[owner, ent_item]  # x_u at v's items
+        xuv = torch.zeros(len(slot), dtype=dtype).index_add_(
+            0, torch.as_tensor(ent_row), xu_at * ent_val
+        )  # (Q,) x_u . x_v
+        xx_v = torch.as_tensor(np.asarray(rows.multiply(rows).sum(1)).ravel(), dtype=dtype)
+        own = torch.as_tensor(q_owner)
+        n_v = torch.as_tensor(np.asarray(rows.sum(1)).ravel(), dtype=dtype)  # (Q,)
+        a_vec = pxv - b[own]  # (Q, M): P_u (x_v - x_u)
+        dn = n_v - f.n[own]
+        dd = xx_v - 2 * xuv + xx_u[own]  # |x_v - x_u|^2
+        sq_dx = dn**2 * s_ph[own] - 2 * dn * (a_vec * crow[own]).sum(-1) + dd * s_h[own]
+        vals = (sq_dx.clamp_min(0).sqrt() / m).double().numpy()
+        block = np.full(c * k, np.nan)
+        block[slot] = vals
+        delta_x[s : s + c] = block.reshape(c, k)
+    return Screen(norm_u=norm_u, delta_x=delta_x)
 
 
 # ---------------------------------------------------------------------------- Lipschitz
@@ -640,12 +918,14 @@ def output_jacobian_norm(
     *,
     n_iter: int = 10,
     seed: int = 0,
+    start: Tensor | None = None,
     chunk_size: int = 2048,
 ) -> Tensor:
     """Spectral norm of the output-layer mixed Jacobian
     :math:`J(z) = \\partial_z \\nabla_{(W, b)} l(\\theta, z)` at each point (T2.3).
 
-    Power iteration on the d x d matrix :math:`J^\\top J` from a seeded random start,
+    Power iteration on the d x d matrix :math:`J^\\top J` from ``start`` (its rows of
+    zero norm, or every row when None, from a seeded random start),
     with :math:`Jw` and :math:`J^\\top J w` in closed form (see ``_power_output``;
     memory chunk x (I + H)). Each iterate's Rayleigh quotient is a lower bound on
     :math:`\\|J\\|_2^2`; the largest is returned: an **estimate**, not a certified value.
@@ -658,6 +938,8 @@ def output_jacobian_norm(
     x : (Q, I) the clean input whose loss :math:`l` is differentiated at each point.
     n_iter : power iterations.
     seed : seed of the random start.
+    start : (Q, d) start directions (e.g. the direction of the path a bound integrates
+        along: the first Rayleigh quotient is then the derivative along it).
     chunk_size : points per chunk.
 
     Returns
@@ -676,6 +958,11 @@ def output_jacobian_norm(
     dtype = _dtype(model)
     gen = torch.Generator().manual_seed(int(seed))
     w0 = torch.randn(z.shape, generator=gen, dtype=torch.float64).to(dtype)
+    if start is not None:
+        if not isinstance(start, Tensor) or start.shape != z.shape:
+            raise ValueError(f"start must have the shape of z {tuple(z.shape)}")
+        given = start.to(dtype).norm(dim=-1, keepdim=True) > 0
+        w0 = torch.where(given, start.to(dtype), w0)
     w0 = w0 / w0.norm(dim=-1, keepdim=True)
     out = []
     for s in range(0, z.shape[0], chunk_size):
@@ -711,7 +998,10 @@ def pair_lipschitz(
     over finitely many points of a power-iteration lower bound: an **estimate** of the
     supremum, not a certified constant.
 
-    ``"output"`` uses :func:`output_jacobian_norm` (closed form, batched over pairs);
+    ``"output"`` uses :func:`output_jacobian_norm` (closed form, batched over pairs),
+    each point's power iteration started from its path's direction :math:`z_{vm} -
+    z_{um}` (the first Rayleigh quotient is the derivative along the path the bound
+    integrates over);
     ``"decoder"`` calls :func:`radius.analysis.lipschitz.mixed_jacobian_lipschitz` (``torch.func``,
     float32, one call per pair and path: slow, for small pair sets).
 
@@ -758,8 +1048,14 @@ def pair_lipschitz(
         pts = zu[:, :, None] + ts[None, None, :, None] * (zv - zu)[:, :, None]  # (C, K, T, d)
         q = k * len(ts)
         xq = xv[:, None, :].expand(c, q, xv.shape[1]).reshape(c * q, -1)  # (C Q, I)
+        along = (zv - zu)[:, :, None].expand(c, k, len(ts), zu.shape[-1])  # path directions
         norms = output_jacobian_norm(
-            model, pts.reshape(c * q, -1), xq, n_iter=n_iter, seed=seed + s
+            model,
+            pts.reshape(c * q, -1),
+            xq,
+            n_iter=n_iter,
+            seed=seed + s,
+            start=along.reshape(c * q, -1),
         )
         out.append(norms.reshape(c, q).max(dim=1).values)
     return torch.cat(out).double().numpy() if out else np.zeros(0)

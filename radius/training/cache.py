@@ -4,6 +4,14 @@ Models are trained on one thread (``torch.set_num_threads(1)`` for the duration)
 cached model's weights do not depend on the machine's core count; ``train_many`` trains
 several missing configs in parallel processes, one thread each, and so gives the same
 weights as training them one after the other.
+
+Along training (T2.3's training points): ``get_along`` returns the weights of a cached
+model's own training run at initialisation and after ``ALONG_EPOCHS`` epochs, from a
+side file beside the checkpoint (``along_path``; at most three model copies). Training
+through ``get_model(..., along=True)`` writes it; for a model cached without it, the
+first epochs are replayed once on one thread (training is deterministic on the CPU, so
+the replay gives the run's own weights: ``tests/test_cache.py`` pins it) and the side
+file is written then.
 """
 
 from __future__ import annotations
@@ -11,6 +19,7 @@ from __future__ import annotations
 import contextlib
 import os
 from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 from torch import nn
@@ -22,7 +31,17 @@ from radius.training import trainer
 from radius.training.checkpoints import CHECKPOINT_FORMAT, TRAINING_REVISION, load_checkpoint
 from radius.training.config import TrainConfig
 
-__all__ = ["default_cache_dir", "cache_key", "cache_path", "get_model", "train_many"]
+__all__ = [
+    "default_cache_dir",
+    "cache_key",
+    "cache_path",
+    "along_path",
+    "get_model",
+    "get_along",
+    "AlongModels",
+    "load_along",
+    "train_many",
+]
 
 
 def default_cache_dir() -> Path:
@@ -86,17 +105,131 @@ def get_model(
     *,
     cache_dir: str | os.PathLike | None = None,
     progress: bool = False,
+    along: bool = False,
 ) -> nn.Module:
     """The trained model for (dataset, config): loaded from the cache or trained once (on
     one thread). The model's ``radius_warnings`` lists its training's warnings (an epoch
-    cap hit before early stopping)."""
+    cap hit before early stopping). With ``along``, a training run also writes the
+    along-training side file (``along_path``)."""
     path = cache_path(dataset, config, cache_dir)
     model, resume = _cached(path, dataset, config)
     if model is not None:
         return model
     with _one_thread():
-        result = trainer.train(dataset, config, checkpoint=path, progress=progress, resume=resume)
+        result = trainer.train(
+            dataset,
+            config,
+            checkpoint=path,
+            progress=progress,
+            resume=resume,
+            along=along_path(dataset, config, cache_dir) if along else None,
+        )
     return result.model
+
+
+# ------------------------------------------------------------------ along training
+def along_path(
+    dataset: Dataset, config: TrainConfig, cache_dir: str | os.PathLike | None = None
+) -> Path:
+    """The along-training side file of the cached model of (dataset, config)."""
+    path = cache_path(dataset, config, cache_dir)
+    return path.with_name(path.stem + ".along.pt")
+
+
+@dataclass
+class AlongModels:
+    """A cached model's weights along its own training run (T2.3's training points).
+
+    models : label (``"init"``, ``"epoch 1"``, ``"epoch 3"``) -> model (CPU, eval mode),
+        in training order.
+    epochs : label -> epochs of training behind it.
+    best_epoch : the epoch whose weights the cached model holds (0-based, as in the
+        training history), or None when unknown.
+    source : ``"side file"`` or ``"replayed"`` (written by this call).
+    """
+
+    models: dict[str, nn.Module]
+    epochs: dict[str, int]
+    best_epoch: int | None
+    source: str
+
+
+def load_along(path: str | os.PathLike, dataset: Dataset, config: TrainConfig) -> AlongModels:
+    """Read an along-training side file; refused (``CheckpointError``) when it was made
+    for other data or another config."""
+    import torch
+
+    from radius.training.build import build_model
+
+    path = Path(path)
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as e:  # corrupt or not a side file
+        raise CheckpointError(f"{path}: not a readable along-training file ({e})") from e
+    if not isinstance(payload, dict) or payload.get("kind") != "radius-along":
+        raise CheckpointError(f"{path}: not a radius along-training file")
+    if payload.get("data_hash") != dataset.hash or payload.get("config") != config.key_dict():
+        raise CheckpointError(f"{path}: made for other data or another config")
+    models = {}
+    order = sorted(payload["epochs"], key=lambda k: payload["epochs"][k])
+    for label in order:
+        m = build_model(config.replace(device="cpu"), int(payload["n_items"]))
+        m.load_state_dict(payload["states"][label])
+        models[label] = m.eval()
+    return AlongModels(
+        models=models,
+        epochs={k: int(payload["epochs"][k]) for k in order},
+        best_epoch=None,
+        source="side file",
+    )
+
+
+def _best_epoch(dataset: Dataset, config: TrainConfig, cache_dir) -> int | None:
+    import json
+
+    log = Path(str(cache_path(dataset, config, cache_dir)) + ".log.json")
+    try:
+        return int(json.loads(log.read_text())["best_epoch"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def get_along(
+    dataset: Dataset,
+    config: TrainConfig,
+    *,
+    cache_dir: str | os.PathLike | None = None,
+    progress: bool = False,
+) -> AlongModels:
+    """The weights at initialisation and after ``ALONG_EPOCHS`` epochs of the training run
+    that made the cached model of (dataset, config), training it first when it is not
+    cached. A model cached without its side file gets one by replaying its first
+    ``max(ALONG_EPOCHS)`` epochs on one thread (deterministic: the run's own weights).
+    A run that stopped before an along epoch has no weights for it."""
+    side = along_path(dataset, config, cache_dir)
+    get_model(dataset, config, cache_dir=cache_dir, progress=progress, along=True)
+    source = "side file"
+    try:
+        got = load_along(side, dataset, config) if side.is_file() else None
+    except CheckpointError:
+        side.unlink(missing_ok=True)  # corrupt or stale: write it again
+        got = None
+    if got is None:
+        with _one_thread():
+            trainer.train(
+                dataset,
+                config,
+                checkpoint=None,
+                progress=False,
+                evaluate_test=False,
+                stop_after=max(trainer.ALONG_EPOCHS),
+                along=side,
+            )
+        got = load_along(side, dataset, config)
+        source = "replayed"
+    got.best_epoch = _best_epoch(dataset, config, cache_dir)
+    got.source = source
+    return got
 
 
 _WORKER_DATA: dict[str, Dataset] = {}

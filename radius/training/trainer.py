@@ -17,6 +17,11 @@ written atomically and carry the config, the data hash, metrics and code version
 trained checkpoints by a content key (data hash + config), so the same request never
 trains twice. Under torchrun (``WORLD_SIZE > 1``) ``train`` runs data-parallel with
 DistributedDataParallel: see ``radius.training.distributed``.
+
+Along training (T2.3 evaluates its sharing radius at several training points): with
+``along=PATH`` the weights at initialisation and after ``ALONG_EPOCHS`` epochs (1 and
+3) are written to a side file (``ALONG_LABELS``), at most three model copies besides
+the checkpoint; they do not change what training computes.
 """
 
 from __future__ import annotations
@@ -35,13 +40,28 @@ from torch import nn
 from radius.data.dataset import Dataset
 from radius.errors import CheckpointError
 from radius.training.build import build_model, resolve_device
-from radius.training.checkpoints import _cap_warnings, _check_compatible, _read_checkpoint, _write
+from radius.training.checkpoints import (
+    _cap_warnings,
+    _check_compatible,
+    _read_checkpoint,
+    _save,
+    _write,
+)
 from radius.training.config import TrainConfig
 from radius.training.metrics import evaluate
 from radius.training.trainers import make_trainer
 from radius.version import code_version
 
-__all__ = ["train", "TrainResult", "EpochCapWarning"]
+__all__ = ["train", "TrainResult", "EpochCapWarning", "ALONG_EPOCHS", "ALONG_FORMAT", "along_label"]
+
+ALONG_EPOCHS: tuple[int, ...] = (1, 3)  # along-training weights after this many epochs
+ALONG_FORMAT = 1  # format number of the along side file
+
+
+def along_label(epochs_done: int) -> str:
+    """The label of the weights after ``epochs_done`` epochs: ``"init"`` for 0, else
+    ``"epoch N"``."""
+    return "init" if epochs_done == 0 else f"epoch {epochs_done}"
 
 
 class EpochCapWarning(RuntimeWarning):
@@ -82,6 +102,8 @@ class _Run:
     best: dict[str, Any] = field(
         default_factory=lambda: {"ndcg@100": -1.0, "epoch": -1, "state": None}
     )
+    along_path: Path | None = None
+    along: dict[str, Any] = field(default_factory=dict)
 
     # ------------------------------------------------------------------ set-up
     @classmethod
@@ -244,6 +266,47 @@ class _Run:
             return "early"
         return "cap" if epoch == self.config.epochs - 1 else None
 
+    # ------------------------------------------------------------------ along training
+    def load_along(self) -> None:
+        """Keep the along-training weights an interrupted run already wrote (resume)."""
+        path = self.along_path
+        if path is None or not path.is_file():
+            return
+        payload = torch.load(path, map_location="cpu", weights_only=False)
+        if (
+            payload.get("data_hash") == self.dataset.hash
+            and payload.get("config") == self.config.key_dict()
+        ):
+            self.along = {"states": dict(payload["states"]), "epochs": dict(payload["epochs"])}
+
+    def record_along(self, epochs_done: int) -> None:
+        """Add the current weights after ``epochs_done`` epochs to the along side file
+        (atomically, rank 0 only) when ``epochs_done`` is 0 or one of ``ALONG_EPOCHS``."""
+        if self.along_path is None or not self.info.is_main:
+            return
+        if epochs_done != 0 and epochs_done not in ALONG_EPOCHS:
+            return
+        label = along_label(epochs_done)
+        states = dict(self.along.get("states", {}))
+        epochs = dict(self.along.get("epochs", {}))
+        states[label] = {k: v.detach().cpu().clone() for k, v in self.model.state_dict().items()}
+        epochs[label] = epochs_done
+        self.along = {"states": states, "epochs": epochs}
+        _save(
+            self.along_path,
+            {
+                "format": ALONG_FORMAT,
+                "kind": "radius-along",
+                "config": self.config.key_dict(),
+                "input_convention": self.config.input_convention,
+                "n_items": self.dataset.n_items,
+                "data_hash": self.dataset.hash,
+                "data_name": self.dataset.name,
+                "states": states,
+                "epochs": epochs,
+            },
+        )
+
     # ------------------------------------------------------------------ checkpoint
     def save(self, epoch_done: int, *, val, test, finished: bool) -> None:
         """Checkpoint (atomically, rank 0 only) with the best weights and training state."""
@@ -340,6 +403,7 @@ def train(
     stop_after: int | None = None,
     init_state: dict[str, Any] | None = None,
     save_every_epoch: bool = True,
+    along: str | os.PathLike | None = None,
 ) -> TrainResult:
     """Train on ``dataset.train`` with early stopping on validation nDCG@100.
 
@@ -358,13 +422,19 @@ def train(
     save_every_epoch : False writes the checkpoint only when training ends (a warm start's
         few epochs are not worth resuming; each resumable write holds the weights, the
         best weights and the optimizer's moments).
+    along : where to write the along-training side file: the weights at initialisation
+        and after ``ALONG_EPOCHS`` epochs (T2.3's training points); None writes none.
     """
     run = _Run.setup(dataset, config, Path(checkpoint) if checkpoint is not None else None)
     run.warm_start(init_state)
     run.check_cap_reachable()
+    run.along_path = Path(along) if along is not None else None
     progress = progress and run.info.is_main  # rank 0 reports and writes checkpoints
     if resume:
         run.resume()
+        run.load_along()
+    if run.start_epoch == 0:
+        run.record_along(0)
     bar = None
     if progress:
         from tqdm.auto import tqdm
@@ -373,6 +443,7 @@ def train(
     paused = False
     for epoch in range(run.start_epoch, config.epochs):
         rec = run.epoch(epoch)
+        run.record_along(epoch + 1)
         run.update_best(rec)
         run.history.append(rec)
         if bar is not None:
