@@ -461,17 +461,35 @@ def cmd_verify(args: argparse.Namespace) -> int:
     out_dir = Path(args.out or RUNS / ds.name / "verify")
     # T2.3 along training (--along LABEL=PATH, repeatable): the claim's model at earlier
     # training points, read as --checkpoint reads a model (radius.verify.t2_3.load_along)
-    claim_opts: dict[str, dict[str, Any]] = {}
     if getattr(args, "along", None):
         from radius.verify.t2_3 import load_along
 
-        claim_opts["2.3"] = {"along": load_along(args.along, ds, factory=args.model_factory)}
+        # the setting T2.3 verifies: pia, else (user models) masking, else clean
+        along_setting = next(
+            (st for st in ("pia", "masking", "clean") if st in (user or {})), "pia"
+        )
+        claim_opts["2.3"] = {
+            "along": load_along(
+                args.along,
+                ds,
+                factory=args.model_factory,
+                setting=along_setting,
+                settings=per_setting,
+            )
+        }
     # every model the claims will use, trained up front in parallel (one thread each)
     needed = []
     for cid in ids:
         fn = getattr(claim_module(cid), "models_needed", None)
         if fn is not None:
-            needed += list(fn(ctx, **claim_opts[cid]) if cid in claim_opts else fn(ctx))
+            import inspect
+
+            params = inspect.signature(fn).parameters
+            takes_all = any(p.kind is p.VAR_KEYWORD for p in params.values())
+            kw = {
+                k: v for k, v in claim_opts.get(cid, {}).items() if takes_all or k in params
+            }
+            needed += list(fn(ctx, **kw))
     ctx.prefetch(needed, workers=getattr(args, "workers", None))
     results, tables, power_rows = {}, [], []
     for cid in ids:

@@ -250,8 +250,9 @@ def build(n_items):
 
 @pytest.mark.slow
 def test_cli_along(tiny_dataset, tmp_path, capsys):
-    """radius verify --theorem 2.3 --checkpoint pia=... --along init=... --along 'epoch
-    1=...': the JSON has the three training points; a repeated label exits 2."""
+    """radius verify --theorem 2.3 --checkpoint clean=... --along init=... --along 'epoch
+    1=...': the JSON has the three training points (the only model given, a clean one
+    without anchors, is the one verified); a repeated label exits 2."""
     from radius.cli import main
 
     data = tiny_dataset.save(tmp_path / "data")
@@ -264,7 +265,7 @@ def test_cli_along(tiny_dataset, tmp_path, capsys):
     factory = f"{tmp_path / 'fac.py'}:build"
     argv = ["verify", "--theorem", "2.3", "--data", str(data), "--n-pairs", "24", "--n-mc",
             "4", "--seeds", "1", "--out", str(out), "--model-factory", factory,
-            "--checkpoint", f"pia={paths['pia']}", "--along", f"init={paths['init']}",
+            "--checkpoint", f"clean={paths['pia']}", "--along", f"init={paths['init']}",
             "--along", f"epoch 1={paths['e1']}"]  # fmt: skip
     code = main(argv)
     assert code in (0, 1, 3, 4), capsys.readouterr()

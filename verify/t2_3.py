@@ -651,12 +651,17 @@ def models_needed(ctx: VerifyContext) -> list[Any]:
 
 
 def load_along(
-    specs: list[str], dataset: Any, *, factory: str | None = None
+    specs: list[str],
+    dataset: Any,
+    *,
+    factory: str | None = None,
+    setting: str = SETTING,
+    settings: Mapping[str, Mapping[str, Any]] | None = None,
 ) -> dict[str, nn.Module]:
     """``LABEL=PATH`` specs (``radius verify --along``) -> {label: model}, in the order
-    given: the claim's model at earlier training points. Each checkpoint is read as
-    ``--checkpoint`` reads one (``radius.verify.api.load_models``); errors are
-    ``RadiusError`` (exit 2)."""
+    given: the claim's model (of ``setting``) at earlier training points. Each checkpoint
+    is read as ``--checkpoint SETTING=PATH`` reads one (``radius.verify.api.load_models``,
+    with the per-setting options ``settings``); errors are ``RadiusError`` (exit 2)."""
     from radius.verify.api import load_models
 
     out: dict[str, nn.Module] = {}
@@ -667,7 +672,9 @@ def load_along(
             raise RadiusError(f"--along expects LABEL=PATH (e.g. 'epoch 1=e1.pt'), got {spec!r}")
         if label in out:
             raise RadiusError(f"--along: training point {label!r} given twice")
-        out[label] = load_models([f"pia={path}"], dataset, factory=factory)["pia"]
+        out[label] = load_models(
+            [f"{setting}={path}"], dataset, factory=factory, settings=settings
+        )[setting]
     return out
 
 
