@@ -429,7 +429,7 @@ def cmd_verify(args: argparse.Namespace) -> int:
     from radius.stats import combine, exit_code
     from radius.training.cache import default_cache_dir
     from radius.verify import CLAIMS, claim_module, resolve_ids
-    from radius.verify.api import run_claim
+    from radius.verify.api import run_claim, torch_threads
     from radius.verify.context import MissingModelError, VerifyContext
     from radius.verify.render import EXIT_LEGEND, LEGEND, claim_block, power_table, summary_table
 
@@ -437,7 +437,16 @@ def cmd_verify(args: argparse.Namespace) -> int:
     ds, user, base, per_setting = _verify_inputs(args)
     opts = {
         k: getattr(args, k)
-        for k in ("seed", "n_pairs", "n_users", "n_mc", "confidence", "min_fraction", "seeds")
+        for k in (
+            "seed",
+            "n_pairs",
+            "n_users",
+            "n_mc",
+            "confidence",
+            "min_fraction",
+            "seeds",
+            "threads",
+        )
         if getattr(args, k, None) is not None
     }
     claim_opts = _sweep_claim_options(args, ds)
@@ -486,9 +495,7 @@ def cmd_verify(args: argparse.Namespace) -> int:
 
             params = inspect.signature(fn).parameters
             takes_all = any(p.kind is p.VAR_KEYWORD for p in params.values())
-            kw = {
-                k: v for k, v in claim_opts.get(cid, {}).items() if takes_all or k in params
-            }
+            kw = {k: v for k, v in claim_opts.get(cid, {}).items() if takes_all or k in params}
             needed += list(fn(ctx, **kw))
     ctx.prefetch(needed, workers=getattr(args, "workers", None))
     results, tables, power_rows = {}, [], []
@@ -517,7 +524,8 @@ def cmd_verify(args: argparse.Namespace) -> int:
             else:
                 print(f"  power of {cid} ...", flush=True)
                 try:
-                    rows, note = list(power_fn(ctx, **claim_opts.get(cid, {}))), ""
+                    with torch_threads(ctx.options.threads):
+                        rows, note = list(power_fn(ctx, **claim_opts.get(cid, {}))), ""
                 except MissingModelError as e:
                     rows, note = [], f"not run: {e}"
             atomic_write_json(
@@ -900,6 +908,13 @@ def build_parser() -> argparse.ArgumentParser:
         type=_arg_count(1),
         help="models trained at once before the claims run, one thread each (default: "
         "the CPU count)",
+    )
+    p.add_argument(
+        "--threads",
+        type=_arg_count(1),
+        help="torch threads while each claim runs (default 1: the analyses are many small "
+        "operations that several threads slow down, and one thread keeps the numbers "
+        "independent of the core count)",
     )
     p.add_argument(
         "--quick",

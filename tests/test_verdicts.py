@@ -271,3 +271,29 @@ def test_notes_wrap_and_are_never_cut():
     assert max(len(line) for line in claim_block(res).splitlines()) < 160
     assert "implementation  identities and constructed probes" in text  # the legend
     assert "9.9" in summary_table({"9.9": res})
+
+
+def test_claims_run_on_the_threads_asked_and_restore_them(monkeypatch):
+    """run_claim runs a claim on options.threads torch threads (default 1) and restores
+    the caller's count afterwards, also when the claim raises."""
+    import torch
+
+    import radius.verify.t2_6 as mod
+    from radius.verify.api import run_claim
+    from radius.verify.base import VerifyOptions
+    from radius.verify.context import VerifyContext
+
+    seen = []
+
+    def fake(ctx):
+        seen.append(torch.get_num_threads())
+        return _claim([_bound("s", True)])
+
+    monkeypatch.setattr(mod, "run", fake)
+    before = torch.get_num_threads()
+    ctx = VerifyContext.__new__(VerifyContext)  # only options and the model log are read
+    ctx.options, ctx._used = VerifyOptions(threads=1), {}
+    run_claim("2.6", ctx)
+    assert seen == [1] and torch.get_num_threads() == before
+    with pytest.raises(ValueError, match="threads must be >= 1"):
+        VerifyOptions(threads=0)

@@ -17,8 +17,9 @@ missing: radius never trains a substitute for a user's model.
 
 from __future__ import annotations
 
+import contextlib
 import inspect
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -46,7 +47,16 @@ __all__ = [
 QUICK_OPTIONS = VerifyOptions(n_pairs=120, n_users=60, n_mc=800, seeds=2, quick=True)
 """Smaller samples for a quick look (``quick=True``)."""
 
-_OPTION_FIELDS = ("seed", "n_pairs", "n_users", "n_mc", "confidence", "min_fraction", "seeds")
+_OPTION_FIELDS = (
+    "seed",
+    "n_pairs",
+    "n_users",
+    "n_mc",
+    "confidence",
+    "min_fraction",
+    "seeds",
+    "threads",
+)
 
 
 def as_dataset(dataset: Dataset | str | Path) -> Dataset:
@@ -201,6 +211,19 @@ def _not_run(mod: Any, claim: str, ctx: VerifyContext, err: MissingModelError) -
     )
 
 
+@contextlib.contextmanager
+def torch_threads(n: int) -> Iterator[None]:
+    """torch's intra-op thread count set to ``n`` for the block, then restored."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(int(n))
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
 def run_claim(
     claim_id: str, ctx: VerifyContext, claim_options: Mapping[str, Any] | None = None
 ) -> ClaimResult:
@@ -220,7 +243,8 @@ def run_claim(
         )
     ctx.begin_claim()
     try:
-        res = mod.run(ctx, **claim_options)
+        with torch_threads(ctx.options.threads):
+            res = mod.run(ctx, **claim_options)
     except MissingModelError as e:
         res = _not_run(mod, claim_id, ctx, e)
     res.warnings = list(dict.fromkeys([*res.warnings, *ctx.used_warnings()]))
@@ -240,6 +264,7 @@ def run(
     confidence: float | None = None,
     min_fraction: float | None = None,
     seeds: int | None = None,
+    threads: int | None = None,
     quick: bool = False,
     base_config: TrainConfig | None = None,
     cache_dir: str | Path | None = None,
@@ -268,6 +293,8 @@ def run(
     seed, n_pairs, n_users, n_mc, confidence, min_fraction : ``VerifyOptions`` fields.
     seeds : training seeds of the mechanism checks (radius's models: trained with seeds
         ``base_config.seed + k``; user models: give a list of models per setting).
+    threads : torch threads while a claim runs (default 1: faster for these many small
+        operations, and the numbers do not depend on the machine's core count).
     quick : smaller samples (``QUICK_OPTIONS``) unless given explicitly.
     base_config : radius's training config (radius's own models only; with user models
         only its setting knobs are read, the models' ``keep_rate`` / ``lambda_a`` first).
@@ -289,7 +316,12 @@ def run(
     ds = as_dataset(dataset)
     opts = _options(
         quick,
-        dict(zip(_OPTION_FIELDS, (seed, n_pairs, n_users, n_mc, confidence, min_fraction, seeds))),
+        dict(
+            zip(
+                _OPTION_FIELDS,
+                (seed, n_pairs, n_users, n_mc, confidence, min_fraction, seeds, threads),
+            )
+        ),
     )
     ctx = _context(ds, models, fit, opts, base_config, cache_dir, progress)
     return run_claim(ids[0], ctx, claim_options)

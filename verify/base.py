@@ -522,6 +522,9 @@ class VerifyOptions:
     min_fraction : fraction of cases on which a "most cases" inequality must hold.
     seeds : training seeds of every mechanism check (``seed``, ``seed + 1``, ...): its
         interval spans them (``radius.stats.seed_user_interval``).
+    threads : torch threads while a claim runs (default 1: the analyses are many small
+        operations, which several threads slow down, badly on a busy machine, and one
+        thread makes the numbers independent of the machine's core count).
     quick : smaller sizes everywhere (tests).
     """
 
@@ -532,8 +535,11 @@ class VerifyOptions:
     confidence: float = 0.999
     min_fraction: float = 0.99
     seeds: int = 3
+    threads: int = 1
     quick: bool = False
 
     def __post_init__(self) -> None:
         if int(self.seeds) < 1:
             raise ValueError(f"seeds must be >= 1, got {self.seeds}")
+        if int(self.threads) < 1:
+            raise ValueError(f"threads must be >= 1, got {self.threads}")
