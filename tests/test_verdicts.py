@@ -101,7 +101,7 @@ def test_from_interval_notes_say_what_against_what():
         role="mechanism",
     )
     assert c.label == "NOT OBSERVED"
-    assert "inside +-0.02" in c.note and "-0.004" in c.note
+    assert "inside the band [-0.02, +0.02] of no effect" in c.note and "-0.004" in c.note
     c2 = Check.from_interval("y", "d", _iv(-0.1, -0.2, -0.05), tolerance="t", min_n=2)
     assert c2.label == "CONTRADICTED" and "lies wholly below +0" in c2.note
 

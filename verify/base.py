@@ -246,20 +246,24 @@ def interval_note(
     interval against the decision point (and the minimum effect), and by how much."""
     side = "above" if direction > 0 else "below"
     other = "below" if direction > 0 else "above"
-    point = f"{threshold:+.4g}" + (f" by the stated minimum {min_effect:g}" if min_effect else "")
     if iv.n < min_n:
         return f"only {iv.n} units (need {min_n}): no evidence"
     if not iv.defined:
         return f"estimate {iv.estimate:+.4g}, no interval could be formed: no evidence"
     text = f"estimate {iv.estimate:+.4g}, interval [{iv.low:+.4g}, {iv.high:+.4g}]"
+    lo_band, hi_band = threshold - min_effect, threshold + min_effect
+    band = (
+        f"the band [{lo_band:+.4g}, {hi_band:+.4g}] of no effect of the stated minimum "
+        f"size {min_effect:g}"
+    )
     if outcome is Outcome.FAIL:
-        return f"{text} lies wholly {other} {point}: the claimed direction ({side}) is contradicted"
+        where = band if min_effect else f"{threshold:+.4g}"
+        return f"{text} lies wholly {other} {where}: the claimed direction ({side}) is contradicted"
     if outcome is Outcome.VACUOUS:
-        return (
-            f"{text} lies inside +-{min_effect:g} of {threshold:+.4g}: no effect of the "
-            "stated minimum size"
-        )
-    return f"{text} contains {point}: the data cannot decide"
+        return f"{text} lies inside {band}"
+    if min_effect:
+        return f"{text} straddles an edge of {band}: the data cannot decide"
+    return f"{text} contains {threshold:+.4g}: the data cannot decide"
 
 
 def apply_holm(checks: list[Check], *, alpha: float = FAMILY_ALPHA) -> list[Check]:
