@@ -560,7 +560,7 @@ def test_data_block_lists_verdicts_of_a_second_dataset(tmp_path):
     out.write_text("# x\n\n<!-- radius:begin data ml-100k -->\n<!-- radius:end data ml-100k -->\n")
     generate(out, verify_dir=main_dir, figures_dir=tmp_path / "figs")
     text = out.read_text()
-    assert "| 2.6 | **FAIL** | — | 1 PASS, 1 FAIL | `bad_check` FAIL |" in text
+    assert "| 2.6 | **FAIL** | 1 PASS, 1 FAIL | — | — | — | `bad_check` FAIL |" in text
     assert "| 2.3 | not run yet |" in text
     assert "hash `abc`" in text
     assert "ablation" not in text.split("radius:begin data ml-100k")[1]  # none there: no stub

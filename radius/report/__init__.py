@@ -53,6 +53,7 @@ from radius.report.format import (  # noqa: F401
     _outcome,
     _passed,
     _rel,
+    _role,
 )
 from radius.report.inputs import (  # noqa: F401
     ReportInputs,
@@ -168,26 +169,28 @@ def render_data(data_dir: Path, *, figures_dir: Path, out_dir: Path = Path("."))
     for cid in CLAIMS:
         rep = claims.get(cid)
         if rep is None:
-            rows.append([cid, "not run yet", "", "", ""])
+            rows.append([cid, "not run yet", "", "", "", "", ""])
             continue
         if "error" in rep:
-            rows.append([cid, "unreadable", "", "", ""])
+            rows.append([cid, "unreadable", "", "", "", "", ""])
             continue
         checks = [c for c in rep.get("checks", []) if isinstance(c, Mapping)]
         deciding = [c for c in checks if _decides(c)]
-        counts = {o: sum(_outcome(c) == o for c in deciding) for o in _OUTCOMES}
-        basis = ", ".join(f"{n} {o}" for o, n in counts.items() if n) or "none"
+        labels = [_label(c) for c in deciding]
+        basis = ", ".join(f"{labels.count(u)} {u}" for u in dict.fromkeys(labels)) or "none"
         failed = [
-            f"`{c.get('name', '?')}` {_label(c)}" + ("" if _decides(c) else f" ({_kind(c)})")
+            f"`{c.get('name', '?')}` {_label(c)}" + ("" if _decides(c) else f" ({_role(c)})")
             for c in checks
             if not _passed(c)
         ]
         rows.append(
             [
                 cid,
-                f"**{rep.get('verdict', '?')}**",
-                rep.get("implementation"),
+                f"**{rep.get('verdict_text') or rep.get('verdict', '?')}**",
                 basis,
+                rep.get("assumptions", "—"),
+                rep.get("mechanism", "—"),
+                rep.get("implementation"),
                 ", ".join(failed) or "-",
             ]
         )
@@ -211,7 +214,16 @@ def render_data(data_dir: Path, *, figures_dir: Path, out_dir: Path = Path("."))
         if len({str(x.get("data_hash")) for x in contexts}) > 1:
             stamp += " **The reports come from different data (hashes differ).**"
     table = _md_table(
-        ["claim", "verdict", "implementation", "deciding checks", "not passed (all)"], rows
+        [
+            "claim",
+            "verdict",
+            "statement checks",
+            "assumptions",
+            "mechanism",
+            "implementation",
+            "not passed (all)",
+        ],
+        rows,
     )
     ablations = load_ablations(data_dir)
     if not ablations:
