@@ -41,8 +41,10 @@ run: install
 	  echo "radius verify exited $$code (0 all PASS, 1 a claim FAILs, 3 INCONCLUSIVE, 4 VACUOUS): see the table above"; \
 	else exit $$code; fi
 
+# The whole suite: radius's own environment, then the RecBole adapter tests in theirs.
 test: install-test data-ml100k
 	$(BIN)/python -m pytest -q
+	$(MAKE) test-recbole
 
 # RecBole 1.2.1 (radius.adapters.recbole, examples/recbole_multivae.py) needs numpy < 2,
 # which radius's own environment does not pin, so it gets its own environment: the CPU
