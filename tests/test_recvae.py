@@ -135,3 +135,16 @@ def test_recvae_prior_option_keeps_default_cache_keys():
     assert TrainConfig(recvae_prior="standard").key_dict()["recvae_prior"] == "standard"
     with pytest.raises(RadiusError, match="recvae_prior must be 'composite' or 'standard'"):
         TrainConfig(recvae_prior="wide")
+
+
+def test_first_layer_starts_as_nn_linear():
+    """The first encoder layer (weight and bias) is U(-1/sqrt(I), 1/sqrt(I)), the law of
+    nn.Linear(I, H) that the reference's first layer has: bounded, with its variance."""
+    torch.manual_seed(0)
+    n_items = 400
+    enc = RecVAE(n_items, 300, 8).encoder
+    bound = 1.0 / np.sqrt(n_items)
+    w = enc.in_weight.detach().numpy()
+    assert np.abs(w).max() <= bound and np.abs(enc.in_bias.detach().numpy()).max() <= bound
+    assert abs(w.std() - bound / np.sqrt(3.0)) < 0.02 * bound  # 120,000 draws
+
