@@ -148,3 +148,17 @@ def test_first_layer_starts_as_nn_linear():
     assert np.abs(w).max() <= bound and np.abs(enc.in_bias.detach().numpy()).max() <= bound
     assert abs(w.std() - bound / np.sqrt(3.0)) < 0.02 * bound  # 120,000 draws
 
+
+def test_prior_encoder_starts_from_its_own_weights():
+    """The frozen prior encoder starts from independent random weights (as the
+    reference's), of the encoder's shapes; refresh makes it a copy."""
+    torch.manual_seed(0)
+    model = RecVAE(30, 16, 4)
+    old, enc = model.prior.encoder_old, model.encoder
+    for (name, p), (_, q) in zip(old.named_parameters(), enc.named_parameters()):
+        assert p.shape == q.shape
+        if name.startswith(("in_", "fcs", "fc_")):
+            assert not torch.equal(p, q), name
+    model.prior.refresh(enc)
+    assert all(torch.equal(p, q) for p, q in zip(old.parameters(), enc.parameters()))
+

@@ -125,11 +125,16 @@ class RecVAEEncoder(nn.Module):
 
 
 class CompositePrior(nn.Module):
-    """Mixture prior of RecVAE; the middle component is a frozen copy of the encoder."""
+    """Mixture prior of RecVAE; the middle component is a frozen encoder of the same shape.
+
+    It starts from its own random weights (the reference's ``CompositePrior`` builds a new
+    ``Encoder``) and becomes a copy of the encoder at every ``refresh``.
+    """
 
     def __init__(self, encoder: RecVAEEncoder, weights: tuple[float, ...] = PRIOR_WEIGHTS) -> None:
         super().__init__()
         self.encoder_old = copy.deepcopy(encoder)
+        self.encoder_old.reset_parameters()
         self.encoder_old.requires_grad_(False)
         self.weights = weights
 
