@@ -162,3 +162,18 @@ def test_prior_encoder_starts_from_its_own_weights():
     model.prior.refresh(enc)
     assert all(torch.equal(p, q) for p, q in zip(old.parameters(), enc.parameters()))
 
+
+def test_every_pass_of_an_epoch_reshuffles_the_users():
+    """One epoch runs enc_epochs + 1 passes over the same users, each in its own order
+    (the reference shuffles before every pass)."""
+    torch.manual_seed(0)
+    cfg = TrainConfig(model="recvae", hidden_dims=(16,), latent_dim=4, batch_size=10)
+    trainer = RecVAETrainer(RecVAE(30, 16, 4, keep_rate=0.5), cfg)
+    seen = []
+    trainer._pass = lambda csr, perm, *a, **k: seen.append(np.array(perm)) or 1
+    perm = np.random.default_rng(0).permutation(20)
+    trainer.run_epoch(_csr(), perm, 0, 1, torch.Generator().manual_seed(0))
+    assert len(seen) == cfg.enc_epochs + 1
+    np.testing.assert_array_equal(seen[0], perm)
+    assert all(sorted(p) == list(range(20)) for p in seen)
+    assert len({tuple(p) for p in seen}) == len(seen)
