@@ -44,7 +44,12 @@ CHECKPOINT_FORMAT = 1
 # cache never serves a model trained by older code.
 # 4: input convention "normalize-mask" by default (recorded in every config), per-model
 #    defaults (Multi-VAE 200 epochs / patience 20 / anneal 50; RecVAE's reference recipe)
-TRAINING_REVISION = 4
+# 5: RecVAE as ilya-shenbin/RecVAE does it: the first encoder layer starts as nn.Linear
+#    does (U(+-1/sqrt(I)), bias too; was Xavier, zero bias), the prior's frozen encoder
+#    starts from its own random weights (was a copy), every pass of an epoch reshuffles
+#    the users (was one order for the four passes); RecVAE's default budget is 200
+#    epochs with patience 20 (was run.py's 50), so early stopping ends its runs
+TRAINING_REVISION = 5
 
 
 # the convention of checkpoints written before ``input_convention`` existed
