@@ -13,17 +13,26 @@ linearly to 0.2 over 20 epochs' worth of steps, Adam lr 1e-3, batch 500):
   batched top-k evaluation in torch.
 
 Each variant runs in its own subprocess so its peak resident memory
-(``resource.getrusage(RUSAGE_SELF).ru_maxrss``, which includes torch's CPU
-allocations) is its own. Training time per epoch excludes validation; radius's
-validation is timed by wrapping ``radius.training.trainer.evaluate`` (the function ``train``
-calls), so the real ``train`` runs unchanged. The FLOP limit is the model's
-floating-point work divided by the measured float32 matmul peak of this machine.
+(``VmHWM`` of /proc/self/status, which includes torch's CPU allocations) is its own
+(``ru_maxrss``, used before issue 18, also counted the parent's resident size at the
+fork: the parent holds the dataset, so every variant reported the same peak). Training
+time per epoch excludes validation; radius's validation is timed by wrapping
+``radius.training.trainer.evaluate`` (the function ``train`` calls), so the real
+``train`` runs unchanged. The FLOP limit is the model's floating-point work divided by
+the measured float32 matmul peak of this machine.
 
 Run from the repository root::
 
     python bench/bench_train.py                      # both datasets, 20 epochs
     python bench/bench_train.py --data ml100k --epochs 5
     python bench/bench_train.py --profile            # torch.profiler tables too
+
+The scale row (one epoch at the ML-20M shape, 116,677 training users x 20,108 items,
+and the size of a checkpoint there)::
+
+    python bench/bench_train.py --data synth-ml20m --epochs 1 --threads 1 \
+        --variants reference,radius-sparse --interleaved 10 --eval-rounds 2 \
+        --checkpoint-sizes --out bench/results/scale-train.json
 """
 
 from __future__ import annotations
@@ -52,6 +61,8 @@ VARIANTS = ("reference", "radius-sparse", "radius-dense")
 # optional: the reference with radius's input convention (mask, then normalise)
 EXTRA_VARIANTS = ("reference-premask",)
 DATASETS = ("ml100k", "synth-ml1m")
+# the scale row (not run by default): the ML-20M-shaped synthetic set at full size
+SCALE_DATASETS = ("synth-ml20m",)
 WHEEL_NAME = "recbole-1.2.1-py3-none-any.whl"
 WHEEL_MEMBER = "recbole/dataset_example/ml-100k/ml-100k.inter"
 
@@ -116,7 +127,12 @@ def load_ml100k(wheel: Path):
 def build_dataset(name: str, wheel: str | None):
     if name == "ml100k":
         return load_ml100k(find_wheel(wheel))
-    from radius.data.synthetic import SyntheticParams, default_dataset
+    from radius.data.synthetic import SyntheticParams, default_dataset, synthetic_dataset
+
+    if name == "synth-ml20m":  # `radius data prepare --synthetic ml-20m`
+        ds = synthetic_dataset("ml-20m")
+        ds.manifest["name"] = name
+        return ds
 
     ds = default_dataset(SyntheticParams(**SYNTH_ML1M))
     ds.manifest["name"] = "synth-ml1m"
@@ -180,6 +196,21 @@ def rss_mb() -> float:
 
 
 def peak_rss_mb() -> float:
+    """Peak resident set size (MB) of this process: ``VmHWM`` of /proc/self/status.
+
+    Not ``ru_maxrss``: Linux carries a process's ``ru_maxrss`` across fork and exec, so a
+    worker started by a parent that holds a large dataset reports at least the parent's
+    resident size at the fork (measured: a parent at 789 MB gave its fresh child
+    ``ru_maxrss`` 789 MB and ``VmHWM`` 11 MB). ``ru_maxrss`` is the fallback where
+    /proc is absent.
+    """
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024  # kB
+    except OSError:
+        pass
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KB on Linux
 
 
@@ -476,6 +507,47 @@ def profile_steps(ds, variant: str, n_steps: int, seed: int) -> str:
     return prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=25)
 
 
+# --------------------------------------------------------------------------- checkpoints
+def checkpoint_sizes(ds, seed: int, folder: Path) -> dict[str, Any]:
+    """Bytes on disk of radius checkpoints for this item count, as ``train`` writes them.
+
+    A checkpoint's size is set by the tensors' shapes (items x hidden, anchors), not by
+    the number of users or the values, so the runs train on the first 1,000 training
+    users (200 validation and test users) with all the items: ``in_training`` is the file
+    after epoch 1 of 2 (best weights + current weights + Adam's two moments + generator
+    states: what a resumable run keeps), ``finished`` after the run ends (best weights
+    only). ``weights_mb`` is one copy of the parameters (float32).
+    """
+    from radius.data.dataset import Dataset
+    from radius.training.build import build_model
+    from radius.training.trainer import train
+
+    k = 200
+    sub = Dataset(
+        train=ds.train[:1000],
+        val_tr=ds.val_tr[:k],
+        val_te=ds.val_te[:k],
+        test_tr=ds.test_tr[:k],
+        test_te=ds.test_te[:k],
+        manifest={"name": "checkpoint-size"},
+    )
+    out: dict[str, Any] = {"n_items": ds.n_items}
+    for setting, lambda_a in (("masking", 0.0), ("pia", 1.0)):
+        cfg = radius_config(2, seed, sparse=True).replace(lambda_a=lambda_a)
+        path = folder / f"{setting}.pt"
+        train(sub, cfg, checkpoint=path, progress=False, stop_after=1, evaluate_test=False)
+        during = path.stat().st_size
+        train(sub, cfg, checkpoint=path, progress=False, resume=True, evaluate_test=False)
+        model = build_model(cfg, ds.n_items)
+        weights = sum(t.numel() * t.element_size() for t in model.state_dict().values())
+        out[setting] = {
+            "in_training_mb": during / 2**20,
+            "finished_mb": path.stat().st_size / 2**20,
+            "weights_mb": weights / 2**20,
+        }
+    return out
+
+
 # --------------------------------------------------------------------------- worker
 def worker(args: argparse.Namespace) -> None:
     import torch
@@ -490,6 +562,10 @@ def worker(args: argparse.Namespace) -> None:
         variants = [v.strip() for v in args.variants.split(",") if v.strip()]
         out = interleaved_timing(ds, variants, args.interleaved, args.eval_rounds, args.seed)
         print(json.dumps(out))
+        return
+    if args.worker == "checkpoint-size":
+        with tempfile.TemporaryDirectory(prefix="bench-ckpt-") as tmp:
+            print(json.dumps(checkpoint_sizes(ds, args.seed, Path(tmp))))
         return
     if args.worker == "profile":
         variants = [v.strip() for v in args.variants.split(",") if v.strip()]
@@ -560,7 +636,18 @@ def fmt_table(rows: list[list[Any]], header: list[str]) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--data", default=",".join(DATASETS), help="comma list of ml100k, synth-ml1m")
+    ap.add_argument(
+        "--data",
+        default=",".join(DATASETS),
+        help="comma list of ml100k, synth-ml1m, synth-ml20m (the scale row: ML-20M shape, "
+        "136,677 users x 20,108 items; not in the default list)",
+    )
+    ap.add_argument(
+        "--checkpoint-sizes",
+        dest="checkpoint_sizes",
+        action="store_true",
+        help="also measure the bytes of a radius checkpoint for each dataset's item count",
+    )
     ap.add_argument(
         "--variants",
         default=",".join(VARIANTS),
@@ -595,7 +682,8 @@ def main(argv: list[str] | None = None) -> int:
         torch.set_num_threads(args.threads)
     names = [d.strip() for d in args.data.split(",") if d.strip()]
     variants = [v.strip() for v in args.variants.split(",") if v.strip()]
-    for bad in [*(set(names) - set(DATASETS)), *(set(variants) - {*VARIANTS, *EXTRA_VARIANTS})]:
+    known = {*DATASETS, *SCALE_DATASETS}
+    for bad in [*(set(names) - known), *(set(variants) - {*VARIANTS, *EXTRA_VARIANTS})]:
         ap.error(f"unknown dataset or variant {bad!r}")
     peak = matmul_peak_gflops()
     result: dict[str, Any] = {
@@ -606,8 +694,9 @@ def main(argv: list[str] | None = None) -> int:
             "torch": torch.__version__,
             "matmul_peak_gflops": peak,
             "load_avg_start": os.getloadavg(),
-            "memory_method": "ru_maxrss of a fresh subprocess per variant (includes torch "
-            "CPU allocations); train_rss_mb = peak minus RSS after data load",
+            "memory_method": "VmHWM of a fresh subprocess per variant (includes torch CPU "
+            "allocations; ru_maxrss would include the parent's RSS at fork); train_rss_mb = "
+            "peak minus RSS after data load",
         },
         "hyper": dict(
             hidden=HIDDEN,
@@ -722,6 +811,12 @@ def main(argv: list[str] | None = None) -> int:
                             f"{iv.get('eval_ratio', math.nan):.2f}",
                         ]
                     )
+            if args.checkpoint_sizes:
+                print(f"[{name}] checkpoint sizes ...", flush=True)
+                entry["checkpoint_sizes"] = run_worker(
+                    ["--worker", "checkpoint-size", "--data-dir", str(d_dir)]
+                    + ["--seed", str(args.seed), "--threads", str(args.threads)]
+                )
             result["datasets"][name] = entry
         if args.profile:
             name = names[-1]
@@ -752,6 +847,18 @@ def main(argv: list[str] | None = None) -> int:
             f"{e['flop_limit_cpu_s']['epoch_dense']:.3f} CPU-s (dense); at the wall peak "
             f"{e['flop_limit_s']['epoch_min']:.3f} s / {e['flop_limit_s']['epoch_dense']:.3f} s"
         )
+        sizes = e.get("checkpoint_sizes")
+        if sizes:
+            print(
+                f"{name}: checkpoint of {sizes['n_items']} items, MB in training / finished / "
+                "one copy of the weights: "
+                + "; ".join(
+                    f"{k} {v['in_training_mb']:.1f} / {v['finished_mb']:.1f} / "
+                    f"{v['weights_mb']:.1f}"
+                    for k, v in sizes.items()
+                    if k != "n_items"
+                )
+            )
     header = ["data", "variant", "epoch_s", "epoch_med_s", "epoch_cpu_s", "flop_cpu_s"]
     header += ["users/s", "eval_s", "eval_cpu_s", f"ndcg@100@{args.epochs}", "peakMB", "trainMB"]
     header += ["t/ref", "cpu/ref", "eval/ref", "evcpu/ref", "mem/ref", "trainMB/ref", "load"]

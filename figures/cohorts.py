@@ -5,7 +5,7 @@ the labels and recorded in the JSON.
 
 Left: nDCG@100 per cohort for each setting (seed-averaged per-user scores), error bars
 the 95% user-bootstrap interval of the cohort mean. Right: the PIA gain (pia - masking)
-per cohort, error bars its 95% paired user-bootstrap interval and the bar labelled with
+per cohort, error bars its 95% two-stage (seeds, then users) interval and the bar labelled with
 its outcome (HOLDS / CONTRADICTED / INCONCLUSIVE; fewer than the ablation's minimum
 users is INCONCLUSIVE). The title states "largest at both ends" as the outcome of
 min(end gains) - max(middle gains) with its interval, never from a point estimate.

@@ -83,7 +83,7 @@ def _masking(ctx: Any, out: Path, opt: FigureOptions) -> dict[str, Any]:
 def _beta(ctx: Any, out: Path, opt: FigureOptions) -> dict[str, Any]:
     from radius.figures.beta import collect_beta, draw_beta
 
-    return draw_beta(collect_beta(ctx, betas=(0.0, 0.5, 2.0) if opt.quick else None), out)
+    return draw_beta(collect_beta(ctx, betas=(0.1, 1.0, 10.0) if opt.quick else None), out)
 
 
 FIGURES: dict[str, Callable[[Any, Path, FigureOptions], dict[str, Any]]] = {

@@ -29,6 +29,7 @@ __all__ = [
     "figures",
     "model",
     "wrap",
+    "adapters",
 ]
 
 # ---------------------------------------------------------------------- public API
@@ -90,9 +91,13 @@ if not any(isinstance(f, _CallableFinder) for f in sys.meta_path):
     sys.meta_path.insert(0, _CallableFinder())
 
 
-def load_dataset(spec: str | Path = "default", *, split: dict[str, Any] | None = None) -> Dataset:
+def load_dataset(
+    spec: str | Path = "default", *, split: dict[str, Any] | None = None, fmt: str = "auto"
+) -> Dataset:
     """A dataset: ``"default"`` (the planted synthetic set), a prepared folder, or a raw
-    ratings file split in memory (nothing written).
+    ratings file split in memory (nothing written). Every default chosen from the file's
+    name or format (a rating threshold, minimum counts, the protocol) is printed on stderr
+    and recorded in ``manifest["defaults_applied"]``, with the option that turns it off.
 
     Parameters
     ----------
@@ -100,11 +105,13 @@ def load_dataset(spec: str | Path = "default", *, split: dict[str, Any] | None =
         a raw file (MovieLens ``u.data`` / ``ratings.dat`` / ``ratings.csv``, a
         ``user,item[,rating]`` CSV, a RecBole ``.inter`` file, ...).
     split : overrides of the format's split parameters (rating threshold, minimum
-        counts, held-out users, fold-in proportion, seed), for raw files.
+        counts, held-out users, fold-in proportion, seed, ``protocol`` ``"strong"`` or
+        ``"weak"``), for raw files, e.g. ``{"threshold": None, "protocol": "weak"}``.
+    fmt : the raw file's format (default guessed from its name and first line).
     """
     from radius.data.loaders import load_any
 
-    return load_any(spec, split=split)
+    return load_any(spec, split=split, fmt=fmt)
 
 
 def prepare(
@@ -137,7 +144,16 @@ def train(dataset: Dataset, config: Any = None, **kwargs: Any) -> Any:
     return _train(dataset, TrainConfig() if config is None else config, **kwargs)
 
 
-_SUBPACKAGES = ("verify", "figures", "model", "data", "training", "analysis", "report")
+_SUBPACKAGES = (
+    "verify",
+    "figures",
+    "model",
+    "data",
+    "training",
+    "analysis",
+    "report",
+    "adapters",
+)
 
 
 def __getattr__(name: str) -> Any:

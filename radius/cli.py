@@ -3,7 +3,8 @@
 Every command works with no arguments on the embedded synthetic default, prints a
 readable table, writes machine-readable JSON beside it, and exits 0 on success,
 1 when a verified claim fails, 2 on bad input (with a message naming the problem), and
-(``verify``) 3 when a claim is INCONCLUSIVE: its evidence could not decide it.
+(``verify``) 3 when a claim is INCONCLUSIVE (its evidence could not decide it) and 4 when
+a claim is VACUOUS (its premise holds for no real case).
 """
 
 from __future__ import annotations
@@ -114,6 +115,10 @@ def _split_overrides(args: argparse.Namespace) -> dict[str, Any]:
             out[name] = getattr(args, name)
     if args.split_seed is not None:
         out["seed"] = args.split_seed
+    if getattr(args, "protocol", None) is not None:
+        out["protocol"] = args.protocol
+    if getattr(args, "val_prop", None) is not None:
+        out["val_prop"] = args.val_prop
     return out
 
 
@@ -122,6 +127,8 @@ def cmd_data_prepare(args: argparse.Namespace) -> int:
     from radius.data.synthetic import default_dataset
 
     split = _split_overrides(args)
+    if args.synthetic is not None or args.synthetic_scale is not None:
+        return _prepare_synthetic(args, split)
     if args.path in (None, "default", "synthetic"):
         out = Path(args.out or RUNS / "data" / "synthetic")
         ds = default_dataset(overrides=split)
@@ -130,6 +137,58 @@ def cmd_data_prepare(args: argparse.Namespace) -> int:
         out = Path(args.out or RUNS / "data" / Path(args.path).stem)
         ds = prepare(args.path, out, fmt=args.format, name=args.name, split=split)
     print(_table([[k, v] for k, v in ds.summary().items()], ["field", "value"]))
+    print()
+    print(_split_table(ds.manifest))
+    print(f"\nprepared dataset written to {out}/ (manifest.json + CSR .npz)")
+    return 0
+
+
+# --------------------------------------------------------- data prepare --synthetic
+def _add_synthetic_options(p: argparse.ArgumentParser) -> None:
+    """``--synthetic SPEC`` and ``--synthetic-scale S`` of ``data prepare``."""
+    from dataclasses import fields
+
+    from radius.data.synthetic import PRESETS, SPEC_ALIASES, SyntheticParams
+
+    g = p.add_argument_group("synthetic data of any size (instead of a path)")
+    g.add_argument(
+        "--synthetic",
+        metavar="SPEC",
+        help="[PRESET][,KEY=VALUE...]: presets "
+        + ", ".join(
+            f"{k} ({v.params.n_users:,} x {v.params.n_items:,})" for k, v in PRESETS.items()
+        )
+        + "; presets hold out the paper's users (10k, 40k, 50k per split). KEY: a "
+        "SyntheticParams field ("
+        + ", ".join(f.name for f in fields(SyntheticParams))
+        + ") or "
+        + ", ".join(f"{a}={f}" for a, f in SPEC_ALIASES.items())
+        + ". E.g. 'ml-20m,seed=1' or 'users=50000,items=8000,median=40'. Same seed, same "
+        "output. Sets other than 'default' draw with sampler=sparse (cost ~ interactions; "
+        "sampler=gumbel: the default's, cost users x items)",
+    )
+    g.add_argument(
+        "--synthetic-scale",
+        type=_arg_real,
+        metavar="S",
+        help="multiply the users and held-out users (not the items) by S, e.g. 0.25",
+    )
+
+
+def _prepare_synthetic(args: argparse.Namespace, split: dict[str, Any]) -> int:
+    from radius.data.synthetic import synthetic_dataset
+
+    if args.path is not None or args.format != "auto":
+        raise RadiusError("--synthetic builds its own data: give no path and no --format")
+    spec = args.synthetic if args.synthetic is not None else "default"
+    scale = args.synthetic_scale if args.synthetic_scale is not None else 1.0
+    ds = synthetic_dataset(spec, scale=scale, overrides=split)
+    if args.name:
+        ds.manifest["name"] = args.name
+    out = Path(args.out or RUNS / "data" / ds.name)
+    ds.save(out)
+    params = ds.manifest["source"]["params"]
+    print(_table([[k, v] for k, v in {**ds.summary(), **params}.items()], ["field", "value"]))
     print()
     print(_split_table(ds.manifest))
     print(f"\nprepared dataset written to {out}/ (manifest.json + CSR .npz)")
@@ -263,85 +322,12 @@ def cmd_eval(args: argparse.Namespace) -> int:
     return 0
 
 
-_OUTCOME_ORDER = {"FAIL": 0, "INCONCLUSIVE": 1, "PASS": 2}
-
-
 def _short(v: Any) -> str:
     if isinstance(v, float):
         if v != v or v in (float("inf"), float("-inf")):
             return str(v)
         return f"{v:.4g}"
     return "" if v is None else str(v)
-
-
-def verify_table(res: Any) -> str:
-    """One claim's checks grouped by kind (identity, bound, empirical), then its verdict line.
-
-    Each row: outcome (HOLDS / CONTRADICTED / INCONCLUSIVE for empirical checks), the
-    check, its evidence (``probe`` rows never decide), measured value, interval where
-    there is one, bound, n and note.
-    """
-    lines = []
-    for kind, checks in res.checks_by_kind().items():
-        if not checks:
-            continue
-        rows = [
-            [
-                c.label,
-                c.name,
-                c.evidence if c.evidence != "real" else "",
-                _short(c.measured),
-                str(c.interval) if c.interval is not None else "",
-                _short(c.bound),
-                c.n,
-                c.note,
-            ]
-            for c in checks
-        ]
-        head = "identity (implementation; never decides)" if kind == "identity" else kind
-        lines.append(f"  {head}:")
-        table = _table(
-            rows, ["outcome", "check", "evidence", "measured", "interval", "bound", "n", "note"]
-        )
-        lines += ["    " + ln for ln in table.splitlines()]
-    lines.append(f"  {res.claim}: {verdict_line(res)}")
-    return "\n".join(lines)
-
-
-def verdict_line(res: Any) -> str:
-    """``verdict X; implementation verified/BROKEN`` (plus what the verdict rests on)."""
-    deciding = [c for c in res.checks if c.decides]
-    impl = {
-        "verified": "implementation verified",
-        "BROKEN": "implementation BROKEN",
-        "incomplete": "implementation checks incomplete (one unresolved, none failed)",
-        "none": "no implementation checks",
-    }[res.implementation]
-    if deciding:
-        counts = {o: sum(c.outcome.value == o for c in deciding) for o in _OUTCOME_ORDER}
-        rest = ", ".join(f"{n} {o}" for o, n in counts.items() if n)
-        basis = f"rests on {len(deciding)} bound/empirical checks on real data ({rest})"
-    else:
-        basis = "no bound or empirical check on real data: nothing decides it"
-    return f"verdict {res.verdict}; {impl}; {basis}"
-
-
-def power_table(rows: list[tuple[str, Any]]) -> str:
-    """Power rows ``(claim id, PowerRow)`` as a table: the grades with their outcomes and
-    the mildest grade that flips the check ("cannot fail here" when none does)."""
-    body = [
-        [
-            cid,
-            r.check,
-            r.kind,
-            r.perturbation,
-            r.baseline,
-            ", ".join(f"{g['grade']} {g['outcome']}" for g in r.grades),
-            r.label,
-        ]
-        for cid, r in rows
-    ]
-    return _table(body, ["claim", "check", "kind", "perturbation", "baseline", "grades", "flips"])
 
 
 def _power_json(cid: str, mod: Any, rows: list[Any] | None, note: str) -> dict[str, Any]:
@@ -353,55 +339,149 @@ def _power_json(cid: str, mod: Any, rows: list[Any] | None, note: str) -> dict[s
     }
 
 
+# ---------------------------------------------------------------- verify: the beta sweep (beta-KL)
+def _arg_betas(text: str) -> tuple[float, ...]:
+    """``0.1,1,8`` (argparse type): distinct finite betas >= 0; ``none`` for no sweep."""
+    if text.strip().lower() == "none":
+        return ()
+    out = []
+    for part in text.split(","):
+        v = _arg_real(part.strip())
+        if v < 0:
+            raise argparse.ArgumentTypeError(f"betas must be >= 0, got {part.strip()}")
+        out.append(v)
+    if len(set(out)) < 2:
+        raise argparse.ArgumentTypeError(f"give at least 2 distinct betas, got {text!r}")
+    return tuple(out)
+
+
+def _add_sweep_options(p: argparse.ArgumentParser) -> None:
+    """The beta-KL sweep's options of ``radius verify`` (claim options of ``beta-kl``)."""
+    g = p.add_argument_group("beta sweep (--theorem beta-kl)")
+    g.add_argument(
+        "--sweep-betas",
+        dest="sweep_betas",
+        type=_arg_betas,
+        metavar="B1,B2,...",
+        help="KL weights of the sweep (default 0.1,0.25,0.5,1,2,4,8,16; 'none': no sweep)",
+    )
+    g.add_argument(
+        "--sweep-epochs",
+        dest="sweep_epochs",
+        type=_arg_count(1),
+        help="epochs of each sweep model (default 4 warm, 20 scratch)",
+    )
+    g.add_argument(
+        "--sweep-users",
+        dest="sweep_users",
+        type=_arg_count(2),
+        help="training users of each sweep model (default 2000 warm, all scratch)",
+    )
+    g.add_argument(
+        "--sweep-seeds",
+        dest="sweep_seeds",
+        type=_arg_count(1),
+        help="training seeds per beta (default min(2, --seeds))",
+    )
+    g.add_argument(
+        "--sweep-start",
+        dest="sweep_start",
+        choices=["warm", "scratch"],
+        default="warm",
+        help="fine-tune the masking model at each beta (warm, "
+        "default) or train every sweep model from scratch",
+    )
+    g.add_argument(
+        "--sweep-checkpoint",
+        dest="sweep_checkpoint",
+        action="append",
+        metavar="BETA=PATH",
+        help="the sweep's model at BETA (repeat a BETA for "
+        "one model per seed; --model-factory builds non-radius checkpoints)",
+    )
+
+
+def _sweep_claim_options(args: argparse.Namespace, ds: Any) -> dict[str, dict[str, Any]]:
+    """``{"beta-kl": {...}}``: the sweep options given on the command line."""
+    from radius.verify.beta_kl import load_sweep_checkpoints
+
+    opts: dict[str, Any] = {
+        k: v
+        for k, v in (
+            ("betas", getattr(args, "sweep_betas", None)),
+            ("sweep_epochs", getattr(args, "sweep_epochs", None)),
+            ("sweep_users", getattr(args, "sweep_users", None)),
+            ("sweep_seeds", getattr(args, "sweep_seeds", None)),
+            ("workers", getattr(args, "workers", None)),
+        )
+        if v is not None
+    }
+    opts["sweep_start"] = getattr(args, "sweep_start", None) or "warm"
+    if getattr(args, "sweep_checkpoint", None):
+        opts["sweep_models"] = load_sweep_checkpoints(
+            args.sweep_checkpoint, ds, factory=args.model_factory
+        )
+    return {"beta-kl": opts}
+
+
 def cmd_verify(args: argparse.Namespace) -> int:
     from radius.io import atomic_write_json
     from radius.stats import combine, exit_code
     from radius.training.cache import default_cache_dir
-    from radius.training.config import TrainConfig
     from radius.verify import CLAIMS, claim_module, resolve_ids
-    from radius.verify.api import load_models, run_claim
-    from radius.verify.base import VerifyOptions
+    from radius.verify.api import run_claim
     from radius.verify.context import MissingModelError, VerifyContext
+    from radius.verify.render import EXIT_LEGEND, LEGEND, claim_block, power_table, summary_table
 
     ids = resolve_ids(args.theorem)
-    ds = _load_data(args.data)
+    ds, user, base, per_setting = _verify_inputs(args)
     opts = {
         k: getattr(args, k)
-        for k in ("seed", "n_pairs", "n_users", "n_mc", "confidence", "min_fraction")
-        if getattr(args, k) is not None
+        for k in ("seed", "n_pairs", "n_users", "n_mc", "confidence", "min_fraction", "seeds")
+        if getattr(args, k, None) is not None
     }
-    options = VerifyOptions(**opts)
-    base = TrainConfig(model=args.model) if args.model else TrainConfig()
-    base = base.replace(**_parse_set(getattr(args, "set", None)))
-    if args.model_factory and not args.checkpoint:
-        raise RadiusError("--model-factory needs --checkpoint [SETTING=]PATH")
-    user = load_models(args.checkpoint, ds, factory=args.model_factory) if args.checkpoint else None
-    ctx = VerifyContext(
-        dataset=ds,
-        options=options,
-        base_config=base,
-        cache_dir=default_cache_dir(),
-        progress=True,
-        models=user,
-    )
+    claim_opts = _sweep_claim_options(args, ds)
+    options = _verify_options(args, opts)
+    if user is not None:
+        from radius.verify.api import _context
+
+        ctx = _context(
+            ds, user, None, options, base, default_cache_dir(), True, setting_overrides=None
+        )
+    else:
+        ctx = VerifyContext(
+            dataset=ds,
+            options=options,
+            base_config=base,
+            cache_dir=default_cache_dir(),
+            progress=True,
+            models=None,
+            setting_overrides=per_setting,
+        )
     out_dir = Path(args.out or RUNS / ds.name / "verify")
-    outcomes, tables, summary, power_rows = [], [], [], []
+    # every model the claims will use, trained up front in parallel (one thread each)
+    needed = []
+    for cid in ids:
+        fn = getattr(claim_module(cid), "models_needed", None)
+        if fn is not None:
+            needed += list(fn(ctx, **claim_opts[cid]) if cid in claim_opts else fn(ctx))
+    ctx.prefetch(needed, workers=getattr(args, "workers", None))
+    results, tables, power_rows = {}, [], []
     for cid in ids:
         mod = claim_module(cid)
         t0 = time.perf_counter()
         print(f"verifying {cid}: {mod.TITLE} ...", flush=True)
-        res = run_claim(cid, ctx)
+        res = run_claim(cid, ctx, claim_opts.get(cid))
         secs = time.perf_counter() - t0
         res.details.setdefault("seconds", secs)
         data = res.to_dict()
         data["seconds"] = secs
         atomic_write_json(out_dir / f"{CLAIMS[cid]}.json", data)
-        print(f"  {cid}: {res.verdict} ({secs:.1f} s)")
+        print(f"  {cid}: {res.verdict_text} ({secs:.1f} s)")
         if res.details.get("not_run"):
             print(f"  {cid} not run: {res.details['not_run']}")
-        tables.append(f"{cid}  {res.title}\n{verify_table(res)}")
-        summary.append([cid, res.verdict, res.implementation, verdict_line(res).split("; ", 2)[2]])
-        outcomes.append(res.outcome)
+        tables.append(claim_block(res))
+        results[cid] = res
         if getattr(args, "power", False):
             power_fn = getattr(mod, "power", None)
             has_graded = any(c.kind != "identity" for c in res.checks)
@@ -412,7 +492,7 @@ def cmd_verify(args: argparse.Namespace) -> int:
             else:
                 print(f"  power of {cid} ...", flush=True)
                 try:
-                    rows, note = list(power_fn(ctx)), ""
+                    rows, note = list(power_fn(ctx, **claim_opts.get(cid, {}))), ""
                 except MissingModelError as e:
                     rows, note = [], f"not run: {e}"
             atomic_write_json(
@@ -424,14 +504,80 @@ def cmd_verify(args: argparse.Namespace) -> int:
     print()
     print("\n\n".join(tables))
     print()
-    print(_table(summary, ["claim", "verdict", "implementation", "basis"]))
+    print(summary_table(results))
+    print()
+    print(LEGEND)
     if getattr(args, "power", False):
         print("\npower: the mildest perturbation of the real model that flips each check")
         print(power_table(power_rows) if power_rows else "(no bound or empirical checks)")
         print(f"\npower JSON in {out_dir / 'power'}/")
     print(f"\nJSON reports in {out_dir}/")
-    print("exit codes: 0 PASS, 1 FAIL, 2 bad input, 3 INCONCLUSIVE")
-    return exit_code(combine(outcomes))
+    print(EXIT_LEGEND)
+    return exit_code(combine(r.outcome for r in results.values()))
+
+
+# ------------------------------------------------- verify: data, settings and user models
+def _split_set(pairs: list[str] | None) -> tuple[dict[str, Any], dict[str, dict[str, Any]]]:
+    """``--set`` values of ``verify``: ``KEY=V`` (the base config) and ``SETTING.KEY=V``
+    (one setting: its config for radius's models, the loaded model's option for yours)."""
+    from radius.training.config import SETTINGS
+
+    base: dict[str, Any] = {}
+    per: dict[str, dict[str, Any]] = {}
+    for key, value in _parse_set(pairs or []).items():
+        head, dot, field_name = key.partition(".")
+        if not dot:
+            if key == "keep_rate":
+                raise RadiusError(
+                    f"--set keep_rate={value}: each setting has its own keep rate (clean 1, "
+                    "masking and pia 0.5 unless given); set it per setting: --set "
+                    f"masking.keep_rate={value} (and/or pia.keep_rate={value})"
+                )
+            base[key] = value
+            continue
+        if head not in SETTINGS:
+            close = difflib.get_close_matches(head, SETTINGS, n=1)
+            hint = f"; did you mean {close[0]!r}?" if close else ""
+            raise RadiusError(
+                f"--set {key}={value}: {head!r} is not a setting (choose from "
+                f"{', '.join(SETTINGS)}){hint}"
+            )
+        per.setdefault(head, {})[field_name] = value
+    return base, per
+
+
+def _verify_options(args: argparse.Namespace, given: dict[str, Any]):
+    """VerifyOptions of ``verify``: ``--quick`` starts from the API's QUICK_OPTIONS (the
+    same samples as ``radius.verify.run_all(..., quick=True)``), explicit sizes on top."""
+    from radius.verify.api import _options
+
+    return _options(bool(getattr(args, "quick", False)), given)
+
+
+def _verify_inputs(args: argparse.Namespace):
+    """(dataset, user models or None, base config, per-setting overrides) of ``verify``."""
+    from radius.data.loaders import load_any
+    from radius.training.config import TrainConfig
+    from radius.verify.api import load_models
+
+    ds = load_any(args.data, split=_split_overrides(args) or None, fmt=args.format)
+    base_over, per_setting = _split_set(getattr(args, "set", None))
+    base = TrainConfig(model=args.model) if args.model else TrainConfig()
+    base = base.replace(**base_over)
+    if args.adapter and not args.checkpoint:
+        raise RadiusError("--adapter needs --checkpoint [SETTING=]PATH")
+    if args.model_factory and not (args.checkpoint or getattr(args, "sweep_checkpoint", None)):
+        raise RadiusError("--model-factory needs --checkpoint [SETTING=]PATH")
+    if not args.checkpoint:
+        return ds, None, base, per_setting
+    user = load_models(
+        args.checkpoint,
+        ds,
+        factory=args.model_factory,
+        settings=per_setting,
+        adapter=args.adapter,
+    )
+    return ds, user, base, per_setting
 
 
 def cmd_figures(args: argparse.Namespace) -> int:
@@ -553,8 +699,8 @@ def _arg_heldout(text: str) -> tuple[str, int | float]:
 def _add_split_options(p: argparse.ArgumentParser) -> None:
     """The split parameters of ``data prepare``; unset ones keep the format's defaults."""
     g = p.add_argument_group(
-        "split (Liang et al. 2018 strong generalisation; an option left out keeps the "
-        "chosen format's default, see README 'Data formats')"
+        "split (Liang et al. 2018 strong generalisation, or --protocol weak; an option left "
+        "out keeps the chosen format's default, see README 'Data formats')"
     )
     thr = g.add_mutually_exclusive_group()
     thr.add_argument(
@@ -600,6 +746,19 @@ def _add_split_options(p: argparse.ArgumentParser) -> None:
         metavar="S",
         help="seed of the user permutation and of the fold-in / target split",
     )
+    g.add_argument(
+        "--protocol",
+        choices=["strong", "weak"],
+        help="strong (default): whole users held out (Liang et al.); weak: each user's "
+        "interactions split 80/10/10 (RecBole's and cornac's default)",
+    )
+    g.add_argument(
+        "--val-prop",
+        type=_arg_prop,
+        metavar="P",
+        help="weak protocol: share of each user's interactions for validation (default 0.1; "
+        "--test-prop is then the test share, default 0.1)",
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -625,6 +784,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", help="output folder (default runs/data/NAME)")
     p.add_argument("--name", help="dataset name in the manifest")
     _add_split_options(p)
+    _add_synthetic_options(p)
     p.set_defaults(func=cmd_data_prepare)
     p = dsub.add_parser("info", help="summary of a dataset")
     p.add_argument("path", nargs="?", help="prepared folder, raw file or 'default'")
@@ -668,10 +828,26 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--model-factory",
         dest="model_factory",
-        metavar="MODULE:FUNCTION",
-        help="builds your architecture (called with n_items= if it takes it); the "
-        "checkpoint's state_dict is loaded into it",
+        action="append",
+        metavar="[SETTING=]MODULE:FUNCTION",
+        help="builds your architecture, called with n_items= and setting= when it takes "
+        "them; the checkpoint's state_dict is loaded into it. SETTING=MODULE:FUNCTION for one "
+        "setting (repeat per setting); a bare one serves every setting without its own",
     )
+    p.add_argument(
+        "--adapter",
+        choices=["recbole"],
+        default=None,
+        help="the checkpoints are another library's (recbole: RecBole's saved .pth of "
+        "MultiVAE or RecVAE; --data is the dataset saved from radius.adapters.recbole_dataset)",
+    )
+    p.add_argument(
+        "--format",
+        default="auto",
+        help="format of a raw --data file (auto | ml-100k | ml-1m | ml-20m | netflix | msd | "
+        "csv | recbole)",
+    )
+    _add_split_options(p)
     p.add_argument("--model", choices=["multvae", "recvae"], default=None)
     p.add_argument("--seed", type=int)
     p.add_argument(
@@ -688,12 +864,32 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--confidence", type=float)
     p.add_argument("--min-fraction", dest="min_fraction", type=float)
+    p.add_argument(
+        "--seeds",
+        type=_arg_count(1),
+        help="training seeds of every mechanism check (default 3: seeds S, S+1, S+2 with S "
+        "the config's seed); their intervals span the seeds, then the users",
+    )
+    p.add_argument(
+        "--workers",
+        type=_arg_count(1),
+        help="models trained at once before the claims run, one thread each (default: "
+        "the CPU count)",
+    )
+    p.add_argument(
+        "--quick",
+        action="store_true",
+        help="smaller samples: those of radius.verify.run_all(..., quick=True)",
+    )
     p.add_argument("--out", help="folder for the JSON reports (default runs/DATA/verify)")
     p.add_argument(
         "--set",
         action="append",
         metavar="KEY=VALUE",
-        help="any TrainConfig field of the models verified (the settings apply on top)",
+        help="any TrainConfig field of the models verified (the settings apply on top); "
+        "SETTING.KEY=VALUE for one setting, e.g. masking.keep_rate=0.5 (with --checkpoint: "
+        "keep_rate, lambda_a, input_convention, posterior_scale, kl_weight of that model; a "
+        "value its checkpoint records differently is an error)",
     )
     p.add_argument(
         "--power",
@@ -703,6 +899,7 @@ def build_parser() -> argparse.ArgumentParser:
             "that flips each bound and empirical check (JSON in OUT/power/)"
         ),
     )
+    _add_sweep_options(p)
     p.set_defaults(func=cmd_verify)
 
     p = sub.add_parser("figures", help="draw a figure (tsne, cohorts, radius, masking, beta, all)")
@@ -775,6 +972,11 @@ def build_parser() -> argparse.ArgumentParser:
         type=int,
         default=20,
         help="fewer test users in a comparison -> INCONCLUSIVE (default 20)",
+    )
+    p.add_argument(
+        "--workers",
+        type=_arg_count(1),
+        help="models trained at once, one thread each (default: the CPU count)",
     )
     p.set_defaults(func=cmd_experiment)
     return ap

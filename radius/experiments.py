@@ -22,13 +22,15 @@ is not evaluated at all; the JSON's ``tuning`` says which.
 
 Every verdict has an interval and three outcomes
 ------------------------------------------------
-Let :math:`m_{s,u}` be the per-user nDCG@100 of setting :math:`s` on test user :math:`u`,
-averaged over seeds. A comparison "higher beats lower" is the paired user bootstrap
-(``radius.stats.paired_bootstrap``, percentile, ``BOOTSTRAP_LEVEL`` = 95%,
-``BOOTSTRAP_DRAWS`` = 2000 draws) of
+Let :math:`m_{s,k,u}` be the per-user nDCG@100 of setting :math:`s`, training seed
+:math:`k`, on test user :math:`u`. A comparison "higher beats lower" is the two-stage
+bootstrap over training seeds, then test users (``radius.stats.seed_user_interval``,
+percentile, ``BOOTSTRAP_LEVEL`` = 95%, ``BOOTSTRAP_DRAWS`` = 2000 draws; seed k of one
+setting is paired with seed k of the other, users with users) of
 
-.. math:: \Delta = \frac{1}{n}\sum_u (m_{\text{higher},u} - m_{\text{lower},u}),
+.. math:: \Delta = \frac{1}{S n}\sum_{k, u} (m_{\text{higher},k,u} - m_{\text{lower},k,u}),
 
+so the interval carries the seed-to-seed spread as well as the sampling of users;
 decided by ``radius.stats.decide``: HOLDS when the interval lies above 0, CONTRADICTED
 when it lies below 0, INCONCLUSIVE when it contains 0 or rests on fewer than
 ``MIN_USERS`` (20) test users. The seeds' spread of the per-seed :math:`\Delta`
@@ -69,12 +71,11 @@ from radius.stats import (
     BOOTSTRAP_LEVEL,
     Interval,
     Outcome,
-    bootstrap,
     bootstrap_mean,
     combine,
     decide,
-    paired_bootstrap,
     seed_spread,
+    seed_user_interval,
 )
 from radius.training.config import SETTINGS, TrainConfig, setting_config
 
@@ -210,6 +211,22 @@ def _evaluate_run(
     }
 
 
+def _pretrain(
+    dataset: Dataset,
+    configs: Sequence[TrainConfig],
+    *,
+    cache_dir: str | os.PathLike | None,
+    workers: int | None,
+    progress: bool,
+) -> None:
+    """Train the missing models of ``configs`` up front, several at once, one thread each
+    (``radius.training.cache.train_many``); ``_evaluate_run`` then reads them from the
+    cache. The weights are those of training one at a time."""
+    from radius.training.cache import train_many
+
+    train_many(dataset, configs, cache_dir=cache_dir, workers=workers, progress=progress)
+
+
 def _training_record(
     dataset: Dataset, config: TrainConfig, cache_dir: str | os.PathLike | None
 ) -> dict[str, Any]:
@@ -240,6 +257,7 @@ def tune_pia(
     grid_seeds: int = 1,
     cache_dir: str | os.PathLike | None = None,
     progress: bool = False,
+    workers: int | None = None,
 ) -> dict[str, Any]:
     r"""Choose :math:`\lambda_A` and the anchor initialisation on validation users.
 
@@ -317,6 +335,13 @@ def tune_pia(
         )
         out.update(chosen=points[0], grid=[], skipped=why)
         return out
+    _pretrain(  # every missing grid model, in parallel (one thread each)
+        dataset,
+        [setting_config("pia", base, seed=seed, **p) for p in points for seed in seeds],
+        cache_dir=cache_dir,
+        workers=workers,
+        progress=progress,
+    )
     curve = []
     for p in points:
         vals, stops = [], []
@@ -359,7 +384,7 @@ def compare(
     n_boot: int = BOOTSTRAP_DRAWS,
     seed: int = 0,
 ) -> dict[str, Any]:
-    r"""Does ``higher`` beat ``lower``? Paired user bootstrap of the seed-averaged gain.
+    r"""Does ``higher`` beat ``lower``? Two-stage bootstrap (seeds, then users) of the gain.
 
     Parameters
     ----------
@@ -369,10 +394,11 @@ def compare(
 
     Returns
     -------
-    dict: ``interval`` of :math:`\frac1n\sum_u \bar m_{\text{higher},u} -
-    \bar m_{\text{lower},u}` (bars: mean over seeds), ``outcome`` (PASS/FAIL/
-    INCONCLUSIVE), ``verdict`` (HOLDS/CONTRADICTED/INCONCLUSIVE), ``seeds`` (seed spread
-    of the per-seed mean difference), ``n_users``, ``min_users``.
+    dict: ``interval`` of the mean over seeds and users of
+    :math:`m_{\text{higher},k,u} - m_{\text{lower},k,u}` (users with an undefined score in
+    any seed dropped), ``outcome`` (PASS/FAIL/INCONCLUSIVE), ``verdict``
+    (HOLDS/CONTRADICTED/INCONCLUSIVE), ``seeds`` (seed spread of the per-seed mean
+    difference), ``n_users``, ``min_users``.
     """
     lo = np.atleast_2d(np.asarray(lower, dtype=np.float64))
     hi = np.atleast_2d(np.asarray(higher, dtype=np.float64))
@@ -380,9 +406,9 @@ def compare(
         raise ValueError(f"lower and higher differ in shape: {lo.shape} vs {hi.shape}")
     if sel is not None:
         lo, hi = lo[:, sel], hi[:, sel]
-    iv = paired_bootstrap(
-        lo.mean(axis=0), hi.mean(axis=0), level=level, n_boot=n_boot, seed=seed, unit="test users"
-    )
+    diff = hi - lo
+    diff = diff[:, np.all(np.isfinite(diff), axis=0)]
+    iv = seed_user_interval(diff, level=level, n_boot=n_boot, seed=seed, unit="test users")
     outcome = decide(iv, direction=+1, min_n=min_users)
     per_seed = [_nanmean(h - lo_s) for lo_s, h in zip(lo, hi)]
     return {
@@ -410,8 +436,8 @@ def both_ends(
     :math:`T = \min(g_{\text{first}}, g_{\text{last}}) - \max_{\text{middle}} g_c`, with
     :math:`g_c` the mean seed-averaged gain of cohort :math:`c`'s users, over the
     non-empty cohorts (first and last are the ends, those between the middle).
-    Percentile bootstrap of :math:`T` over all test users jointly (one resample feeds
-    every cohort). HOLDS when the interval lies above 0, CONTRADICTED below 0;
+    Two-stage bootstrap of :math:`T` (training seeds, then all test users jointly: one
+    resample feeds every cohort). HOLDS when the interval lies above 0, CONTRADICTED below 0;
     INCONCLUSIVE when it contains 0, with fewer than three non-empty cohorts, or when a
     cohort in it has fewer than ``min_users`` users.
     """
@@ -423,7 +449,7 @@ def both_ends(
             f"shapes disagree: lower {lo.shape}, higher {hi.shape}, cohort {coh.shape}"
         )
     d = (hi - lo).mean(axis=0)
-    ok = np.isfinite(d)
+    ok = np.all(np.isfinite(hi - lo), axis=0)
     d, coh, per_seed_d = d[ok], coh[ok], (hi - lo)[:, ok]
     labels = [c[0] for c in COHORTS]
     users = {labels[k]: int(np.sum(coh == k)) for k in range(len(COHORTS))}
@@ -455,12 +481,13 @@ def both_ends(
             g.append(v.mean())
         return float(min(g[0], g[-1]) - max(g[1:-1]))
 
-    iv = bootstrap(
-        lambda idx: stat_of(d[idx], coh[idx]),
-        int(d.size),
+    iv = seed_user_interval(
+        per_seed_d,
         level=level,
         n_boot=n_boot,
         seed=seed,
+        statistic=lambda block, units: stat_of(block.mean(axis=0), coh[units]),
+        pass_units=True,
         unit="test users (jointly over cohorts)",
     )
     small = [labels[k] for k in present if users[labels[k]] < min_users]
@@ -580,6 +607,7 @@ def ablation(
     level: float = BOOTSTRAP_LEVEL,
     n_boot: int = BOOTSTRAP_DRAWS,
     bootstrap_seed: int = 0,
+    workers: int | None = None,
 ) -> dict[str, Any]:
     """Tune PIA on validation, train (or load) and evaluate every (setting, seed) on test.
 
@@ -595,6 +623,8 @@ def ablation(
     controls : add the attribution controls (``CONTROLS``), each against masking.
     min_users : fewer test users in a comparison -> INCONCLUSIVE.
     level, n_boot, bootstrap_seed : the bootstrap of every interval.
+    workers : models trained at once (missing ones, one thread each; default the CPU
+        count): the weights do not depend on it.
 
     Returns
     -------
@@ -630,6 +660,7 @@ def ablation(
             grid_seeds=grid_seeds,
             cache_dir=cache_dir,
             progress=progress,
+            workers=workers,
         )
         pia_knobs = dict(tuning["chosen"])
     configs: dict[str, Any] = {
@@ -652,6 +683,13 @@ def ablation(
             configs[name] = lambda seed, start=start, over=over: setting_config(
                 start, base, seed=seed, **over
             )
+    _pretrain(
+        dataset,
+        [make(seed) for make in configs.values() for seed in range(int(seeds))],
+        cache_dir=cache_dir,
+        workers=workers,
+        progress=progress,
+    )
     runs: dict[str, list[dict[str, Any]]] = {s: [] for s in configs}
     for name, make in configs.items():
         for seed in range(int(seeds)):
@@ -683,8 +721,9 @@ def ablation(
             "draws": n_boot,
             "bootstrap_seed": bootstrap_seed,
             "min_users": min_users,
-            "method": "paired percentile bootstrap over test users of the seed-averaged "
-            "per-user difference; seed spread of the per-seed difference beside it",
+            "method": "two-stage percentile bootstrap (training seeds, then test users) of "
+            "the per-seed, per-user difference (seed k paired with seed k, user with "
+            "user); seed spread of the per-seed difference beside it",
             "rule": "HOLDS when the interval lies above 0 (the claimed direction), "
             "CONTRADICTED when it lies below 0, INCONCLUSIVE when it contains 0 or rests "
             f"on fewer than {min_users} test users",
@@ -816,7 +855,8 @@ def format_ablation(result: dict[str, Any]) -> str:
             parts.append(_table(rows, ["lambda_A", "anchor init", f"val {METRIC}", ""]))
     parts += [
         "",
-        f"verdicts on {st['metric']}: paired user bootstrap, {st['level']:.0%} interval, "
+        f"verdicts on {st['metric']}: two-stage bootstrap (seeds, then users), "
+        f"{st['level']:.0%} interval, "
         f"{st['draws']} draws; INCONCLUSIVE below {st['min_users']} users",
         "",
         f"{METRIC} per interaction-count cohort:",
@@ -941,6 +981,7 @@ def run_experiment(args: argparse.Namespace) -> int:
         grid_seeds=grid_seeds,
         controls=bool(getattr(args, "controls", False)),
         min_users=min_users,
+        workers=getattr(args, "workers", None),
     )
     if getattr(args, "command_line", None):
         result["command"] = args.command_line

@@ -53,7 +53,7 @@ def tiny_ctx(tiny_dataset, tiny_config, tmp_path_factory):
 
     return VerifyContext(
         dataset=tiny_dataset,
-        options=VerifyOptions(seed=0, n_pairs=80, n_users=40, n_mc=800, quick=True),
+        options=VerifyOptions(seed=0, n_pairs=80, n_users=40, n_mc=800, seeds=2, quick=True),
         base_config=tiny_config,
         cache_dir=tmp_path_factory.mktemp("models"),
     )
@@ -67,7 +67,7 @@ def tiny_recvae_ctx(tiny_dataset, tiny_config, tmp_path_factory):
 
     return VerifyContext(
         dataset=tiny_dataset,
-        options=VerifyOptions(seed=0, n_pairs=80, n_users=40, n_mc=800, quick=True),
+        options=VerifyOptions(seed=0, n_pairs=80, n_users=40, n_mc=800, seeds=2, quick=True),
         base_config=tiny_config.replace(model="recvae", enc_epochs=1, epochs=6, patience=6),
         cache_dir=tmp_path_factory.mktemp("recvae-models"),
     )

@@ -15,11 +15,22 @@ from radius.model import ModelError, wrap
 from radius.verify.context import MissingModelError, VerifyContext
 
 
-def _model(n_items: int, d: int = 4, seed: int = 0, keep_rate: float = 1.0) -> nn.Module:
+def _model(
+    n_items: int, d: int = 4, seed: int = 0, keep_rate: float = 1.0, pia: bool = False
+) -> nn.Module:
     torch.manual_seed(seed)
     enc = nn.Sequential(nn.Linear(n_items, 16), nn.ReLU(), nn.Linear(16, 2 * d))
     dec = nn.Sequential(nn.Linear(d, 16), nn.Tanh(), nn.Linear(16, n_items))
+    if pia:
+        anchors = 0.01 * torch.randn(n_items, d)
+        return wrap(enc, dec, keep_rate=keep_rate, lambda_a=0.1, anchors=anchors)
     return wrap(enc, dec, keep_rate=keep_rate)
+
+
+def _setting_model(n_items: int, setting: str, seed: int = 0) -> nn.Module:
+    """A model that is what its setting says (clean, masking or pia)."""
+    keep = 1.0 if setting == "clean" else 0.5
+    return _model(n_items, seed=seed, keep_rate=keep, pia=setting == "pia")
 
 
 @pytest.fixture()
@@ -62,19 +73,22 @@ def test_train_function(tiny_dataset, tiny_config):
 def test_run_on_user_models(tiny_dataset, no_training):
     """L2.4 on a user model radius never trained: PASS, the missing settings named."""
     m = _model(tiny_dataset.n_items)
-    res = radius.verify.run("l2.4", models={"pia": m}, dataset=tiny_dataset, quick=True)
+    res = radius.verify.run("l2.4", models={"clean": m}, dataset=tiny_dataset, quick=True)
     assert res.verdict == "PASS" and {c.name for c in res.checks} == {
-        "bound_raw_pia",
-        "bound_normalized_pia",
+        "bound_raw_clean",
+        "bound_normalized_clean",
     }
-    assert set(res.details["missing_models"]) == {"clean", "masking"}
+    assert set(res.details["missing_models"]) == {"masking", "pia"}
     assert res.context["models_source"] == "user"
 
 
 def test_missing_model_is_inconclusive_and_named(tiny_dataset, no_training):
     """T2.5 needs the clean model: INCONCLUSIVE naming it, nothing trained."""
     res = radius.verify.run(
-        "2.5", models={"pia": _model(tiny_dataset.n_items)}, dataset=tiny_dataset, quick=True
+        "2.5",
+        models={"masking": _model(tiny_dataset.n_items, keep_rate=0.5)},
+        dataset=tiny_dataset,
+        quick=True,
     )
     assert res.verdict == "INCONCLUSIVE" and res.checks == []
     assert res.details["missing"] == ["clean"]
@@ -126,7 +140,7 @@ def test_bad_api_input(tiny_dataset):
     with pytest.raises(ModelError, match="the 'pia' model: n_items = 299, but the data has 300"):
         radius.verify.run("2.4", models={"pia": _model(n - 1)}, dataset=tiny_dataset)
     with pytest.raises(TypeError, match=r"claim 2.4 has no option\(s\) \['betas'\]"):
-        radius.verify.run("2.4", models={"pia": _model(n)}, dataset=tiny_dataset, betas=(1,))
+        radius.verify.run("2.4", models={"clean": _model(n)}, dataset=tiny_dataset, betas=(1,))
     with pytest.raises(ValueError, match="run verifies one claim"):
         radius.verify.run("all", models={"pia": _model(n)}, dataset=tiny_dataset)
     with pytest.raises(ValueError, match="fit is for user models"):
@@ -159,14 +173,15 @@ def test_run_all_and_table(tiny_dataset, no_training):
         "2.4,2.5", models={"clean": m}, dataset=tiny_dataset, quick=True, n_pairs=30
     )
     table = radius.verify.format_table(res)
-    assert list(res) == ["2.4", "2.5"] and "2.4: PASS" in table and "2.5: INCONCLUSIVE" in table
-    assert "(not run)" in table
+    assert list(res) == ["2.4", "2.5"]
+    assert "2.4 verdict PASS" in table and "2.5 verdict INCONCLUSIVE" in table
+    assert "not run: needs the" in table
 
 
 def test_figures_with_user_models(tiny_dataset, tmp_path, no_training):
     """radius.figures.tsne draws from user models; cohorts refuses (it trains)."""
     n = tiny_dataset.n_items
-    models = {s: _model(n, seed=i) for i, s in enumerate(("clean", "masking", "pia"))}
+    models = {s: _setting_model(n, s, seed=i) for i, s in enumerate(("clean", "masking", "pia"))}
     res = radius.figures.tsne(models=models, dataset=tiny_dataset, out=tmp_path, quick=True)
     assert (tmp_path / res["png"].name).is_file()
     with pytest.raises(MissingModelError, match="'cohorts' figure trains radius's own"):
@@ -179,7 +194,14 @@ import torch
 from torch import nn
 from radius.model import wrap
 
-def build(n_items):
+def build(n_items, setting="clean"):
+    enc = nn.Sequential(nn.Linear(n_items, 16), nn.ReLU(), nn.Linear(16, 8))
+    dec = nn.Sequential(nn.Linear(4, 16), nn.Tanh(), nn.Linear(16, n_items))
+    if setting == "pia":
+        return wrap(enc, dec, keep_rate=0.5, lambda_a=0.1, anchors=torch.zeros(n_items, 4))
+    return wrap(enc, dec, keep_rate=1.0 if setting == "clean" else 0.5)
+
+def plain(n_items):  # declares nothing about its training: wrap's defaults
     enc = nn.Sequential(nn.Linear(n_items, 16), nn.ReLU(), nn.Linear(16, 8))
     dec = nn.Sequential(nn.Linear(4, 16), nn.Tanh(), nn.Linear(16, n_items))
     return wrap(enc, dec)
@@ -201,12 +223,13 @@ def cli_setup(tiny_dataset, tmp_path):
     (tmp_path / "own_factory.py").write_text(FACTORY)
     n = tiny_dataset.n_items
     paths = {}
-    for i, s in enumerate(("clean", "pia")):
+    for i, s in enumerate(("clean", "masking", "pia")):
         torch.manual_seed(i)
         enc = nn.Sequential(nn.Linear(n, 16), nn.ReLU(), nn.Linear(16, 8))
         dec = nn.Sequential(nn.Linear(4, 16), nn.Tanh(), nn.Linear(16, n))
+        anchors = 0.01 * torch.randn(n, 4) if s == "pia" else None
         paths[s] = tmp_path / f"{s}.pt"
-        torch.save(wrap(enc, dec).state_dict(), paths[s])
+        torch.save(wrap(enc, dec, anchors=anchors).state_dict(), paths[s])
     return data, tmp_path, paths
 
 
@@ -314,3 +337,175 @@ def test_cli_radius_checkpoint_for_other_data_exit_2(tiny_dataset, tiny_config, 
                    str(ckpt))  # fmt: skip
     assert code == 2 and "checkpoint was trained on data" in capsys.readouterr().err
     assert not out.exists()
+
+
+# ------------------------------------------------------------- settings and options
+@pytest.mark.parametrize(
+    ("setting", "model_kw", "message"),
+    [
+        ("pia", {"keep_rate": 0.5}, "the 'pia' model has no anchors (model.anchors is None)"),
+        ("masking", {}, "the 'masking' model declares keep_rate 1 (clean input)"),
+        ("clean", {"keep_rate": 0.5}, "the 'clean' model declares keep_rate 0.5 (a masked input)"),
+        ("pia", {"pia": True, "keep_rate": 1.0}, "the 'pia' model declares keep_rate 1"),
+    ],
+)
+def test_a_model_that_contradicts_its_setting_is_refused(
+    tiny_dataset, setting, model_kw, message, no_training
+):
+    """A pia model without anchors (or a masking model with clean input, ...) is refused
+    up front with a RadiusError, never reported as a broken implementation."""
+    from radius.errors import RadiusError
+
+    m = _model(tiny_dataset.n_items, **model_kw)
+    with pytest.raises(RadiusError, match=re_escape(message)):
+        radius.verify.run_all("3.1", models={setting: m}, dataset=tiny_dataset, quick=True)
+
+
+def re_escape(text: str) -> str:
+    import re
+
+    return re.escape(text)
+
+
+def test_context_records_each_settings_keep_rate_and_warnings(tiny_dataset, no_training):
+    """describe(): per user model its keep rate, lambda_A, posterior scale, KL weight,
+    the config the claims use and its warnings; the data's protocol."""
+    from radius.verify.api import QUICK_OPTIONS, _context
+
+    n = tiny_dataset.n_items
+    m = _model(n, keep_rate=0.5)
+    m.kl_weight = 1e-4
+    ctx = _context(tiny_dataset, {"masking": m}, None, QUICK_OPTIONS, None, None, False)
+    d = ctx.describe()
+    rec = d["models"]["masking"]
+    assert rec["keep_rate"] == 0.5 and rec["config_used"] == {"keep_rate": 0.5, "lambda_a": 0.0}
+    assert rec["posterior_scale"] == 1.0 and d["data_protocol"] == "strong"
+    assert ctx.config("masking").beta_cap == 1e-4  # the model's own KL weight
+    own = VerifyContext(
+        dataset=tiny_dataset, setting_overrides={"masking": {"keep_rate": 0.7}}
+    ).describe()
+    assert own["settings"]["masking"]["keep_rate"] == 0.7
+    assert own["settings"]["pia"]["keep_rate"] == 0.5 and own["settings"]["clean"]["keep_rate"] == 1
+
+
+def test_cli_per_setting_factory_and_options(cli_setup, capsys, no_training):
+    """One factory builds per-setting models (called with setting=); --set
+    masking.keep_rate applies to the masking model and the JSON records it with its
+    origin; a bare factory's model that declares nothing is refused as 'masking'."""
+    import json
+
+    data, tmp, paths = cli_setup
+    out = tmp / "out"
+    fac = f"{tmp / 'own_factory.py'}"
+    base = ["--theorem", "2.4", "--data", str(data), "--n-pairs", "20", "--out", str(out)]
+    ckpts = [
+        "--checkpoint",
+        f"clean={paths['clean']}",
+        "--checkpoint",
+        f"masking={paths['masking']}",
+    ]
+    code = _verify(
+        *base, *ckpts, "--model-factory", f"{fac}:build", "--model-factory",
+        f"masking={fac}:plain", "--set", "masking.keep_rate=0.25",
+    )  # fmt: skip
+    assert code in (0, 3), capsys.readouterr()
+    models = json.loads((out / "l2_4.json").read_text())["context"]["models"]
+    assert models["masking"]["keep_rate"] == 0.25 and models["clean"]["keep_rate"] == 1.0
+    assert models["masking"]["origin"]["keep_rate"] == "--set masking.keep_rate"
+    assert models["clean"]["origin"]["keep_rate"] == "declared by the model"
+    assert models["masking"]["config_used"]["keep_rate"] == 0.25
+    code = _verify(*base, *ckpts, "--model-factory", f"{fac}:plain")
+    err = capsys.readouterr().err
+    assert code == 2 and f"the 'masking' model ({paths['masking']}) declares keep_rate 1" in err
+
+
+def test_cli_pia_checkpoint_without_anchors_exits_2(cli_setup, capsys, no_training):
+    """A state dict without anchors given as pia: exit 2 with the message, not BROKEN."""
+    data, tmp, paths = cli_setup
+    out = tmp / "out"
+    code = _verify(
+        "--theorem", "3.1", "--data", str(data), "--out", str(out),
+        "--checkpoint", f"pia={paths['masking']}",
+        "--model-factory", f"{tmp / 'own_factory.py'}:plain", "--set", "pia.keep_rate=0.5",
+    )  # fmt: skip
+    err = capsys.readouterr().err
+    assert code == 2 and "has no anchors (model.anchors is None)" in err
+    assert not out.exists()
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (["--set", "keep_rate=0.5"], "--set keep_rate=0.5: each setting has its own keep rate"),
+        (["--set", "maskng.keep_rate=0.5"], "'maskng' is not a setting"),
+        (["--set", "clean.latent_dim=3"], "--set clean.latent_dim: not an option of a loaded"),
+        (["--set", "pia.keep_rate=0.5"], "--set pia.*: no --checkpoint pia=PATH was given"),
+        (["--set", "clean.keep_rate=2"], "keep_rate (rho) must be in (0, 1], got 2"),
+        (
+            ["--model-factory", "clean=own_factory:build", "--model-factory", "clean=x:y"],
+            "--model-factory: setting 'clean' given twice",
+        ),
+        (["--model-factory", "claen=own_factory:build"], "unknown setting 'claen'"),
+    ],
+)
+def test_cli_bad_setting_options_exit_2(cli_setup, capsys, monkeypatch, extra, message):
+    """Per-setting options that cannot apply: exit 2 naming the option, nothing written."""
+    data, tmp, paths = cli_setup
+    monkeypatch.chdir(tmp)
+    out = tmp / "out"
+    argv = ["--theorem", "2.4", "--data", str(data), "--out", str(out)]
+    argv += ["--checkpoint", f"clean={paths['clean']}"]
+    if not any(a.startswith("--model-factory") for a in extra):
+        argv += ["--model-factory", "own_factory:build"]
+    code = _verify(*argv, *extra)
+    err = capsys.readouterr().err
+    assert code == 2 and message in err, err
+    assert not out.exists()
+
+
+def test_cli_recorded_config_is_not_overridden(tiny_dataset, tiny_config, tmp_path, capsys):
+    """A radius checkpoint records keep_rate 0.5: --set masking.keep_rate=0.7 exits 2
+    naming both values; the same value is accepted."""
+    data = tiny_dataset.save(tmp_path / "data")
+    ckpt = tmp_path / "masking.pt"
+    from radius.training.config import setting_config
+
+    cfg = setting_config("masking", tiny_config.replace(epochs=1))
+    radius.train(tiny_dataset, cfg, checkpoint=ckpt, progress=False)
+    out = tmp_path / "out"
+    base = ["--theorem", "2.4", "--data", str(data), "--n-pairs", "20", "--out", str(out)]
+    base += ["--checkpoint", f"masking={ckpt}"]
+    assert _verify(*base, "--set", "masking.keep_rate=0.7") == 2
+    err = capsys.readouterr().err
+    assert "the checkpoint records keep_rate 0.5, but --set masking.keep_rate=0.7" in err
+    assert _verify(*base, "--set", "masking.keep_rate=0.5") in (0, 3)
+
+
+def test_cli_and_api_give_the_same_verdicts(cli_setup, tmp_path, capsys, no_training):
+    """The same checkpoints through the CLI (factory) and through the API: equal verdicts
+    and check values, and equal keep rates in the JSON context."""
+    import json
+
+    from radius.data.dataset import Dataset
+    from radius.verify.api import load_models
+
+    data, tmp, paths = cli_setup
+    out = tmp / "out"
+    fac = f"{tmp / 'own_factory.py'}:build"
+    ckpts = [f"{s}={paths[s]}" for s in ("clean", "masking", "pia")]
+    argv = ["--theorem", "2.4,3.1", "--data", str(data), "--n-pairs", "30", "--out", str(out)]
+    for c in ckpts:
+        argv += ["--checkpoint", c]
+    _verify(*argv, "--model-factory", fac)
+    capsys.readouterr()
+    ds = Dataset.load(data)
+    models = load_models(ckpts, ds, factory=fac)
+    api = radius.verify.run_all("2.4,3.1", models=models, dataset=ds, n_pairs=30)
+    for cid, name in (("2.4", "l2_4"), ("3.1", "p3_1")):
+        rep = json.loads((out / f"{name}.json").read_text())
+        assert rep["verdict"] == api[cid].verdict
+        assert [(c["name"], c["measured"]) for c in rep["checks"]] == [
+            (c.name, c.measured) for c in api[cid].checks
+        ]
+        keep = {s: m["keep_rate"] for s, m in rep["context"]["models"].items()}
+        assert keep == {"clean": 1.0, "masking": 0.5, "pia": 0.5}

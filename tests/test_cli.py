@@ -71,7 +71,7 @@ def test_verify_writes_json_and_exits_zero_when_claim_holds(tiny_dir, tmp_path, 
     report = json.loads((tmp_path / "t2_6.json").read_text())
     assert rc == 0 and report["passed"]
     assert report["verdict"] == "PASS" and "HOLDS" in out
-    assert "2.6: verdict PASS; implementation verified" in out
+    assert "2.6 verdict PASS (statement:" in out and "implementation: verified" in out
     assert report["implementation"] == "verified"
     assert report["context"]["data_hash"]
 
@@ -122,19 +122,21 @@ def _fake_result():
 def test_verify_exits_three_when_inconclusive_and_groups_by_kind(
     tiny_dir, tmp_path, monkeypatch, capsys
 ):
-    """An INCONCLUSIVE claim exits 3; checks print grouped identity, bound, empirical,
-    with the empirical outcome, its interval and note, and the verdict line."""
+    """An INCONCLUSIVE claim exits 3; checks print grouped by role (statement, then
+    implementation), with the empirical outcome, its interval and note, the verdict line
+    and the assumptions / mechanism / implementation line."""
     import radius.verify.t2_6 as mod
 
     monkeypatch.setattr(mod, "run", lambda ctx: _fake_result())
     args = ["verify", "--theorem", "2.6", "--data", str(tiny_dir), "--out", str(tmp_path)]
     assert main(args) == 3
     out = capsys.readouterr().out
-    i_id, i_b, i_e = (out.index(h) for h in ("identity (implementation", "bound:", "empirical:"))
-    assert i_id < i_b < i_e
+    i_st, i_im = (out.index(h) for h in ("statement (follows", "implementation (identities"))
+    assert i_st < i_im
     assert "INCONCLUSIVE" in out and "-0.1 [-0.4, +0.2]" in out and "the interval contains 0" in out
-    assert "2.6: verdict INCONCLUSIVE; implementation verified" in out
-    assert "3 INCONCLUSIVE" in out  # the exit codes are printed
+    assert "2.6 verdict INCONCLUSIVE (statement: 1 INCONCLUSIVE, 1 PASS)" in out
+    assert "implementation: verified" in out
+    assert "3 INCONCLUSIVE" in out and "4 VACUOUS" in out  # the exit codes are printed
     data = json.loads((tmp_path / "t2_6.json").read_text())
     assert data["verdict"] == "INCONCLUSIVE" and data["implementation"] == "verified"
     emp = next(c for c in data["checks"] if c["name"] == "emp")
@@ -145,6 +147,12 @@ def test_verify_exits_three_when_inconclusive_and_groups_by_kind(
         "empirical": ["emp"],
     }
     assert data["deciding_checks"] == ["emp", "bnd"]
+    assert data["checks_by_role"] == {
+        "statement": ["emp", "bnd"],
+        "assumption": [],
+        "mechanism": [],
+        "implementation": ["ident", "bnd[probe]"],
+    }
 
 
 def test_verify_failing_probe_does_not_decide_but_breaks_implementation(
@@ -167,7 +175,8 @@ def test_verify_failing_probe_does_not_decide_but_breaks_implementation(
     args = ["verify", "--theorem", "2.6", "--data", str(tiny_dir), "--out", str(tmp_path)]
     assert main(args) == 1
     out = capsys.readouterr().out
-    assert "implementation BROKEN" in out and "HOLDS" in out
+    assert "implementation: BROKEN" in out and "HOLDS" in out
+    assert "an implementation check failed" in out
     assert broken(None).outcome is Outcome.FAIL
 
 

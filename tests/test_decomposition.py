@@ -19,13 +19,19 @@ from radius.analysis.decomposition import (
     active_units,
     encode_masked,
     gaussian_log_density,
+    information_from_moments,
     kl_decomposition,
     kl_to_standard_normal,
     mean_pairwise_w2,
     mixture_log_density,
     moment_matched_gaussian,
     per_input_mean_w2,
+    reconstruction_nll,
+    spearman,
     unit_activity,
+    unit_information,
+    unit_kl,
+    unit_moments,
 )
 from radius.model.multvae import MultVAE, kl_std_normal
 
@@ -416,3 +422,145 @@ def test_validation_messages():
         encode_masked(None, good, [0], n_masks=1, keep_rate=0.5)
     with pytest.raises(ValueError, match=r"^keep_rate must be in \(0, 1\], got 0$"):
         encode_masked(None, sp.csr_matrix(good), [0], n_masks=1, keep_rate=0)
+
+
+# --------------------------------------------------------------------------- unit information
+def test_unit_information_is_the_snr_capacity_for_constant_noise():
+    """Constant posterior variance s^2: I^G_k = 1/2 log(1 + Var m_k / s^2) exactly."""
+    rng = np.random.default_rng(0)
+    mu = rng.normal(size=(500, 3)) * np.array([0.0, 0.1, 2.0])
+    logvar = np.full((500, 3), math.log(0.25))
+    snr = mu.var(axis=0) / 0.25
+    np.testing.assert_allclose(unit_information(mu, logvar), 0.5 * np.log1p(snr), atol=1e-12)
+    assert unit_information(mu, logvar)[0] == pytest.approx(0.0, abs=1e-12)
+
+
+@given(gaussians(max_n=8, max_d=3), st.floats(0.01, 100.0), st.floats(-5.0, 5.0))
+def test_unit_information_is_scale_free_and_the_variance_rule_is_not(g, a, c):
+    """z_k -> a z_k + c (the decoder absorbs it) leaves I^G_k unchanged; Burda's
+    Var_x m_k scales by a^2, so a threshold on it reads the latent scale."""
+    mu, logvar = g
+    moved_mu, moved_lv = a * mu + c, logvar + 2 * math.log(a)
+    np.testing.assert_allclose(
+        unit_information(moved_mu, moved_lv), unit_information(mu, logvar), atol=1e-9
+    )
+    np.testing.assert_allclose(
+        unit_activity(moved_mu), a * a * unit_activity(mu), rtol=1e-9, atol=1e-12
+    )
+
+
+def test_variance_rule_flips_with_the_scale_information_rule_does_not():
+    """The power table's case: every unit informative (SNR 3) but Var m_k = 0.012, just
+    above 0.01; at latent x 0.667 the variance rule counts none, the information rule all."""
+    rng = np.random.default_rng(1)
+    mu = rng.normal(size=(2000, 20)) * math.sqrt(0.012)
+    logvar = np.full_like(mu, math.log(0.004))
+    info = int(np.sum(unit_information(mu, logvar) > 0.01))
+    assert active_units(mu) == 20 and info == 20
+    scaled = (mu * 0.667, logvar + 2 * math.log(0.667))
+    assert active_units(scaled[0]) == 0
+    assert int(np.sum(unit_information(*scaled) > 0.01)) == 20
+
+
+@given(gaussians(max_n=8, max_d=3))
+def test_unit_kl_is_information_plus_scale_mismatch(g):
+    """Per-unit mean KL to N(0, 1) = I^G_k + KL(N(mean m_k, v_k) || N(0, 1)) (Pythagoras
+    for the moment-matched Gaussian), so I^G_k <= the per-unit KL."""
+    mu, logvar = g
+    v = mu.var(axis=0) + np.exp(logvar).mean(axis=0)
+    m = mu.mean(axis=0)
+    mismatch = 0.5 * (v + m * m - 1.0 - np.log(v))
+    np.testing.assert_allclose(
+        unit_kl(mu, logvar), unit_information(mu, logvar) + mismatch, rtol=1e-9, atol=1e-9
+    )
+    assert np.all(unit_information(mu, logvar) <= unit_kl(mu, logvar) + 1e-9)
+    assert np.all(unit_information(mu, logvar) >= -1e-12)
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_unit_information_bounds_the_unit_mutual_information(seed):
+    """I^G_k is an upper bound on I(X_h; Z_k): the 1-D mixture's MI (Monte Carlo, through
+    kl_decomposition on the unit alone) is below it, and close when the means are Gaussian."""
+    rng = np.random.default_rng(seed)
+    mu = np.concatenate([rng.normal(-2, 0.3, 60), rng.normal(2, 0.3, 60)])[:, None]  # bimodal
+    logvar = np.full_like(mu, math.log(0.5))
+    dec = kl_decomposition(mu, logvar, n_samples=200, seed=seed)
+    bound = float(unit_information(mu, logvar)[0])
+    assert dec.mutual_info <= bound + 4 * dec.mutual_info_se
+    assert bound - dec.mutual_info > 0.05  # bimodal aggregate: strictly loose
+    gauss = rng.normal(size=(400, 1)) * 0.7
+    dec_g = kl_decomposition(gauss, np.full_like(gauss, math.log(0.5)), n_samples=50, seed=seed)
+    assert float(unit_information(gauss, np.full_like(gauss, math.log(0.5)))[0]) == (
+        pytest.approx(dec_g.mutual_info, abs=4 * dec_g.mutual_info_se + 0.01)
+    )
+
+
+@given(gaussians(max_n=8, max_d=3), st.data())
+def test_moments_rebuild_the_information_under_any_user_weights(g, data):
+    """information_from_moments with unit weights is unit_information; with bootstrap
+    multiplicities it is unit_information on the repeated rows."""
+    mu, logvar = g
+    n = mu.shape[0]
+    groups = np.arange(n) // 2  # users of two inputs (the last may have one)
+    sums, counts = unit_moments(mu, logvar, groups)
+    np.testing.assert_allclose(
+        information_from_moments(sums, counts), unit_information(mu, logvar), atol=1e-9
+    )
+    w = np.array(data.draw(st.lists(st.integers(0, 3), min_size=len(counts), max_size=len(counts))))
+    assume(np.sum(w[groups]) >= 2)
+    rep = np.repeat(np.arange(n), w[groups])
+    np.testing.assert_allclose(
+        information_from_moments(sums, counts, w),
+        unit_information(mu[rep], logvar[rep]),
+        atol=1e-9,
+    )
+    with pytest.raises(ValueError, match="the group weights sum to zero"):
+        information_from_moments(sums, counts, np.zeros(len(counts)))
+
+
+def test_unit_moments_keeps_groups_in_order_of_first_appearance():
+    """Groups labelled 7, 3, 7, 3, 5 -> rows 7, 3, 5 with 2, 2, 1 inputs."""
+    mu = np.arange(10, dtype=float).reshape(5, 2)
+    sums, counts = unit_moments(mu, np.zeros((5, 2)), np.array([7, 3, 7, 3, 5]))
+    np.testing.assert_array_equal(counts, [2, 2, 1])
+    np.testing.assert_array_equal(sums[:, 0, 0], [0 + 4, 2 + 6, 8])
+    with pytest.raises(ValueError, match=r"groups must have shape \(5,\)"):
+        unit_moments(mu, np.zeros((5, 2)), np.zeros(4))
+
+
+@pytest.mark.filterwarnings("ignore::scipy.stats.ConstantInputWarning")
+@given(st.lists(st.floats(-10, 10, allow_nan=False), min_size=2, max_size=12), st.data())
+def test_spearman_matches_scipy(xs, data):
+    """spearman equals scipy.stats.spearmanr (ties averaged); NaN when a side is constant."""
+    ys = data.draw(
+        st.lists(st.floats(-10, 10, allow_nan=False), min_size=len(xs), max_size=len(xs))
+    )
+    ref = stats.spearmanr(xs, ys).statistic
+    got = spearman(xs, ys)
+    if np.isnan(ref):
+        assert np.isnan(got)
+    else:
+        assert got == pytest.approx(ref, abs=1e-12)
+    with pytest.raises(ValueError, match="must have one length"):
+        spearman([1, 2], [1, 2, 3])
+
+
+def test_reconstruction_nll_is_the_multinomial_loss_of_one_draw():
+    """R_j = -sum_i x_i log softmax(decode(z_j))_i with z_j = m_j + s_j eps_j (seeded),
+    the clean row of input j's user reconstructed."""
+    x = sp.csr_matrix(np.array([[1, 0, 1, 1, 0], [0, 1, 1, 0, 0]], dtype=np.float32))
+    torch.manual_seed(0)
+    model = MultVAE(5, (4,), 2).eval()
+    groups = np.array([0, 0, 1])
+    mu = np.array([[0.1, -0.2], [0.0, 0.3], [1.0, 1.0]])
+    logvar = np.full((3, 2), -1.0)
+    got = reconstruction_nll(model, x, groups, mu, logvar, seed=4, chunk_size=2)
+    eps = np.random.default_rng(4).standard_normal(mu.shape)
+    z = torch.tensor(mu + np.exp(-0.5) * eps, dtype=torch.float32)
+    with torch.no_grad():
+        logp = torch.log_softmax(model.decode(z), dim=-1).double().numpy()
+    want = -(x[groups].toarray() * logp).sum(axis=1)
+    np.testing.assert_allclose(got, want, rtol=1e-5)
+    assert np.all(got > 0)
+    with pytest.raises(ValueError, match=r"groups must have shape \(3,\)"):
+        reconstruction_nll(model, x, groups[:2], mu, logvar)

@@ -49,6 +49,21 @@ def test_compare_three_outcomes(shift, noise, n, verdict):
         assert iv["low"] < 0 < iv["high"]
 
 
+def test_compare_interval_carries_the_seed_spread():
+    """Two seeds that disagree (one rises by 0.03, the other falls by 0.01) on 400 users:
+    users alone would call the mean gain +0.01 significant; the two-stage interval over
+    seeds, then users, straddles 0 (INCONCLUSIVE)."""
+    rng = np.random.default_rng(3)
+    lo = np.tile(rng.uniform(0.2, 0.5, 400), (2, 1))
+    hi = lo + np.array([[0.03], [-0.01]]) + 0.005 * rng.standard_normal((2, 400))
+    c = ex.compare(lo, hi, **QUICK)
+    assert c["verdict"] == "INCONCLUSIVE"
+    assert "2 training seeds x 400 test users" in c["interval"]["method"]
+    assert c["interval"]["seeds"] == pytest.approx([0.03, -0.01], abs=2e-3)
+    users_only = ex.compare(lo.mean(0, keepdims=True), hi.mean(0, keepdims=True), **QUICK)
+    assert users_only["verdict"] == "HOLDS"
+
+
 def test_compare_drops_undefined_users():
     """Users with no held-out item (NaN) leave the paired sample instead of poisoning it."""
     lo, hi = _scores(50, 0.0, 0.01), _scores(50, 0.03, 0.01)
@@ -204,6 +219,7 @@ def test_grid_picks_on_validation_never_test(tiny_dataset, monkeypatch):
     grid point but the chosen one is ever evaluated on test users."""
     fake = FakeRuns(_pia_effect)
     monkeypatch.setattr(ex, "_evaluate_run", fake)
+    monkeypatch.setattr(ex, "_pretrain", lambda *a, **k: None)
     res = ex.ablation(tiny_dataset, seeds=2, n_boot=200)
     t = res["tuning"]
     assert t["chosen"]["lambda_a"] == 0.1 and t["chosen"]["anchor_init_scale"] == 0.01
@@ -224,6 +240,7 @@ def test_grid_picks_on_validation_never_test(tiny_dataset, monkeypatch):
 def test_grid_ties_go_to_the_smaller_lambda(tiny_dataset, monkeypatch):
     """Equal validation scores: the smallest lambda_A and the smallest scale win."""
     monkeypatch.setattr(ex, "_evaluate_run", FakeRuns(lambda c, s: 0.0))
+    monkeypatch.setattr(ex, "_pretrain", lambda *a, **k: None)
     t = ex.tune_pia(tiny_dataset, ex.TrainConfig(), lambda_grid=(3.0, 1.0), grid_seeds=2)
     assert t["chosen"]["lambda_a"] == 1.0 and t["chosen"]["anchor_init_scale"] == 0.01
     assert all(g["val"]["n"] == 2 for g in t["grid"])  # seed spread over the grid seeds
@@ -234,6 +251,7 @@ def test_set_lambda_bypasses_the_grid(tiny_dataset, monkeypatch, tmp_path, capsy
     validation, and the JSON says the grid was skipped."""
     fake = FakeRuns(_pia_effect)
     monkeypatch.setattr(ex, "_evaluate_run", fake)
+    monkeypatch.setattr(ex, "_pretrain", lambda *a, **k: None)
     monkeypatch.setattr(ex, "load_dataset", lambda spec: tiny_dataset)
     out = tmp_path / "abl.json"
     args = argparse.Namespace(
@@ -260,6 +278,7 @@ def test_set_lambda_bypasses_the_grid(tiny_dataset, monkeypatch, tmp_path, capsy
 def test_set_lambda_only_keeps_the_init_grid(tiny_dataset, monkeypatch):
     """A given lambda_A leaves the initialisation tuned: two grid points, one lambda."""
     monkeypatch.setattr(ex, "_evaluate_run", FakeRuns(_pia_effect))
+    monkeypatch.setattr(ex, "_pretrain", lambda *a, **k: None)
     t = ex.tune_pia(tiny_dataset, ex.TrainConfig(lambda_a=1.0), fixed=["lambda_a"])
     assert t["knobs"] == {"lambda_a": "given", "anchor_init": "grid"}
     assert [(g["lambda_a"], g["anchor_init_scale"]) for g in t["grid"]] == [
@@ -282,6 +301,7 @@ def test_controls_are_three_and_attributed(tiny_dataset, monkeypatch):
     against masking: here HOLDS, CONTRADICTED and INCONCLUSIVE."""
     fake = FakeRuns(_control_effect)
     monkeypatch.setattr(ex, "_evaluate_run", fake)
+    monkeypatch.setattr(ex, "_pretrain", lambda *a, **k: None)
     res = ex.ablation(
         tiny_dataset,
         seeds=2,
@@ -312,6 +332,7 @@ def test_controls_are_three_and_attributed(tiny_dataset, monkeypatch):
 def test_statistics_are_stated(tiny_dataset, monkeypatch):
     """The JSON names the level, the draws and the minimum users before any verdict."""
     monkeypatch.setattr(ex, "_evaluate_run", FakeRuns(_pia_effect))
+    monkeypatch.setattr(ex, "_pretrain", lambda *a, **k: None)
     res = ex.ablation(tiny_dataset, seeds=1, lambda_grid=(1.0,), init_grid=("zeros",), n_boot=200)
     st = res["statistics"]
     assert st["level"] == 0.95 and st["draws"] == 200 and st["min_users"] == 20
@@ -431,6 +452,8 @@ def test_cli_parses_grid_options(tiny_dataset, monkeypatch, tmp_path, capsys):
     from radius.cli import main
 
     monkeypatch.setattr(ex, "_evaluate_run", FakeRuns(_control_effect))
+
+    monkeypatch.setattr(ex, "_pretrain", lambda *a, **k: None)
     monkeypatch.setattr(ex, "load_dataset", lambda spec: tiny_dataset)
     monkeypatch.setenv("RADIUS_CACHE_DIR", str(tmp_path))
     out = tmp_path / "a.json"

@@ -29,6 +29,7 @@ FLOORS: list[tuple[str, int]] = [
     ("radius.model", 2),
     ("radius.training", 3),
     ("radius.analysis", 3),
+    ("radius.adapters", 3),  # another library's model and split -> data and model floors
     ("radius.verify", 4),
     ("radius.experiments", 4),
     ("radius.figures", 5),
@@ -179,6 +180,17 @@ def test_planted_circle_is_caught():
         [m for m in c if m in ("radius.data.dataset", "radius.data.split")]
         for c in cycles(import_graph(planted))
     ]
+
+
+def test_adapters_sit_on_floor_three():
+    """The adapters read data and model only: importing training, analysis or verify from
+    them is a violation, and nothing below them may import them."""
+    planted = dict(collect_sources())
+    planted["radius.adapters._recbole"] += "\nfrom radius.training.trainer import train\n"
+    planted["radius.model.wrap"] += "\ndef f():\n    import radius.adapters\n"
+    bad = violations(import_graph(planted))
+    assert any(b.startswith("radius.adapters._recbole (floor 3) -> radius.training") for b in bad)
+    assert any(b.startswith("radius.model.wrap (floor 2) -> radius.adapters") for b in bad)
 
 
 def test_training_and_analysis_never_meet():

@@ -672,7 +672,7 @@ def test_cli_prepare_options_map_to_the_split(tmp_path):
     want = {
         "threshold": 2.0, "inclusive": False, "n_heldout": None, "heldout_frac": 0.2,
         "heldout_fallback": False, "test_prop": 0.5, "min_user": 3, "min_item": 2,
-        "min_heldout_items": 4, "seed": 11,
+        "min_heldout_items": 4, "seed": 11, "protocol": "strong", "val_prop": 0.1,
     }  # fmt: skip
     assert man["params"] == want
     assert man["counts"]["heldout_per_split"] == int(0.2 * man["counts"]["users"])
@@ -722,3 +722,67 @@ def test_cli_min_rating_on_implicit_data_is_refused(tmp_path, capsys):
     assert "threshold=4 given (rating >= 4) but the data has no ratings" in capsys.readouterr().err
     assert not (tmp_path / "o").exists()
     assert _cli(["data", "prepare", str(f), "--out", str(tmp_path / "o")]) == 0
+
+
+# ------------------------------------------------------------- no silent defaults
+def _inter_file(path: Path, n_users: int = 40, n_items: int = 12) -> Path:
+    rng = np.random.default_rng(0)
+    lines = ["user_id:token\titem_id:token\trating:float\ttimestamp:float"]
+    for u in range(n_users):
+        for i in rng.choice(n_items, size=8, replace=False):
+            lines.append(f"{u}\t{i}\t{int(rng.integers(1, 6))}\t0")
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def test_defaults_chosen_by_file_name_are_printed_and_recorded(tmp_path, capsys):
+    """ml-100k.inter gets ML-100k's rating rule because of its name: stderr says so with
+    the option that turns it off, and the manifest records it; with the rule given (and
+    the protocol), nothing guessed is left to report."""
+    f = _inter_file(tmp_path / "ml-100k.inter")
+    ds = load_any(f)
+    err = capsys.readouterr().err
+    assert "read as format 'recbole' ('.inter' extension" in err
+    assert (
+        "keep ratings > 3.5, by the ml-100k defaults (the file is named ml-100k.inter); off: "
+        "split={'threshold': None} / --all-ratings keeps every rating" in err
+    )
+    assert "protocol 'strong' (Liang et al.)" in err and "--protocol weak" in err
+    rules = [n["rule"] for n in ds.manifest["defaults_applied"]]
+    assert rules == [
+        "keep ratings > 3.5",
+        "keep users with >= 5 interactions",
+        "protocol 'strong' (Liang et al.): whole users held out, 10% + 10%",
+    ]
+    assert ds.manifest["source"]["dataset_guess"] == "the file is named ml-100k.inter"
+    given = load_any(f, split={"threshold": None, "min_user": 5, "protocol": "weak"}, fmt="recbole")
+    assert given.manifest["defaults_applied"] == [] and given.protocol == "weak"
+    assert capsys.readouterr().err == ""  # the format was given too: nothing guessed
+    # control: the same file under another name has no ML-100k rule
+    other = _inter_file(tmp_path / "mine.inter")
+    assert [n["rule"] for n in load_any(other).manifest["defaults_applied"]] == [
+        "keep users with >= 5 interactions",
+        "protocol 'strong' (Liang et al.): whole users held out, 10% + 10%",
+    ]
+
+
+def test_prepared_folder_refuses_a_format(tmp_path):
+    """A prepared folder is already read: a format for it is an error naming it."""
+    ds = load_any(_inter_file(tmp_path / "x.inter"))
+    ds.save(tmp_path / "prep")
+    with pytest.raises(DataError, match="a prepared dataset has no format to choose"):
+        load_any(tmp_path / "prep", fmt="csv")
+
+
+def test_cli_prepare_weak_protocol(tmp_path):
+    """`data prepare --protocol weak --val-prop 0.2` writes a weak split with those shares;
+    --val-prop with the strong protocol exits 2 naming it."""
+    f = _ratings_csv(tmp_path / "r.csv", 60)
+    out = tmp_path / "w"
+    argv = ["data", "prepare", str(f), "--protocol", "weak", "--val-prop", "0.2", "--out", str(out)]
+    assert _cli(argv) == 0
+    man = json.loads((out / "manifest.json").read_text())
+    assert man["protocol"] == "weak" and man["params"]["val_prop"] == 0.2
+    assert man["params"]["test_prop"] == 0.1
+    bad = ["data", "prepare", str(f), "--val-prop", "0.2", "--out", str(tmp_path / "s")]
+    assert _cli(bad) == 2 and not (tmp_path / "s").exists()

@@ -142,21 +142,19 @@ def test_fills_markers_from_reports(inputs):
     blocks = {b.key: text[b.start : b.end] for b in parse_blocks(text)}
     b26 = blocks["results 2.6"]
     assert "stale content" not in b26
-    assert "**Verdict: PASS** (rests on 2 bound/empirical checks on real data: 2 PASS)" in b26
+    assert "**Verdict: PASS** (rests on 2 statement checks: 2 PASS)" in b26
     assert (
-        "| `pair_hoeffding_bound` | bound >= exact | real | 0.031 |  | 0.2 | 0.169 | 7 | "
+        "| `pair_hoeffding_bound` | bound >= exact | bound | 0.031 |  | 0.2 | 0.169 | 7 | "
         "every case | PASS |  |" in b26
     )
-    assert "Bounds (inequalities a trained model could violate):" in b26
+    assert "Statement (follows from the claim as proved; only these decide the verdict):" in b26
     assert "`radius verify --theorem 2.6 --set latent_dim=8`" in b26  # non-default config
     assert "abcdef0123456789" in b26 and "seed 0" in b26 and "0.1.0+gdeadbee" in b26
     assert "- `max_rel_error`: 1.5e-12" in b26
     assert "rows" not in b26 and "bound_scale" not in b26 and "timings" not in b26
     assert "`masking` not drawn yet: `radius figures masking`" in b26
     b31 = blocks["results 3.1"]
-    assert (
-        "**Verdict: FAIL** (rests on 2 bound/empirical checks on real data: 1 PASS, 1 FAIL)" in b31
-    )
+    assert "**Verdict: FAIL** (rests on 2 statement checks: 1 PASS, 1 FAIL)" in b31
     assert "| `gradient \\| mu` |" in b31  # pipes escaped inside the table
     assert "- `gradient | mu` FAIL (bound, decides the verdict)" in b31
     assert "`radius verify --theorem 3.1 --seed 3 --set latent_dim=8`" in b31
@@ -677,26 +675,23 @@ def _kinds_result() -> ClaimResult:
     )
 
 
-def test_claim_block_groups_by_kind_and_lists_every_failing_sub_check():
-    """Identity, bound and empirical tables in that order; the empirical row shows its
-    interval, outcome word and note; the failing identity and probe are listed although
-    they do not decide, and the implementation is BROKEN."""
+def test_claim_block_groups_by_role_and_lists_every_failing_sub_check():
+    """Statement, then implementation tables; the empirical row shows its interval,
+    outcome word and note; the failing identity and probe are listed although they do
+    not decide, and the implementation is BROKEN."""
     from radius.report import render_claim
 
     md = render_claim("2.3", _kinds_result().to_dict())
-    i_id = md.index("Identities (maths or implementation")
-    i_b = md.index("Bounds (inequalities")
-    i_e = md.index("Empirical (decided from an interval")
-    assert i_id < i_b < i_e
-    assert (
-        "**Verdict: FAIL** (rests on 2 bound/empirical checks on real data: 1 PASS, 1 INCONCLUSIVE)"
-        in md
-    )
-    assert "implementation BROKEN" in md
+    i_st = md.index("Statement (follows from the claim")
+    i_im = md.index("Implementation (identities and constructed probes")
+    assert i_st < i_im
+    assert "**Verdict: FAIL; an implementation check failed" in md
+    assert "(rests on 2 statement checks: 1 PASS, 1 INCONCLUSIVE)" in md
+    assert "- Implementation: **BROKEN**" in md and "- Assumptions: **none**" in md
     assert "-0.2 [-0.5, +0.1] (95%)" in md and "the interval contains 0" in md
     assert "| INCONCLUSIVE |" in md.replace("**INCONCLUSIVE**", "INCONCLUSIVE")
-    assert "- `slope` FAIL (identity, identity: counts as the implementation)" in md
-    assert "- `bound[probe]` FAIL (bound, probe: counts as the implementation)" in md
+    assert "- `slope` FAIL (identity, implementation: does not decide)" in md
+    assert "- `bound[probe]` FAIL (bound, implementation: does not decide)" in md
     assert "- `decay` INCONCLUSIVE (empirical, decides the verdict); the interval contains 0" in md
 
 

@@ -529,3 +529,71 @@ def test_threshold_given_on_implicit_data_is_refused():
     params, origin = resolve_split_params(SplitParams(), {}, defaults="ml-100k")
     ds = strong_generalization_split(implicit, params, origin=origin)
     assert ds.manifest["counts"]["kept_interactions"] == 180
+
+
+# ------------------------------------------------------------- weak generalisation
+from radius.data.split import split_interactions, weak_generalization_split  # noqa: E402
+
+
+@given(
+    counts=st.lists(st.integers(min_value=5, max_value=15), min_size=3, max_size=12),
+    seed=st.integers(min_value=0, max_value=2**31),
+)
+def test_weak_split_partitions_each_users_interactions(counts, seed):
+    """Every kept interaction is in exactly one of train / val / test targets (or counted
+    as dropped: an item no user trained on); a user's held-out shares are floor(0.1 n)
+    (at least 1 while two training items remain); the fold-in rows are the user's
+    training rows."""
+    rows = [(u, (u + k) % 15, 5.0) for u, n in enumerate(counts) for k in range(n)]
+    params = SplitParams(threshold=None, protocol="weak", test_prop=0.1, seed=seed)
+    ds = weak_generalization_split(_inter(rows), params)
+    items = ds.manifest["id_maps"]["items"]
+    users = ds.manifest["id_maps"]["train_users"]
+    assert ds.protocol == "weak" and ds.train.shape[0] == len(counts)
+    ref = _reference_kept(rows, params)
+    got = defaultdict(list)
+    for r, u in enumerate(users):
+        got[u] += sorted(_rows_of(ds.train, r, items))
+    for split in ("val", "test"):
+        fold, te = ds.heldout(split)
+        for r, u in enumerate(ds.manifest["id_maps"][f"{split}_users"]):
+            got[u] += sorted(_rows_of(te, r, items))
+            assert _rows_of(fold, r, items) == _rows_of(ds.train, users.index(u), items)
+    lost = 0
+    for u, kept in ref.items():
+        assert sorted(got[u]) == sorted(kept & set(items))  # no interaction twice
+        lost += len(kept - set(items))
+    assert lost == sum(ds.manifest["counts"]["heldout_dropped_unseen_items"].values())
+    if lost == 0:  # every item trained on: each user's test share is exact
+        for u, kept in ref.items():
+            te_row = ds.manifest["id_maps"]["test_users"].index(u)
+            assert ds.test_te[te_row].nnz == max(1, int(0.1 * len(kept)))
+
+
+def test_weak_split_is_seeded_and_protocol_dispatches():
+    """The same seed gives the same matrices; another seed another split;
+    split_interactions follows params.protocol."""
+    rows = _grid(30, 20)
+    a = split_interactions(_inter(rows), SplitParams(threshold=None, protocol="weak"))
+    b = split_interactions(_inter(rows), SplitParams(threshold=None, protocol="weak"))
+    c = split_interactions(_inter(rows), SplitParams(threshold=None, protocol="weak", seed=1))
+    s = split_interactions(_inter(rows), SplitParams(threshold=None))
+    assert a.hash == b.hash != c.hash and a.protocol == "weak" and s.protocol == "strong"
+
+
+def test_weak_protocol_options_resolve_and_refuse():
+    """protocol weak implies test_prop 0.1; held-out-user fields with weak and val_prop
+    with strong are refused naming the field."""
+    p, origin = resolve_split_params(SplitParams(), {"protocol": "weak"}, defaults="csv")
+    assert (p.protocol, p.test_prop, p.val_prop) == ("weak", 0.1, 0.1)
+    assert origin["implied"]["test_prop"].startswith("protocol weak given")
+    with pytest.raises(DataError, match="n_heldout=600 applies to protocol 'strong'"):
+        resolve_split_params(SplitParams(), {"protocol": "weak", "n_heldout": 600}, defaults=None)
+    with pytest.raises(DataError, match="val_prop=0.2 applies to protocol 'weak'"):
+        resolve_split_params(SplitParams(), {"val_prop": 0.2}, defaults=None)
+    with pytest.raises(DataError, match=r"val_prop=0.5 \+ test_prop=0.5 must stay below 1"):
+        resolve_split_params(
+            SplitParams(), {"protocol": "weak", "val_prop": 0.5, "test_prop": 0.5}, defaults=None
+        )
+    with pytest.raises(DataError, match="protocol must be one of"):
+        resolve_split_params(SplitParams(), {"protocol": "weakk"}, defaults=None)

@@ -66,16 +66,20 @@ def recvae_result(tiny_recvae_ctx):
 @pytest.mark.slow
 def test_recvae_bound_holds_on_every_pair(recvae_result, tiny_recvae_ctx):
     """RecVAE: the certified trunk bound holds on every pair, with its factors reported,
-    and is labelled vacuous (INCONCLUSIVE) since it is > 100x the largest local constant."""
+    and is labelled weak evidence when it is > 100x the largest local constant (it still
+    holds: PASS, "holds; weak evidence")."""
     r = recvae_result
     assert all(c.n == tiny_recvae_ctx.options.n_pairs for c in r.checks)
     assert all(c.slack >= 0 and c.kind == "bound" for c in r.checks)
     for c in r.checks:
         info = r.details["settings"][c.name.rsplit("_", 1)[1]]
-        vacuous = info["certified_over_empirical_max_normalized"] > l2_4.VACUOUS_FACTOR
-        assert (c.outcome.value == "INCONCLUSIVE") == vacuous
-        assert ("vacuous at this model" in c.note) == vacuous
-    assert r.verdict == "INCONCLUSIVE"
+        loose = info["certified_over_empirical_max_normalized"] > l2_4.VACUOUS_FACTOR
+        assert c.outcome.value == "PASS" and c.role == "statement"
+        assert bool(c.weak) == loose and ("cannot bind" in c.weak) == loose
+        assert "slack at the tightest pair" in c.note
+    assert r.verdict == "PASS"
+    if any(c.weak for c in r.checks):
+        assert "weak evidence" in r.verdict_text
     info = r.details["settings"]["pia"]
     f = info["factors"]
     assert f["encoder"] == "recvae" and len(f["layernorm"]) == 5 and len(f["hidden"]) == 4

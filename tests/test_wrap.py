@@ -3,6 +3,8 @@ the L2.4 certificate for a ReLU encoder checked against autograd Jacobians."""
 
 from __future__ import annotations
 
+import copy
+
 import numpy as np
 import pytest
 import torch
@@ -251,3 +253,99 @@ def test_branchy_encoder_is_not_certified():
     m = wrap(_Branchy(), Decoder())
     with pytest.raises(UncertifiedLayerError, match="do not reproduce model.encode"):
         encoder_lipschitz_bound(m, logvar_observed=torch.zeros(1, D))
+
+
+# ------------------------------------------------------------- the declared posterior
+def test_posterior_scale_shifts_logvar_by_two_log_c():
+    """posterior_scale=c: encode and encode_masked return logvar + 2 ln c, mu unchanged;
+    W2 between two users then uses sigma scaled by c."""
+    torch.manual_seed(0)
+    enc, dec = Encoder(), Decoder()
+    plain = wrap(enc, dec, keep_rate=0.5)
+    scaled = wrap(enc, dec, keep_rate=0.5, posterior_scale=0.01)
+    x = _rows(np.random.default_rng(0), 6).float()
+    (mu0, lv0), (mu1, lv1) = plain.encode(x), scaled.encode(x)
+    assert torch.equal(mu0, mu1)
+    assert torch.allclose(lv1 - lv0, torch.full_like(lv0, 2 * np.log(0.01)), atol=1e-5)
+    b = (torch.rand(x.shape, generator=torch.Generator().manual_seed(1)) < 0.5).float()
+    assert torch.allclose(
+        encode_masked(scaled, x, b)[1] - encode_masked(plain, x, b)[1],
+        torch.full_like(lv0, 2 * np.log(0.01)),
+        atol=1e-5,
+    )
+    w2 = w2_diag(mu1[0], lv1[0], mu1[1], lv1[1]).float()
+    direct = torch.sqrt(
+        ((mu0[0] - mu0[1]) ** 2).sum()
+        + ((0.01 * torch.exp(lv0[0] / 2) - 0.01 * torch.exp(lv0[1] / 2)) ** 2).sum()
+    )
+    assert torch.allclose(w2, direct, rtol=1e-4)
+
+
+def test_l2_4_certifies_a_scaled_posterior():
+    """L2.4's certificate holds for the declared posterior (sigma factor scales by c);
+    control: the scale-free certificate of the same encoder is c times larger in its
+    sigma factor, and the bound holds on random pairs for both."""
+    torch.manual_seed(2)
+    enc, dec = Encoder(), Decoder()
+    rng = np.random.default_rng(3)
+    x, y = _rows(rng, 40), _rows(rng, 40)
+    for c in (1.0, 0.01):
+        m = wrap(copy.deepcopy(enc), copy.deepcopy(dec), posterior_scale=c).double()
+        mu_x, lv_x = encode_double(m, x)
+        mu_y, lv_y = encode_double(m, y)
+        obs = torch.cat([lv_x, lv_y])
+        bound, det = encoder_lipschitz_bound(m, logvar_observed=obs)
+        w2 = w2_diag(mu_x, lv_x, mu_y, lv_y)
+        xn = x / x.norm(dim=1, keepdim=True)
+        yn = y / y.norm(dim=1, keepdim=True)
+        assert bool((w2 <= bound * (xn - yn).abs().sum(dim=1) + 1e-12).all())
+        assert det.get("logvar_offset", 0.0) == pytest.approx(2 * np.log(c), abs=1e-12)
+        if c == 1.0:
+            factor_1 = det["sigma_factor_max"]
+        else:
+            assert det["sigma_factor_max"] == pytest.approx(c * factor_1, rel=1e-9)
+
+
+def test_declared_warnings():
+    """A KL weight under 1e-3 and a posterior scale other than 1 are warned about, once;
+    a regularised model with the usual sampler gets none."""
+    torch.manual_seed(0)
+    ok = wrap(Encoder(), Decoder(), kl_weight=0.2)
+    assert ok.radius_warnings == []
+    bad = wrap(Encoder(), Decoder(), kl_weight=1.5e-4, posterior_scale=0.01)
+    assert len(bad.radius_warnings) == 2
+    assert bad.radius_warnings[0].startswith(
+        "posterior scale 0.01: the model samples z = mu + 0.01 sigma eps"
+    )
+    assert bad.radius_warnings[1].startswith("KL weight 0.00015 < 0.001 at the end of training")
+
+
+def test_posterior_warnings_flag_a_logvar_outside_the_sane_range():
+    """A logvar head biased to +12 is flagged (sigma e^6 against the prior's 1); the
+    same model biased to 0 is not."""
+    from radius.model.wrap import LOGVAR_SANE, posterior_warnings
+
+    torch.manual_seed(0)
+    enc = Encoder()
+    m = wrap(enc, Decoder())
+    x = _rows(np.random.default_rng(0), 50).float().numpy()
+    with torch.no_grad():
+        enc.logvar.weight.zero_()
+        enc.logvar.bias.fill_(0.0)
+    assert posterior_warnings(m, x) == [] and m.radius_warnings == []
+    with torch.no_grad():
+        enc.logvar.bias.fill_(12.0)
+    notes = posterior_warnings(m, x)
+    assert notes == m.radius_warnings and len(notes) == 1
+    assert notes[0].startswith("posterior logvar ranges over [12, 12] on 50 training users")
+    assert f"sane range [{LOGVAR_SANE[0]:g}, {LOGVAR_SANE[1]:g}]" in notes[0]
+    posterior_warnings(m, x)
+    assert len(m.radius_warnings) == 1  # not repeated
+
+
+def test_bad_posterior_options():
+    """posterior_scale must be > 0 and finite, kl_weight >= 0: exact messages."""
+    with pytest.raises(ValueError, match="posterior_scale must be a finite number > 0, got 0"):
+        wrap(Encoder(), Decoder(), posterior_scale=0)
+    with pytest.raises(ValueError, match="kl_weight must be a finite number >= 0 or None, got -1"):
+        wrap(Encoder(), Decoder(), kl_weight=-1)

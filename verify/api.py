@@ -25,6 +25,7 @@ from typing import Any
 from torch import nn
 
 from radius.data.dataset import Dataset
+from radius.errors import RadiusError
 from radius.training.config import SETTINGS, TrainConfig
 from radius.verify.base import ClaimResult, VerifyOptions
 from radius.verify.context import MissingModelError, VerifyContext
@@ -38,12 +39,14 @@ __all__ = [
     "load_factory",
     "QUICK_OPTIONS",
     "as_dataset",
+    "check_setting",
+    "MODEL_OPTIONS",
 ]
 
-QUICK_OPTIONS = VerifyOptions(n_pairs=120, n_users=60, n_mc=800, quick=True)
+QUICK_OPTIONS = VerifyOptions(n_pairs=120, n_users=60, n_mc=800, seeds=2, quick=True)
 """Smaller samples for a quick look (``quick=True``)."""
 
-_OPTION_FIELDS = ("seed", "n_pairs", "n_users", "n_mc", "confidence", "min_fraction")
+_OPTION_FIELDS = ("seed", "n_pairs", "n_users", "n_mc", "confidence", "min_fraction", "seeds")
 
 
 def as_dataset(dataset: Dataset | str | Path) -> Dataset:
@@ -59,6 +62,60 @@ def as_dataset(dataset: Dataset | str | Path) -> Dataset:
     )
 
 
+MODEL_OPTIONS: tuple[str, ...] = (
+    "keep_rate",
+    "lambda_a",
+    "input_convention",
+    "posterior_scale",
+    "kl_weight",
+)
+"""What a user model declares about its training (attributes of ``radius.model.wrap``),
+settable per setting on the command line (``--set masking.keep_rate=0.5``)."""
+
+
+def check_setting(setting: str, model: Any, *, where: str | None = None) -> None:
+    """Refuse a user model that contradicts the setting it is given as (``RadiusError``).
+
+    - ``pia``: anchors (the (I, d) table trained with) and ``lambda_a > 0``;
+    - ``masking`` and ``pia``: a declared ``keep_rate`` below 1 (the masked input);
+    - ``clean``: ``keep_rate`` 1 (or none declared).
+
+    Claims would otherwise measure a setting the model does not have (a PIA check on a
+    model without anchors has nothing to check), so this runs before anything else.
+    ``where`` (e.g. the checkpoint path) is named in the message.
+    """
+    who = f"the {setting!r} model" + (f" ({where})" if where else "")
+    rho = getattr(model, "keep_rate", None)
+    rho = float(rho) if isinstance(rho, int | float) else None
+    if setting == "pia":
+        if getattr(model, "anchors", None) is None:
+            raise RadiusError(
+                f"{who} has no anchors (model.anchors is None): PIA is masking plus "
+                "the anchor loss, and its checks need the (n_items, d) anchor table the model "
+                "was trained with (wrap(..., anchors=E, lambda_a=...)); a model trained "
+                "without anchors is a 'masking' (keep rate < 1) or 'clean' model"
+            )
+        lam = getattr(model, "lambda_a", None)
+        if not (isinstance(lam, int | float) and float(lam) > 0):
+            raise RadiusError(
+                f"{who} declares lambda_a = {lam}: give the anchor-loss weight it was "
+                "trained with (wrap(..., lambda_a=...); on the command line "
+                "--set pia.lambda_a=VALUE)"
+            )
+    if setting in ("masking", "pia") and (rho is None or rho >= 1.0):
+        what = "no keep_rate" if rho is None else f"keep_rate {rho:g} (clean input)"
+        raise RadiusError(
+            f"{who} declares {what}: give the keep rate of the input mask it "
+            f"was trained with (wrap(..., keep_rate=RHO); on the command line --set "
+            f"{setting}.keep_rate=RHO; RecBole: 1 - dropout_prob), or pass it as 'clean'"
+        )
+    if setting == "clean" and rho is not None and rho < 1.0:
+        raise RadiusError(
+            f"{who} declares keep_rate {rho:g} (a masked input): pass it as "
+            "'masking' (or as 'pia' with its anchors)"
+        )
+
+
 def _context(
     dataset: Dataset,
     models: Mapping[str, nn.Module] | None,
@@ -67,7 +124,12 @@ def _context(
     base_config: TrainConfig | None,
     cache_dir: str | Path | None,
     progress: bool,
+    *,
+    setting_overrides: Mapping[str, Mapping[str, Any]] | None = None,
 ) -> VerifyContext:
+    """The context of a run; user models are validated against the data, checked against
+    their settings (``check_setting``) and screened for a degenerate posterior
+    (``radius.model.wrap.posterior_warnings``, into each model's ``radius_warnings``)."""
     if models is not None:
         if not isinstance(models, Mapping):
             raise TypeError(
@@ -86,7 +148,18 @@ def _context(
                     f"unknown setting {setting!r} in models (choose from "
                     f"{', '.join(SETTINGS)}){hint}"
                 )
-            validate(model, n_items=dataset.n_items, name=f"the {setting!r} model")
+            seq = list(model) if isinstance(model, Sequence) else [model]
+            if not seq:
+                raise ValueError(f"models[{setting!r}] is an empty list")
+            for i, m in enumerate(seq):
+                name = f"the {setting!r} model" + (f" #{i}" if len(seq) > 1 else "")
+                validate(m, n_items=dataset.n_items, name=name)
+                check_setting(setting, m)
+        from radius.model.wrap import posterior_warnings
+
+        for model in models.values():
+            for m in list(model) if isinstance(model, Sequence) else [model]:
+                posterior_warnings(m, dataset.train, seed=options.seed)
     if fit is not None and not callable(fit):
         raise TypeError(f"fit must be callable fit(beta) -> model, got {type(fit).__name__}")
     if fit is not None and models is None:
@@ -103,6 +176,7 @@ def _context(
         progress=progress,
         models=dict(models) if models is not None else None,
         fit_beta=fit,
+        setting_overrides={k: dict(v) for k, v in (setting_overrides or {}).items()},
     )
 
 
@@ -144,10 +218,13 @@ def run_claim(
         raise TypeError(
             f"claim {claim_id} has no option(s) {bad}; its options: {', '.join(valid) or 'none'}"
         )
+    ctx.begin_claim()
     try:
-        return mod.run(ctx, **claim_options)
+        res = mod.run(ctx, **claim_options)
     except MissingModelError as e:
-        return _not_run(mod, claim_id, ctx, e)
+        res = _not_run(mod, claim_id, ctx, e)
+    res.warnings = list(dict.fromkeys([*res.warnings, *ctx.used_warnings()]))
+    return res
 
 
 def run(
@@ -162,6 +239,7 @@ def run(
     n_mc: int | None = None,
     confidence: float | None = None,
     min_fraction: float | None = None,
+    seeds: int | None = None,
     quick: bool = False,
     base_config: TrainConfig | None = None,
     cache_dir: str | Path | None = None,
@@ -179,13 +257,17 @@ def run(
         validated against ``dataset`` first (``ModelError`` naming member and shape).
         None: radius's own models, trained explicitly and cached by content key (the CLI
         default). With models given, nothing is trained: a claim needing a setting that
-        is not given is INCONCLUSIVE, naming it (``details["missing"]``).
+        is not given is INCONCLUSIVE, naming it (``details["missing"]``). A setting may
+        map to a list of models, one per training seed (the first is the main one): the
+        mechanism checks' intervals then span the seeds.
     dataset : a ``Dataset``, ``"default"`` (the synthetic default), a prepared folder or
         a raw ratings file.
     fit : ``fit(beta) -> model`` (optionally ``fit(beta, seed=...)``), the user's own
         training at KL weight beta, for the beta-KL sweep; without it the sweep is not run
         and the claim says so.
     seed, n_pairs, n_users, n_mc, confidence, min_fraction : ``VerifyOptions`` fields.
+    seeds : training seeds of the mechanism checks (radius's models: trained with seeds
+        ``base_config.seed + k``; user models: give a list of models per setting).
     quick : smaller samples (``QUICK_OPTIONS``) unless given explicitly.
     base_config : radius's training config (radius's own models only; with user models
         only its setting knobs are read, the models' ``keep_rate`` / ``lambda_a`` first).
@@ -206,7 +288,8 @@ def run(
         raise ValueError(f"run verifies one claim, got {claim!r}; use run_all for several")
     ds = as_dataset(dataset)
     opts = _options(
-        quick, dict(zip(_OPTION_FIELDS, (seed, n_pairs, n_users, n_mc, confidence, min_fraction)))
+        quick,
+        dict(zip(_OPTION_FIELDS, (seed, n_pairs, n_users, n_mc, confidence, min_fraction, seeds))),
     )
     ctx = _context(ds, models, fit, opts, base_config, cache_dir, progress)
     return run_claim(ids[0], ctx, claim_options)
@@ -243,32 +326,15 @@ def run_all(
     return {cid: run_claim(cid, ctx, per.get(cid, {})) for cid in ids}
 
 
-def format_table(results: Mapping[str, ClaimResult]) -> str:
-    """A plain-text table: one row per check (claim, check, kind, measured, bound, n,
-    outcome, note) and one verdict line per claim."""
-    rows = [["claim", "check", "kind", "measured", "bound", "n", "outcome", "note"]]
+def format_table(results: Mapping[str, ClaimResult] | ClaimResult) -> str:
+    """Plain text of results (``radius.verify.render.format_table``): each claim's checks
+    grouped by role with wrapped notes, its verdict, assumptions, mechanism,
+    implementation and warnings lines, a summary table and a legend."""
+    from radius.verify.render import format_table as _format
 
-    def num(v: float) -> str:
-        return f"{v:.4g}" if isinstance(v, float) else str(v)
-
-    for cid, res in results.items():
-        if not res.checks:
-            rows.append(
-                [cid, "(not run)", "-", "-", "-", "0", res.verdict, res.details.get("not_run", "")]
-            )
-        for c in res.checks:
-            rows.append(
-                [cid, c.name, c.kind, num(c.measured), num(c.bound), str(c.n), c.label, c.note[:70]]
-            )
-    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
-    lines = ["  ".join(v.ljust(w) for v, w in zip(r, widths)).rstrip() for r in rows]
-    lines.insert(1, "  ".join("-" * w for w in widths))
-    lines.append("")
-    lines += [
-        f"{cid}: {res.verdict} (implementation {res.implementation})"
-        for cid, res in results.items()
-    ]
-    return "\n".join(lines)
+    if isinstance(results, ClaimResult):
+        results = {results.claim: results}
+    return _format(results)
 
 
 def load_factory(spec: str) -> Callable[..., nn.Module]:
@@ -280,8 +346,6 @@ def load_factory(spec: str) -> Callable[..., nn.Module]:
     import importlib
     import importlib.util
     import sys
-
-    from radius.errors import RadiusError
 
     mod_name, sep, attr = str(spec).rpartition(":")
     if not sep or not mod_name or not attr:
@@ -310,6 +374,40 @@ def load_factory(spec: str) -> Callable[..., nn.Module]:
     return fn
 
 
+def _setting_name(raw: str, what: str) -> str:
+    """A setting name, or RadiusError with a close match."""
+    import difflib
+
+    name = raw.strip()
+    if name not in SETTINGS:
+        close = difflib.get_close_matches(name, SETTINGS, n=1)
+        hint = f"; did you mean {close[0]!r}?" if close else ""
+        raise RadiusError(
+            f"{what}: unknown setting {name!r} (choose from {', '.join(SETTINGS)}){hint}"
+        )
+    return name
+
+
+def factory_specs(specs: str | Sequence[str] | None) -> dict[str, str]:
+    """``--model-factory`` values by setting: ``SETTING=module:function`` for one setting,
+    a bare ``module:function`` (key ``"*"``) for every setting without its own.
+
+    Raises ``RadiusError`` on an unknown setting or one given twice."""
+    if specs is None:
+        return {}
+    out: dict[str, str] = {}
+    for spec in [specs] if isinstance(specs, str) else list(specs):
+        head, sep, rest = str(spec).partition("=")
+        key, fn = ("*", str(spec)) if not sep else (head, rest)
+        if key != "*":
+            key = _setting_name(key, f"--model-factory {spec!r}")
+        if key in out:
+            which = "a bare module:function" if key == "*" else f"setting {key!r}"
+            raise RadiusError(f"--model-factory: {which} given twice")
+        out[key] = fn
+    return out
+
+
 def _state_dict(payload: Any, path: Path) -> dict[str, Any]:
     from radius.errors import CheckpointError
 
@@ -330,15 +428,23 @@ def _state_dict(payload: Any, path: Path) -> dict[str, Any]:
     )
 
 
-def _build(factory: Callable[..., nn.Module], n_items: int, spec: str) -> nn.Module:
-    from radius.errors import RadiusError
-
+def _build(
+    factory: Callable[..., nn.Module], n_items: int, spec: str, setting: str | None = None
+) -> nn.Module:
+    """``factory(n_items=..., setting=...)``, each keyword passed when it takes it (or
+    ``**kwargs``)."""
     try:
         params = inspect.signature(factory).parameters
     except (TypeError, ValueError):
         params = {}
+    open_kw = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
+    kwargs: dict[str, Any] = {}
+    if "n_items" in params or open_kw:
+        kwargs["n_items"] = n_items
+    if setting is not None and ("setting" in params or open_kw):
+        kwargs["setting"] = setting
     try:
-        model = factory(n_items=n_items) if "n_items" in params else factory()
+        model = factory(**kwargs)
     except Exception as e:  # noqa: BLE001 - the user's factory: report what broke
         raise RadiusError(f"--model-factory {spec}: failed ({type(e).__name__}: {e})") from e
     if not isinstance(model, nn.Module):
@@ -348,24 +454,143 @@ def _build(factory: Callable[..., nn.Module], n_items: int, spec: str) -> nn.Mod
     return model
 
 
+def _recorded(payload: Any, loaded_config: TrainConfig | None) -> dict[str, Any]:
+    """What a checkpoint records of the model's training (radius's config, or a ``config``
+    mapping saved beside the state dict)."""
+    if loaded_config is not None:
+        return {
+            "keep_rate": float(loaded_config.keep_rate),
+            "lambda_a": float(loaded_config.lambda_a),
+            "input_convention": str(loaded_config.input_convention),
+        }
+    cfg = payload.get("config") if isinstance(payload, Mapping) else None
+    if not isinstance(cfg, Mapping):
+        return {}
+    out = {k: cfg[k] for k in MODEL_OPTIONS if k in cfg}
+    if "keep_rate" not in out and isinstance(cfg.get("dropout_prob"), int | float):
+        out["keep_rate"] = 1.0 - float(cfg["dropout_prob"])
+    return out
+
+
+def apply_model_options(
+    model: nn.Module,
+    setting: str,
+    given: Mapping[str, Any],
+    recorded: Mapping[str, Any],
+    where: str,
+) -> None:
+    """Set the per-setting options given on the command line on a loaded model.
+
+    A value the checkpoint records (``recorded``) is never overridden: a given value that
+    differs is a ``CheckpointError`` naming both; one that agrees is a no-op. Other
+    values replace what the model declares. ``model.radius_origin`` records, per option,
+    where its value came from (checkpoint, command line, model)."""
+    import math
+
+    from radius.errors import CheckpointError
+
+    unknown = sorted(set(given) - set(MODEL_OPTIONS))
+    if unknown:
+        raise RadiusError(
+            f"--set {setting}.{unknown[0]}: not an option of a loaded model (a trained "
+            f"model's options: {', '.join(MODEL_OPTIONS)})"
+        )
+    origin = {k: "recorded in the checkpoint" for k in recorded}
+    for key, value in given.items():
+        if key in recorded:
+            same = (
+                math.isclose(float(recorded[key]), float(value), rel_tol=1e-9)
+                if isinstance(value, int | float) and isinstance(recorded[key], int | float)
+                else recorded[key] == value
+            )
+            if not same:
+                raise CheckpointError(
+                    f"{where}: the checkpoint records {key} {recorded[key]!r}, but --set "
+                    f"{setting}.{key}={value!r} was given; a recorded value is not overridden "
+                    "(drop the option, or give the checkpoint trained with that value)"
+                )
+            continue
+        _set_model_option(model, key, value, f"--set {setting}.{key}")
+        origin[key] = f"--set {setting}.{key}"
+    for key in MODEL_OPTIONS:
+        if key not in origin and getattr(model, key, None) is not None:
+            origin[key] = "declared by the model"
+    model.radius_origin = origin
+
+
+def _set_model_option(model: nn.Module, key: str, value: Any, what: str) -> None:
+    import math
+
+    if key == "input_convention":
+        from radius.model.wrap import CONVENTIONS
+
+        if value not in CONVENTIONS:
+            raise RadiusError(f"{what}: must be one of {list(CONVENTIONS)}, got {value!r}")
+        model.input_convention = str(value)
+        model.input_normalization = "none" if value == "none" else "l2"
+        return
+    if not isinstance(value, int | float) or isinstance(value, bool) or not math.isfinite(value):
+        raise RadiusError(f"{what}: must be a finite number, got {value!r}")
+    v = float(value)
+    if key == "keep_rate" and not 0.0 < v <= 1.0:
+        raise RadiusError(f"{what}: keep_rate (rho) must be in (0, 1], got {v:g}")
+    if key in ("lambda_a", "kl_weight") and v < 0:
+        raise RadiusError(f"{what}: must be >= 0, got {v:g}")
+    if key == "posterior_scale":
+        if v <= 0:
+            raise RadiusError(f"{what}: must be > 0, got {v:g}")
+        if not hasattr(model, "logvar_offset"):
+            raise RadiusError(
+                f"{what}: {type(model).__name__} does not apply a posterior scale (only "
+                "radius.model.wrap models do: wrap(..., posterior_scale=c))"
+            )
+        model.logvar_offset = 2.0 * math.log(v)
+    setattr(model, key, v)
+
+
 def load_models(
-    checkpoints: Sequence[str], dataset: Dataset, *, factory: str | None = None
+    checkpoints: Sequence[str],
+    dataset: Dataset,
+    *,
+    factory: str | Sequence[str] | None = None,
+    settings: Mapping[str, Mapping[str, Any]] | None = None,
+    adapter: str | None = None,
 ) -> dict[str, nn.Module]:
     """User models from ``SETTING=PATH`` specs (a bare ``PATH`` is the pia model).
 
-    A radius checkpoint (``radius train``) is refused when made for other data. With
-    ``factory`` (``module:function``), the function builds the architecture (called
-    with ``n_items=`` when it takes it) and the file's state_dict is loaded into it
-    strictly; missing or unexpected keys and shape mismatches are named. Every model is
-    validated against ``dataset`` (``radius.model.wrap.validate``). All errors are
+    Parameters
+    ----------
+    checkpoints : ``SETTING=PATH`` (or a bare ``PATH``: the pia model) per model.
+    dataset : the data the models must fit (item count; radius checkpoints: the data hash).
+    factory : ``module:function`` (every setting) and/or ``SETTING=module:function``
+        (that setting): builds the architecture, called with ``n_items=`` and
+        ``setting=`` when it takes them; the file's state_dict is loaded into it strictly
+        (missing or unexpected keys and shape mismatches are named).
+    settings : per-setting model options (``MODEL_OPTIONS``; ``--set masking.keep_rate=0.5``)
+        set on the loaded model; a value the checkpoint records differently is an error.
+    adapter : ``"recbole"``: the files are RecBole checkpoints, read by
+        ``radius.adapters.recbole_checkpoint`` against a dataset built from RecBole's split.
+
+    Without ``factory`` or ``adapter`` a file must be a radius checkpoint (``radius
+    train``), refused when made for other data. Every model is validated against
+    ``dataset`` and checked against its setting (``check_setting``). All errors are
     ``RadiusError`` (exit 2) and are raised before anything runs or is written.
     """
     import torch
 
-    from radius.errors import CheckpointError, RadiusError
+    from radius.errors import CheckpointError
     from radius.model.wrap import validate
 
-    builder = load_factory(factory) if factory else None
+    specs = factory_specs(factory)
+    builders = {k: load_factory(v) for k, v in specs.items()}
+    settings = {_setting_name(k, f"--set {k}.*"): dict(v) for k, v in (settings or {}).items()}
+    if adapter is not None:
+        from radius.adapters import ADAPTERS
+
+        if adapter not in ADAPTERS:
+            raise RadiusError(f"--adapter must be one of {list(ADAPTERS)}, got {adapter!r}")
+        if builders:
+            raise RadiusError("give --adapter or --model-factory, not both")
     out: dict[str, nn.Module] = {}
     for spec in checkpoints:
         setting, sep, raw = str(spec).partition("=")
@@ -382,6 +607,15 @@ def load_models(
         path = Path(raw)
         if not path.is_file():
             raise CheckpointError(f"no checkpoint at {path}")
+        if adapter == "recbole":
+            from radius.adapters import recbole_checkpoint
+
+            model = recbole_checkpoint(path, dataset)
+            recorded = dict(model.recorded_config)
+            apply_model_options(model, setting, settings.get(setting, {}), recorded, str(path))
+            model.radius_path = str(path)
+            out[setting] = model
+            continue
         try:
             payload = torch.load(path, map_location="cpu", weights_only=False)
         except Exception as e:  # noqa: BLE001 - corrupt or not a torch file
@@ -394,6 +628,9 @@ def load_models(
                 f"{path}: checkpoint was trained on data {payload.get('data_name')!r} (hash "
                 f"{payload['data_hash']}), not on {dataset.name!r} (hash {dataset.hash})"
             )
+        spec_fn = specs.get(setting, specs.get("*"))
+        builder = builders.get(setting, builders.get("*"))
+        loaded_config = None
         if builder is None:
             if not is_radius:
                 raise CheckpointError(
@@ -403,12 +640,12 @@ def load_models(
             from radius.training.checkpoints import load_checkpoint
 
             loaded = load_checkpoint(path, dataset)
-            model = loaded.model
+            model, loaded_config = loaded.model, loaded.config
             model.lambda_a = float(loaded.config.lambda_a)
             if not hasattr(model, "keep_rate"):
                 model.keep_rate = float(loaded.config.keep_rate)
         else:
-            model = _build(builder, dataset.n_items, str(factory))
+            model = _build(builder, dataset.n_items, str(spec_fn), setting)
             state = _state_dict(payload, path)
             own = model.state_dict()
             bad = [
@@ -427,10 +664,21 @@ def load_models(
                 if unexpected:
                     parts.append(f"unexpected keys {unexpected[:5]}")
                 raise CheckpointError(
-                    f"{path}: does not fit the model built by {factory}: " + ", ".join(parts)
+                    f"{path}: does not fit the model built by {spec_fn}: " + ", ".join(parts)
                 )
             model.load_state_dict(state)
+        recorded = _recorded(payload, loaded_config)
+        apply_model_options(model, setting, settings.get(setting, {}), recorded, str(path))
         out[setting] = validate(
             model.cpu().eval(), n_items=dataset.n_items, name=f"the {setting!r} model ({path})"
+        )
+        out[setting].radius_path = str(path)
+    for setting, model in out.items():
+        check_setting(setting, model, where=getattr(model, "radius_path", None))
+    unused = sorted(set(settings) - set(out))
+    if unused and out:
+        raise RadiusError(
+            f"--set {unused[0]}.*: no --checkpoint {unused[0]}=PATH was given "
+            f"(models given: {', '.join(sorted(out))})"
         )
     return out

@@ -65,7 +65,7 @@ RECONSTRUCTION = True
 
 REL_TOL = 1e-6  # relative float slack of the inequality (float64 encodings)
 VACUOUS_FACTOR = 100.0  # certified / largest measured local constant above which the
-# bound cannot bind: the check is then INCONCLUSIVE, labelled "vacuous at this model"
+# bound cannot bind: it still holds (PASS) but is weak evidence (``Check.weak``)
 POWER_GRADES = (0.9, 0.5, 0.1, 0.01)  # constant scalings of power(ctx), mildest first
 LOGVAR_MARGIN = 0.5
 SETTINGS = ("clean", "masking", "pia")
@@ -224,14 +224,27 @@ def _setting(
         n = int(ok.size)
         worst = float(ratio.max()) if n else float("nan")
         passed = bool(n > 0 and ok.all())
-        outcome, note = Outcome.of(passed), ""
+        outcome, weak = Outcome.of(passed), ""
         looseness = k_norm / emp_max if emp_max > 0 else float("inf")
-        if passed and constant == "certified" and looseness > VACUOUS_FACTOR:
-            outcome = Outcome.INCONCLUSIVE
+        if n and passed:
             note = (
-                f"vacuous at this model: the certified constant is {looseness:.3g}x the "
-                f"largest measured local constant (> {VACUOUS_FACTOR:g}x), so the bound "
-                "cannot bind and decides nothing"
+                f"W2 / bound at most {worst:.3g} over {n} pairs (the bound holds with "
+                f"{1 / worst:.3g}x slack at the tightest pair)"
+                if worst > 0
+                else f"W2 = 0 on all {n} pairs"
+            )
+        elif n:
+            note = (
+                f"violated on {int((~ok).sum())} of {n} pairs: W2 / bound up to {worst:.4g} "
+                f"(> 1 + {REL_TOL:g})"
+            )
+        else:
+            note = "no pairs: no evidence"
+        if passed and constant == "certified" and looseness > VACUOUS_FACTOR:
+            weak = (
+                f"the certified constant is {looseness:.3g}x the largest measured local "
+                f"constant (> {VACUOUS_FACTOR:g}x): the bound holds by a margin no model of "
+                "this architecture comes near, so it cannot bind"
             )
         checks.append(
             Check(
@@ -241,13 +254,14 @@ def _setting(
                 bound=1.0 + REL_TOL,
                 slack=(1.0 + REL_TOL) - worst,
                 tolerance=f"every pair (no exception), relative float slack {REL_TOL:g}, "
-                f"float64; INCONCLUSIVE (vacuous) when L / max local constant > "
-                f"{VACUOUS_FACTOR:g}",
+                f"float64; weak evidence when L / max local constant > {VACUOUS_FACTOR:g}",
                 passed=passed,
                 n=n,
                 kind="bound",
                 outcome=outcome,
                 note=note,
+                role="statement",
+                weak=weak,
             )
         )
         info[f"ratio_{name}"] = {
@@ -413,9 +427,9 @@ def run(
             "sigma head bounded over the observed logvar range + margin), closed-form W2 of "
             "float64 encodings, on edit / nearest-neighbour / random pairs of test users; "
             "the bound must hold on every pair, slack and empirical local constants reported; "
-            f"a certified constant over {VACUOUS_FACTOR:g}x the largest local constant is "
-            "labelled vacuous (INCONCLUSIVE); an encoder layer with no certified constant gives "
-            "INCONCLUSIVE with the local constant estimated, not certified."
+            f"a certified constant over {VACUOUS_FACTOR:g}x the largest local constant still "
+            "holds but is labelled weak evidence; an encoder layer with no certified constant "
+            "gives INCONCLUSIVE with the local constant estimated, not certified."
             + (f" Not checked (model not provided): {', '.join(missing)}." if missing else "")
         ),
         details=details,

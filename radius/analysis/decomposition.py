@@ -67,7 +67,13 @@ __all__ = [
     "per_input_mean_w2",
     "unit_activity",
     "active_units",
+    "unit_information",
+    "unit_kl",
+    "unit_moments",
+    "information_from_moments",
+    "spearman",
     "encode_masked",
+    "reconstruction_nll",
 ]
 
 LOG_2PI = math.log(2.0 * math.pi)
@@ -468,6 +474,109 @@ def active_units(mu: Any, *, threshold: float = 0.01) -> int:
     return int(np.sum(unit_activity(mu) > threshold))
 
 
+def unit_information(mu: Any, logvar: Any) -> np.ndarray:
+    r"""Per-unit information bound :math:`I^G_k` in nats (the scale-free collapse rule).
+
+    For latent unit k over N inputs with posteriors :math:`\mathcal N(m_{jk}, s^2_{jk})`
+    the aggregate :math:`q_{h,k}` (the uniform mixture) has variance
+    :math:`v_k = \operatorname{Var}_j m_{jk} + \overline{s^2_{k}}`; a Gaussian has the
+    largest entropy at a given variance, so
+
+    .. math::
+
+        I(X_h; Z_k) = h(q_{h,k}) - \tfrac1N\sum_j h(q_{jk})
+        \le I^G_k = \tfrac12\log v_k - \tfrac12\,\overline{\log s^2_{k}},
+
+    with equality when the aggregate is Gaussian and :math:`s_{jk}` constant (then
+    :math:`I^G_k = \tfrac12\log(1 + \operatorname{Var} m_k / s_k^2)`, a signal-to-noise
+    ratio). :math:`I^G_k` is unchanged by :math:`z_k \to a z_k + c` (a reparametrisation
+    the decoder absorbs), unlike Burda et al.'s :math:`\operatorname{Var}_x m_k > 0.01`.
+    The per-unit KL to the prior splits exactly (Pythagoras for the moment-matched
+    Gaussian) as
+
+    .. math::
+
+        \tfrac1N\sum_j \mathrm{KL}(q_{jk}\,\|\,\mathcal N(0,1)) = I^G_k
+        + \mathrm{KL}(\mathcal N(\bar m_k, v_k)\,\|\,\mathcal N(0, 1)),
+
+    so the per-unit KL rule adds the unit's scale mismatch with the prior to the
+    information (:func:`unit_kl`). Variances here are population variances (ddof 0).
+
+    Parameters
+    ----------
+    mu, logvar : (N, d) posteriors of N inputs (N >= 2).
+
+    Returns
+    -------
+    (d,) float64, >= 0 up to rounding.
+    """
+    m, lv = _check_gaussians(mu, logvar, min_n=2)
+    v = m.var(axis=0) + np.exp(lv).mean(axis=0)
+    return 0.5 * (np.log(v) - lv.mean(axis=0))
+
+
+def unit_kl(mu: Any, logvar: Any) -> np.ndarray:
+    r"""(d,) per-unit KL to the prior averaged over inputs,
+    :math:`\tfrac1N\sum_j \tfrac12(s_{jk}^2 + m_{jk}^2 - 1 - \log s_{jk}^2)` (nats);
+    it depends on the latent scale (:func:`unit_information`)."""
+    m, lv = _check_gaussians(mu, logvar)
+    return 0.5 * np.mean(np.exp(lv) + m * m - 1.0 - lv, axis=0)
+
+
+def unit_moments(mu: Any, logvar: Any, groups: Any) -> tuple[np.ndarray, np.ndarray]:
+    r"""Per-group sums of the unit statistics, for bootstrapping :math:`I^G_k` over users.
+
+    Returns ``(sums, counts)``: sums (G, 4, d) of :math:`m, m^2, s^2, \log s^2` over each
+    group's inputs (groups in order of first appearance) and counts (G,) inputs per
+    group. :func:`information_from_moments` turns weighted sums back into
+    :math:`I^G_k` (with unit weights it equals :func:`unit_information`).
+    """
+    m, lv = _check_gaussians(mu, logvar, min_n=2)
+    g = np.asarray(groups)
+    if g.shape != (m.shape[0],):
+        raise ValueError(f"groups must have shape ({m.shape[0]},), got {g.shape}")
+    _, first, inv = np.unique(g, return_index=True, return_inverse=True)
+    order = np.argsort(first)  # groups in order of first appearance
+    rank = np.empty_like(order)
+    rank[order] = np.arange(order.size)
+    idx = rank[inv]
+    n_g = order.size
+    stats = np.stack([m, m * m, np.exp(lv), lv], axis=1)  # (N, 4, d)
+    sums = np.zeros((n_g, 4, m.shape[1]))
+    np.add.at(sums, idx, stats)
+    return sums, np.bincount(idx, minlength=n_g).astype(np.float64)
+
+
+def information_from_moments(
+    sums: np.ndarray, counts: np.ndarray, weights: Any = None
+) -> np.ndarray:
+    r"""(d,) :math:`I^G_k` from :func:`unit_moments` output with group ``weights``
+    (G,) (bootstrap multiplicities; None: every group once)."""
+    w = np.ones(sums.shape[0]) if weights is None else np.asarray(weights, dtype=np.float64)
+    n = float(w @ counts)
+    if not n > 0:
+        raise ValueError("no inputs: the group weights sum to zero")
+    tot = np.tensordot(w, sums, axes=(0, 0)) / n  # (4, d): E m, E m^2, E s^2, E log s^2
+    var_m = np.maximum(tot[1] - tot[0] ** 2, 0.0)
+    return 0.5 * (np.log(var_m + tot[2]) - tot[3])
+
+
+def spearman(x: Any, y: Any) -> float:
+    """Spearman rank correlation of two 1-D arrays (average ranks for ties); NaN when
+    either is constant or has fewer than 2 points."""
+    from scipy.stats import rankdata
+
+    a = np.asarray(x, dtype=np.float64).ravel()
+    b = np.asarray(y, dtype=np.float64).ravel()
+    if a.shape != b.shape:
+        raise ValueError(f"x {a.shape} and y {b.shape} must have one length")
+    if a.size < 2 or not (np.all(np.isfinite(a)) and np.all(np.isfinite(b))):
+        return float("nan")
+    ra, rb = rankdata(a) - (a.size + 1) / 2, rankdata(b) - (b.size + 1) / 2
+    den = math.sqrt(float(ra @ ra) * float(rb @ rb))
+    return float(ra @ rb) / den if den > 0 else float("nan")
+
+
 def encode_masked(
     model: Any,
     x: sp.csr_matrix,
@@ -524,3 +633,47 @@ def encode_masked(
             mus.append(mu_c.double().cpu().numpy())
             lvs.append(lv_c.double().cpu().numpy())
     return np.concatenate(mus), np.concatenate(lvs), groups
+
+
+def reconstruction_nll(
+    model: Any,
+    x: sp.csr_matrix,
+    groups: Any,
+    mu: Any,
+    logvar: Any,
+    *,
+    seed: int | np.random.Generator = 0,
+    chunk_size: int = 512,
+) -> np.ndarray:
+    r"""(N,) reconstruction term of the beta-ELBO, one posterior draw per input.
+
+    .. math::
+
+        R_j = -\sum_i x_{u_j i}\,\log\operatorname{softmax}(f_\theta(z_j))_i,\qquad
+        z_j = m_j + s_j\odot\varepsilon_j,\ \varepsilon_j\sim\mathcal N(0, I),
+
+    for input j of user :math:`u_j` (``groups``, e.g. from :func:`encode_masked`): the
+    *clean* row is reconstructed from the posterior of the masked input, as in training.
+    Averaged over a user's masks it is an unbiased estimate of the user's expected
+    reconstruction loss. Memory: ``chunk_size x I`` floats.
+    """
+    if not sp.issparse(x):
+        raise TypeError(f"x must be a scipy sparse matrix, got {type(x).__name__}")
+    m, lv = _check_gaussians(mu, logvar)
+    g = np.asarray(groups, dtype=np.int64)
+    if g.shape != (m.shape[0],):
+        raise ValueError(f"groups must have shape ({m.shape[0]},), got {g.shape}")
+    rng = seed if isinstance(seed, np.random.Generator) else np.random.default_rng(seed)
+    z = m + np.exp(0.5 * lv) * rng.standard_normal(m.shape)  # (N, d)
+    rows = sp.csr_matrix(x, dtype=np.float32)[g]  # (N, I)
+    param = next(iter(model.parameters()), None) if hasattr(model, "parameters") else None
+    device = param.device if param is not None else torch.device("cpu")
+    dtype = param.dtype if param is not None else torch.float32
+    out = np.empty(m.shape[0])
+    with torch.no_grad():
+        for s in range(0, m.shape[0], chunk_size):
+            zc = torch.as_tensor(z[s : s + chunk_size], dtype=dtype, device=device)
+            logp = torch.log_softmax(model.decode(zc), dim=-1)  # (c, I)
+            xc = torch.as_tensor(rows[s : s + chunk_size].toarray(), dtype=dtype, device=device)
+            out[s : s + chunk_size] = -(xc * logp).sum(dim=-1).double().cpu().numpy()
+    return out

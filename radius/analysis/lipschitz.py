@@ -320,6 +320,7 @@ def _generic_trunk(model: Any) -> tuple[float, Tensor, Tensor, Tensor, dict[str,
     x = (torch.rand(8, items, generator=gen, dtype=torch.float64) < 0.3).double()
     x[torch.arange(8), torch.arange(8) % items] = 1.0
     mu_ref, lv_ref = m64.encode(x)
+    lv_ref = lv_ref - float(getattr(model, "logvar_offset", 0.0))  # the head's own logvar
     maps = _model_input_map(m64)
     input_norm = None
     last_h = None
@@ -501,6 +502,10 @@ def encoder_lipschitz_bound(
     last layer norm's output norm. RecVAE normalises its input exactly as Multi-VAE does,
     so ``normalization_factor`` applies unchanged.
 
+    A declared posterior scale c (``model.logvar_offset`` = 2 ln c, ``radius.model.wrap``)
+    shifts every logvar by 2 ln c, so the range bounds :math:`G_k` and :math:`M_k` are
+    shifted with it and the sigma factor scales by c.
+
     Parameters
     ----------
     model : a MultVAE (``enc_in_weight`` (I, H0), ``enc_layers``), a RecVAE, or any
@@ -532,6 +537,10 @@ def encoder_lipschitz_bound(
     else:
         trunk_fn = _generic_trunk
     trunk, w_mu, w_lv, global_max, details = trunk_fn(model)
+    offset = float(getattr(model, "logvar_offset", 0.0))
+    if offset:  # a declared posterior scale c: logvar = head + 2 ln c (radius.model.wrap)
+        global_max = global_max + offset
+        details["logvar_offset"] = offset
     d = int(w_mu.shape[0])
     if logvar_observed is None:
         if not bool(torch.isfinite(global_max).all()):

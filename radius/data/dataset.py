@@ -1,4 +1,20 @@
-"""The prepared dataset: CSR matrices of the strong-generalisation split + manifest.
+"""The prepared dataset: CSR matrices of a split + manifest.
+
+Two protocols (``manifest["protocol"]``):
+
+- ``strong`` (Liang et al. 2018, radius's default): validation and test users are
+  held out whole; ``val_tr`` / ``test_tr`` are their fold-in rows (80% of their items,
+  never trained on) and ``val_te`` / ``test_te`` the targets (20%).
+- ``weak`` (RecBole's and cornac's default): every user trains on part of their own
+  interactions (80%); the validation and test users are training users with held-out
+  interactions, ``val_tr`` / ``test_tr`` are their *training* rows (what the model reads
+  at evaluation, as in RecBole's and cornac's evaluators) and ``val_te`` / ``test_te``
+  their held-out interactions (10% + 10%).
+
+Claims that read held-out users' inputs (``test_tr``: L2.4's pairs, T2.5, P3.1, P3.2,
+the t-SNE figure) therefore read fresh users under ``strong`` and training users' own
+inputs under ``weak``; ``Dataset.protocol`` says which, and every claim's context
+records it.
 
 Layout on disk (a folder, written atomically)::
 
@@ -11,9 +27,10 @@ Layout on disk (a folder, written atomically)::
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import scipy.sparse as sp
@@ -21,9 +38,10 @@ import scipy.sparse as sp
 from radius.errors import DataError
 from radius.io import atomic_dir, stable_hash, to_jsonable
 
-__all__ = ["Dataset", "COHORTS", "cohort_of", "content_hash"]
+__all__ = ["Dataset", "COHORTS", "cohort_of", "content_hash", "PROTOCOLS"]
 
 SPLITS = ("train", "val_tr", "val_te", "test_tr", "test_te")
+PROTOCOLS: tuple[str, ...] = ("strong", "weak")
 
 # Interaction-count cohorts of the paper: [5-10], [11-50], [51-100], [100+].
 # The paper's bins overlap at 100; here 100 belongs to [51-100] and [100+] means > 100.
@@ -112,6 +130,153 @@ class Dataset:
     def n_items(self) -> int:
         return int(self.train.shape[1])
 
+    @property
+    def protocol(self) -> str:
+        """``"strong"`` (held-out users), ``"weak"`` (held-out interactions of training
+        users) or ``"train-only"`` (no held-out part given): see the module doc."""
+        params = self.manifest.get("params") or {}
+        return str(self.manifest.get("protocol") or params.get("protocol") or "strong")
+
+    # ---------------------------------------------------------- construction
+    @classmethod
+    def from_matrices(
+        cls,
+        train: Any,
+        *,
+        heldout: Mapping[str, Any] | None = None,
+        item_ids: Sequence[Any] | None = None,
+        user_ids: Sequence[Any] | None = None,
+        name: str = "dataset",
+        manifest: Mapping[str, Any] | None = None,
+    ) -> Dataset:
+        r"""A dataset from matrices that already hold a split: the given item universe,
+        item order and users are kept (nothing is filtered, re-split or thresholded).
+
+        Parameters
+        ----------
+        train : (U, I) training interactions (scipy sparse or a dense array): row u is
+            the input user u trained on. Every stored non-zero value counts as one
+            interaction (values other than 1 are binarised; the manifest counts them).
+        heldout : ``{"val": part, "test": part}`` (either key optional), where a part is
+
+            - ``(fold_in, targets)``, two (V, I) matrices of V users *not* in ``train``
+              (strong generalisation), or
+            - one (U, I) matrix aligned with ``train``: held-out interactions of the
+              training users (weak generalisation); the part's users are the rows with
+              at least one held-out item, their fold-in rows are their ``train`` rows.
+
+            A part left out is empty (no users). None (or ``{}``): no held-out part
+            (``protocol = "train-only"``): ``val_tr`` / ``test_tr`` are then the training
+            rows and the targets are empty, so the claims that read held-out users'
+            inputs read the training users' inputs.
+        item_ids : the I item ids in column order (default ``0 .. I-1``), kept as strings
+            in ``manifest["id_maps"]["items"]``.
+        user_ids : the U training users' ids in row order (default ``0 .. U-1``).
+        name : the dataset's name.
+        manifest : more manifest entries (``source``, ``params``, ...), stored as given.
+
+        Raises
+        ------
+        DataError
+            Matrices of different item counts, a weak part whose shape differs from
+            ``train``'s, fold-in and target parts of different users, negative or
+            non-finite values, ids that do not match the matrices or repeat, an unknown
+            part name.
+        """
+        tr = _as_csr(train, "train")
+        n_users, n_items = tr.matrix.shape
+        items = [str(x) for x in (range(n_items) if item_ids is None else item_ids)]
+        if len(items) != n_items:
+            raise DataError(f"item_ids has {len(items)} ids, but train has {n_items} items")
+        if len(set(items)) != len(items):
+            dup = next(x for x in items if items.count(x) > 1)
+            raise DataError(f"item_ids repeat an id: {dup!r}")
+        users = [str(x) for x in (range(n_users) if user_ids is None else user_ids)]
+        if len(users) != n_users:
+            raise DataError(f"user_ids has {len(users)} ids, but train has {n_users} rows")
+        parts = dict(heldout or {})
+        unknown = sorted(set(parts) - {"val", "test"})
+        if unknown:
+            raise DataError(f"heldout parts are 'val' and 'test', got {unknown}")
+        binarised = {"train": tr.binarised}
+        mats: dict[str, sp.csr_matrix] = {"train": tr.matrix}
+        id_maps = {"items": items, "train_users": users}
+        kinds = {}
+        for split in ("val", "test"):
+            part = parts.get(split)
+            if part is None and not parts:  # train only: held-out inputs = training rows
+                fold_in, targets = tr.matrix, sp.csr_matrix((n_users, n_items), dtype=np.float32)
+                ids, kind = users, "none"
+            elif part is None:  # the other part was given: this one is empty
+                fold_in = targets = sp.csr_matrix((0, n_items), dtype=np.float32)
+                ids, kind = [], "none"
+            elif isinstance(part, tuple | list):
+                if len(part) != 2:
+                    raise DataError(
+                        f"heldout[{split!r}] must be (fold_in, targets) or one matrix aligned "
+                        f"with train, got a sequence of {len(part)}"
+                    )
+                a, b = _as_csr(part[0], f"{split} fold-in"), _as_csr(part[1], f"{split} targets")
+                for what, m in ((f"{split} fold-in", a), (f"{split} targets", b)):
+                    if m.matrix.shape[1] != n_items:
+                        raise DataError(
+                            f"{what} has {m.matrix.shape[1]} items, but train has {n_items}"
+                        )
+                if a.matrix.shape[0] != b.matrix.shape[0]:
+                    raise DataError(
+                        f"{split} fold-in has {a.matrix.shape[0]} users but its targets "
+                        f"{b.matrix.shape[0]}: they must be the same users, row by row"
+                    )
+                fold_in, targets = a.matrix, b.matrix
+                binarised[f"{split}_tr"], binarised[f"{split}_te"] = a.binarised, b.binarised
+                ids = [f"{split}:{k}" for k in range(fold_in.shape[0])]
+                kind = "strong"
+            else:
+                t = _as_csr(part, f"{split} targets")
+                if t.matrix.shape != tr.matrix.shape:
+                    raise DataError(
+                        f"heldout[{split!r}] is one matrix, so it holds held-out interactions "
+                        f"of the training users and must have train's shape {tr.matrix.shape}, "
+                        f"got {t.matrix.shape}"
+                    )
+                rows = np.flatnonzero(np.diff(t.matrix.indptr) > 0)
+                fold_in, targets = tr.matrix[rows], t.matrix[rows]
+                binarised[f"{split}_te"] = t.binarised
+                ids = [users[r] for r in rows.tolist()]
+                kind = "weak"
+            mats[f"{split}_tr"], mats[f"{split}_te"] = fold_in, targets
+            id_maps[f"{split}_users"] = ids
+            kinds[split] = kind
+        given = {k for k in kinds.values() if k != "none"}
+        if not given:
+            protocol = "train-only"
+        elif len(given) == 1:
+            protocol = given.pop()
+        else:
+            protocol = "mixed"
+        overlap = {
+            s: int(mats[f"{s}_tr"].multiply(mats[f"{s}_te"]).nnz)
+            for s in ("val", "test")
+            if kinds[s] != "none"
+        }
+        man: dict[str, Any] = {
+            "name": name,
+            "protocol": protocol,
+            "heldout_parts": kinds,
+            "counts": {
+                "items": int(n_items),
+                "train_users": int(n_users),
+                "val_users": int(mats["val_tr"].shape[0]),
+                "test_users": int(mats["test_tr"].shape[0]),
+                "train_interactions": int(mats["train"].nnz),
+                "targets_also_in_fold_in": overlap,
+                "binarised_values": {k: v for k, v in binarised.items() if v},
+            },
+            "id_maps": id_maps,
+        }
+        man.update(dict(manifest or {}))
+        return cls(**mats, manifest=man)
+
     def heldout(self, split: str = "test") -> tuple[sp.csr_matrix, sp.csr_matrix]:
         """(fold-in, held-out) matrices of ``split`` in {"val", "test"}."""
         if split not in ("val", "test"):
@@ -134,6 +299,7 @@ class Dataset:
         return {
             "name": self.name,
             "hash": self.hash,
+            "protocol": self.protocol,
             "items": self.n_items,
             "train_users": self.train.shape[0],
             "val_users": self.val_tr.shape[0],
@@ -189,3 +355,36 @@ class Dataset:
 
     def key(self) -> str:
         return stable_hash({"hash": self.hash})
+
+
+class _Binary(NamedTuple):
+    matrix: sp.csr_matrix  # binary float32, sorted indices, no explicit zeros
+    binarised: int  # stored values that were not 1 (set to 1)
+
+
+def _as_csr(m: Any, what: str) -> _Binary:
+    """A 2-D non-negative finite matrix as binary CSR; DataError naming ``what`` else."""
+    if sp.issparse(m):
+        out = sp.csr_matrix(m, dtype=np.float64, copy=True)
+    else:
+        arr = np.asarray(m, dtype=np.float64)
+        if arr.ndim != 2:
+            raise DataError(f"{what} must be a 2-D matrix, got {arr.ndim} dimensions")
+        out = sp.csr_matrix(arr)
+    if out.ndim != 2:
+        raise DataError(f"{what} must be a 2-D matrix")
+    data = out.data
+    if not np.isfinite(data).all():
+        raise DataError(f"{what} has {int((~np.isfinite(data)).sum())} non-finite values")
+    if (data < 0).any():
+        raise DataError(
+            f"{what} has {int((data < 0).sum())} negative values (interactions are counts or "
+            f"ratings >= 0; e.g. {float(data[data < 0][0]):g})"
+        )
+    out.eliminate_zeros()
+    out.sum_duplicates()
+    binarised = int((out.data != 1.0).sum())
+    out.data[:] = 1.0
+    out = sp.csr_matrix(out, dtype=np.float32)
+    out.sort_indices()
+    return _Binary(out, binarised)

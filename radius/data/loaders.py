@@ -53,7 +53,7 @@ from radius.data.split import (
     Interactions,
     SplitParams,
     resolve_split_params,
-    strong_generalization_split,
+    split_interactions,
 )
 from radius.errors import DataError
 from radius.io import file_sha256
@@ -68,6 +68,8 @@ __all__ = [
     "defaults_name",
     "prepare",
     "load_any",
+    "defaults_applied",
+    "announce_defaults",
 ]
 
 log = logging.getLogger(__name__)
@@ -782,6 +784,7 @@ def read_interactions(path: str | Path, fmt: str = "auto") -> Interactions:
         layout = _recbole_layout(f, head) if fmt == "recbole" else _sniff_csv(f, head)
         if fmt == "recbole" and f.stem in _RECBOLE_DATASETS:
             source["dataset"] = f.stem
+            source["dataset_guess"] = f"the file is named {f.name}"
     source["columns"] = {
         "user": layout.user_col,
         "item": layout.item_col,
@@ -813,7 +816,13 @@ def _split(
     split: Mapping[str, Any] | None,
     name: str | None,
 ) -> Dataset:
-    """Split with ``params`` (else the format's defaults) updated by ``split``."""
+    """Split with ``params`` (else the format's defaults) updated by ``split``.
+
+    Every default chosen from the file's name or format (``defaults_applied``) is
+    printed on stderr and stored in the manifest (``defaults_applied``, and
+    ``source.format_guess`` / ``source.dataset_guess`` for what was guessed), each with
+    the option that turns it off.
+    """
     if params is None:
         base, defaults = default_params(inter), defaults_name(inter)
     else:
@@ -821,9 +830,81 @@ def _split(
     resolved, origin = resolve_split_params(base, split, defaults=defaults)
     if params is not None:  # every field of a caller's SplitParams counts as given
         origin["given"] = list(params.__dataclass_fields__)
-    return strong_generalization_split(
-        inter, resolved, name=name or _default_name(inter, path), origin=origin
+    notes = defaults_applied(inter, resolved, origin)
+    announce_defaults(inter.source.get("path", str(path)), notes, inter.source)
+    ds = split_interactions(inter, resolved, name=name or _default_name(inter, path), origin=origin)
+    ds.manifest["defaults_applied"] = notes
+    return ds
+
+
+def defaults_applied(
+    inter: Interactions, params: SplitParams, origin: Mapping[str, Any]
+) -> list[dict[str, str]]:
+    """The split defaults a format or file name chose and the caller did not give.
+
+    One entry per rule, ``{"rule", "because", "off"}``: the rating threshold (when the
+    data has ratings), the minimum counts, a fixed held-out size, and the protocol. An
+    explicit ``params=SplitParams(...)`` leaves none (every field counts as given).
+    """
+    given = set(origin.get("given", ())) | set(origin.get("implied", {}))
+    who = origin.get("defaults")
+    if who is None:
+        return []
+    because = (
+        f"the {who} defaults ({inter.source['dataset_guess']})"
+        if inter.source.get("dataset_guess")
+        else f"the {who} format's defaults"
     )
+    out = []
+
+    def add(rule: str, off: str) -> None:
+        out.append({"rule": rule, "because": because, "off": off})
+
+    if "threshold" not in given and params.threshold is not None and inter.ratings is not None:
+        add(
+            f"keep ratings {'>=' if params.inclusive else '>'} {params.threshold:g}",
+            "split={'threshold': None} / --all-ratings keeps every rating",
+        )
+    if "min_user" not in given and params.min_user > 0:
+        add(
+            f"keep users with >= {params.min_user} interactions",
+            "split={'min_user': N} / --min-user N (0 keeps every user)",
+        )
+    if "min_item" not in given and params.min_item > 0:
+        add(
+            f"keep items with >= {params.min_item} interactions",
+            "split={'min_item': N} / --min-item N (0 keeps every item)",
+        )
+    if params.protocol == "strong" and "n_heldout" not in given and params.n_heldout is not None:
+        add(
+            f"{params.n_heldout} validation and {params.n_heldout} test users"
+            + (" (10% each when that is fewer)" if params.heldout_fallback else ""),
+            "split={'n_heldout': N} or {'heldout_frac': F} / --heldout-users N|F",
+        )
+    if "protocol" not in given:
+        add(
+            "protocol 'strong' (Liang et al.): whole users held out, 10% + 10%",
+            "split={'protocol': 'weak'} / --protocol weak splits each user's interactions "
+            "80/10/10 (RecBole's and cornac's default)",
+        )
+    return out
+
+
+def announce_defaults(where: str, notes: list[dict[str, str]], source: Mapping[str, Any]) -> None:
+    """Print the guessed format and the defaults applied on stderr (one line each)."""
+    import sys
+
+    if source.get("format_guess"):
+        print(
+            f"radius: note: {where}: read as format {source.get('format')!r} "
+            f"({source['format_guess']}); fmt= / --format chooses another",
+            file=sys.stderr,
+        )
+    for n in notes:
+        print(
+            f"radius: note: {where}: {n['rule']}, by {n['because']}; off: {n['off']}",
+            file=sys.stderr,
+        )
 
 
 def _sources_sha256(files: list[Path]) -> str:
@@ -881,12 +962,15 @@ def prepare(
     return ds
 
 
-def load_any(spec: str | Path, *, split: Mapping[str, Any] | None = None) -> Dataset:
+def load_any(
+    spec: str | Path, *, split: Mapping[str, Any] | None = None, fmt: str = "auto"
+) -> Dataset:
     """A data set from ``"default"``/``"synthetic"``, a prepared folder or a raw file.
 
-    A raw file (or raw data folder) is read and split in memory with its format's
-    default split updated by ``split`` (as in :func:`prepare`); nothing is saved. A
-    prepared folder is already split: ``split`` is then an error.
+    A raw file (or raw data folder) is read (``fmt``, default guessed) and split in
+    memory with its format's default split updated by ``split`` (as in :func:`prepare`);
+    nothing is saved. A prepared folder is already split: ``split`` or a ``fmt`` is then
+    an error.
     """
     if str(spec) in ("default", "synthetic"):
         from radius.data.synthetic import default_dataset
@@ -904,6 +988,8 @@ def load_any(spec: str | Path, *, split: Mapping[str, Any] | None = None) -> Dat
                 f"{p}: a prepared dataset is already split; prepare the raw file again "
                 f"to change {', '.join(sorted(split))}"
             )
+        if fmt != "auto":
+            raise DataError(f"{p}: a prepared dataset has no format to choose (fmt={fmt!r})")
         return Dataset.load(p)
     if p.is_dir():
         try:
@@ -912,5 +998,5 @@ def load_any(spec: str | Path, *, split: Mapping[str, Any] | None = None) -> Dat
             raise DataError(f"{p}: not a prepared dataset (no manifest.json) and {e}") from e
     if split:
         resolve_split_params(SplitParams(), split, defaults=None)  # fail fast
-    inter = read_interactions(p)
+    inter = read_interactions(p, fmt)
     return _split(inter, p, params=None, split=split, name=None)

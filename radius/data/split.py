@@ -1,4 +1,15 @@
-"""Interactions and the strong-generalisation split of Liang et al. (2018).
+"""Interactions and their splits: Liang et al.'s strong generalisation, and the weak one.
+
+``split_interactions`` dispatches on ``SplitParams.protocol``:
+
+- ``"strong"`` (default, ``strong_generalization_split``): held-out users, see below;
+- ``"weak"`` (``weak_generalization_split``, RecBole's and cornac's default): each
+  user's interactions are shuffled (seeded) and split ``1 - val_prop - test_prop`` /
+  ``val_prop`` / ``test_prop`` (80/10/10) into training, validation and test
+  interactions; every user trains, the validation and test users are those with a held-out
+  interaction, and their fold-in rows are their training rows (``Dataset`` module doc).
+
+The strong split:
 
 Follows the reference preprocessing of ``dawenl/vae_cf``: keep ratings above a
 threshold, drop items below ``min_item`` then users below ``min_user``, permute
@@ -29,7 +40,13 @@ __all__ = [
     "resolve_split_params",
     "params_origin_rows",
     "strong_generalization_split",
+    "weak_generalization_split",
+    "split_interactions",
+    "PROTOCOLS",
 ]
+
+PROTOCOLS: tuple[str, ...] = ("strong", "weak")
+_STRONG_ONLY = ("n_heldout", "heldout_fallback", "heldout_frac", "min_heldout_items")
 
 
 @dataclass
@@ -145,6 +162,12 @@ class SplitParams:
         rest, ``1 - test_prop``, is the fold-in part.
     min_heldout_items : held-out users need at least this many items (5).
     seed : seed of the user permutation and the 80/20 split (98765 as in the reference).
+    protocol : ``"strong"`` (held-out users, Liang et al.) or ``"weak"`` (held-out
+        interactions of every user, RecBole's and cornac's default); module doc.
+    val_prop : ``"weak"`` only: share of each user's interactions for validation (0.1);
+        ``test_prop`` is then the share for test (0.1 when the protocol is given as weak
+        and test_prop is not). The ``n_heldout`` / ``heldout_frac`` /
+        ``min_heldout_items`` fields apply to ``"strong"`` only.
 
     Invalid values raise ValueError naming the field and the value.
     """
@@ -159,8 +182,19 @@ class SplitParams:
     test_prop: float = 0.2
     min_heldout_items: int = 5
     seed: int = 98765
+    protocol: str = "strong"
+    val_prop: float = 0.1
 
     def __post_init__(self) -> None:
+        if self.protocol not in PROTOCOLS:
+            raise ValueError(f"protocol must be one of {list(PROTOCOLS)}, got {self.protocol!r}")
+        if not 0.0 < self.val_prop < 1.0:
+            raise ValueError(f"val_prop must lie in (0, 1), got {self.val_prop}")
+        if self.protocol == "weak" and self.val_prop + self.test_prop >= 1.0:
+            raise ValueError(
+                f"val_prop={self.val_prop} + test_prop={self.test_prop} must stay below 1 "
+                "(the rest of each user's interactions is the training part)"
+            )
         if self.threshold is not None and not np.isfinite(self.threshold):
             raise ValueError(f"threshold must be a finite number or None, got {self.threshold}")
         if self.min_user < 0 or self.min_item < 0:
@@ -173,7 +207,9 @@ class SplitParams:
             raise ValueError(f"heldout_frac must lie in (0, 0.5), got {self.heldout_frac}")
         if not 0.0 < self.test_prop < 1.0:
             raise ValueError(f"test_prop must lie in (0, 1), got {self.test_prop}")
-        if self.min_heldout_items < 1 or int(self.test_prop * self.min_heldout_items) < 1:
+        if self.protocol == "strong" and (
+            self.min_heldout_items < 1 or int(self.test_prop * self.min_heldout_items) < 1
+        ):
             need = next(m for m in range(1, 10**6) if int(self.test_prop * m) >= 1)
             raise ValueError(
                 f"min_heldout_items={self.min_heldout_items} with test_prop={self.test_prop} "
@@ -189,7 +225,8 @@ SPLIT_FIELDS: tuple[str, ...] = tuple(SplitParams.__dataclass_fields__)
 # The type each field accepts (besides None where the field allows it).
 _INT_FIELDS = ("min_user", "min_item", "n_heldout", "min_heldout_items", "seed")
 _BOOL_FIELDS = ("inclusive", "heldout_fallback")
-_REAL_FIELDS = ("threshold", "heldout_frac", "test_prop")
+_REAL_FIELDS = ("threshold", "heldout_frac", "test_prop", "val_prop")
+_STR_FIELDS = ("protocol",)
 _NONE_OK = ("threshold", "n_heldout")
 
 
@@ -197,6 +234,10 @@ def _check_type(field_name: str, value: Any) -> Any:
     """``value`` as the type of ``field_name`` (numpy scalars accepted), else DataError."""
     if value is None and field_name in _NONE_OK:
         return None
+    if field_name in _STR_FIELDS:
+        if isinstance(value, str):
+            return value
+        raise DataError(f"split parameter {field_name}={value!r}: must be a string")
     if field_name in _BOOL_FIELDS:
         if isinstance(value, (bool, np.bool_)):
             return bool(value)
@@ -243,6 +284,11 @@ def resolve_split_params(
     A ``threshold`` given without ``inclusive`` is an error: ``>=`` and ``>`` differ on
     integer scales, and formats disagree (Netflix ``>= 4``, MovieLens ``> 3.5``).
 
+    ``protocol="weak"`` given without ``test_prop``: ``test_prop = 0.1`` (80/10/10 per
+    user). A held-out-user field (``n_heldout``, ``heldout_frac``, ``heldout_fallback``,
+    ``min_heldout_items``) given with the weak protocol, or ``val_prop`` with the strong
+    one, is an error: it would be ignored.
+
     Raises
     ------
     DataError
@@ -264,6 +310,23 @@ def resolve_split_params(
             "ratings >= threshold) or inclusive=False (keep ratings > threshold)"
         )
     implied: dict[str, str] = {}
+    protocol = values.get("protocol", base.protocol)
+    if protocol == "weak":
+        strong_given = [k for k in _STRONG_ONLY if k in values]
+        if strong_given:
+            raise DataError(
+                f"split parameter {strong_given[0]}={values[strong_given[0]]!r} applies to "
+                "protocol 'strong' (held-out users); protocol 'weak' holds out val_prop and "
+                "test_prop of every user's interactions"
+            )
+        if "test_prop" not in values and "protocol" in values:
+            values["test_prop"] = 0.1
+            implied["test_prop"] = "protocol weak given: 80/10/10 of each user's interactions"
+    elif "val_prop" in values:
+        raise DataError(
+            f"split parameter val_prop={values['val_prop']!r} applies to protocol 'weak'; "
+            "protocol 'strong' holds out whole users (n_heldout or heldout_frac)"
+        )
     if values.get("n_heldout") is not None and "heldout_fallback" not in values:
         values["heldout_fallback"] = False
         implied["heldout_fallback"] = "n_heldout given: the count is used as given"
@@ -354,27 +417,16 @@ def _rule(params: SplitParams) -> str:
     return f"rating {'>=' if params.inclusive else '>'} {params.threshold:g}"
 
 
-def strong_generalization_split(
+def _filtered(
     inter: Interactions,
-    params: SplitParams = SplitParams(),
-    *,
-    name: str = "dataset",
-    origin: Mapping[str, Any] | None = None,
-) -> Dataset:
-    """Filter, split users into train/val/test and fold-in/held-out; see module doc.
+    params: SplitParams,
+    name: str,
+    origin: Mapping[str, Any] | None,
+) -> tuple[str, dict[str, Any], Interactions, np.ndarray, np.ndarray, int]:
+    """Deduplicate, apply the rating rule and the minimum counts (both protocols).
 
-    ``origin`` (from :func:`resolve_split_params`) says which parameters were given and
-    whose defaults the others are; it is stored as the manifest's ``params_origin``.
-    Without it every parameter counts as given by the caller. A threshold that was
-    given on data without ratings is an error (a format default threshold is then
-    ignored, as before: implicit data has nothing to threshold).
-
-    Raises
-    ------
-    DataError
-        When the parameters cannot be met on this data, naming the value and the reason:
-        a threshold above every rating, minimum counts that leave no user, more held-out
-        users than users, no held-out user with ``min_heldout_items`` items.
+    Returns ``(where, origin, deduplicated interactions, users, items, raw row count)``;
+    DataError when nothing is left, naming the value and the reason.
     """
     where = inter.source.get("path", name)
     if origin is None:
@@ -383,6 +435,7 @@ def strong_generalization_split(
         "defaults": origin.get("defaults"),
         "given": list(origin.get("given", ())),
         "implied": dict(origin.get("implied", {})),
+        **{k: v for k, v in origin.items() if k not in ("defaults", "given", "implied")},
     }
     inter = inter.deduplicated()
     u, i, r = inter.users, inter.items, inter.ratings
@@ -405,7 +458,45 @@ def strong_generalization_split(
     keep = _filter_counts(u, i, params.min_user, params.min_item)
     if not keep.any():
         raise DataError(f"{where}: {_why_no_user(u, i, params)}")
-    u, i = u[keep], i[keep]
+    return where, origin, inter, u[keep], i[keep], n_raw
+
+
+def split_interactions(
+    inter: Interactions,
+    params: SplitParams = SplitParams(),
+    *,
+    name: str = "dataset",
+    origin: Mapping[str, Any] | None = None,
+) -> Dataset:
+    """The split ``params.protocol`` names: strong (held-out users) or weak (held-out
+    interactions of every user); see the module doc."""
+    fn = weak_generalization_split if params.protocol == "weak" else strong_generalization_split
+    return fn(inter, params, name=name, origin=origin)
+
+
+def strong_generalization_split(
+    inter: Interactions,
+    params: SplitParams = SplitParams(),
+    *,
+    name: str = "dataset",
+    origin: Mapping[str, Any] | None = None,
+) -> Dataset:
+    """Filter, split users into train/val/test and fold-in/held-out; see module doc.
+
+    ``origin`` (from :func:`resolve_split_params`) says which parameters were given and
+    whose defaults the others are; it is stored as the manifest's ``params_origin``.
+    Without it every parameter counts as given by the caller. A threshold that was
+    given on data without ratings is an error (a format default threshold is then
+    ignored, as before: implicit data has nothing to threshold).
+
+    Raises
+    ------
+    DataError
+        When the parameters cannot be met on this data, naming the value and the reason:
+        a threshold above every rating, minimum counts that leave no user, more held-out
+        users than users, no held-out user with ``min_heldout_items`` items.
+    """
+    where, origin, inter, u, i, n_raw = _filtered(inter, params, name, origin)
     uid, u_idx = np.unique(u, return_inverse=True)
     n_users = len(uid)
     rng = np.random.RandomState(params.seed)
@@ -485,6 +576,7 @@ def strong_generalization_split(
             )
     manifest = {
         "name": name,
+        "protocol": "strong",
         "source": inter.source,
         "params": {k: getattr(params, k) for k in SPLIT_FIELDS},
         "params_origin": origin,
@@ -510,3 +602,98 @@ def strong_generalization_split(
         },
     }
     return Dataset(**mats, manifest=manifest)
+
+
+def _weak_counts(n: np.ndarray, val_prop: float, test_prop: float) -> tuple[np.ndarray, ...]:
+    """(n_val, n_test) per user of n interactions: floor(prop * n) each, and a part whose
+    share is in (0, 1) item gets one item while at least two training items remain (so
+    every user with >= 3 interactions has a validation and a test item; the rule RecBole's
+    ratio split follows)."""
+    n_val = np.floor(val_prop * n).astype(np.int64)
+    n_test = np.floor(test_prop * n).astype(np.int64)
+    for part, prop in ((n_test, test_prop), (n_val, val_prop)):
+        bump = (part == 0) & (prop * n > 0) & (n - n_val - n_test >= 2)
+        part[bump] = 1
+    return n_val, n_test
+
+
+def weak_generalization_split(
+    inter: Interactions,
+    params: SplitParams = SplitParams(protocol="weak", test_prop=0.1),
+    *,
+    name: str = "dataset",
+    origin: Mapping[str, Any] | None = None,
+) -> Dataset:
+    """Filter, then split every user's interactions into train / validation / test.
+
+    Each user's interactions are ordered by a seeded random key; the first ``n_test``
+    are test targets, the next ``n_val`` validation targets, the rest the training row
+    (``_weak_counts``: 80/10/10 by default). Items are those of the training part (a
+    held-out interaction on an item no user trained on is dropped and counted, as the
+    strong split restricts items to training users'). The dataset is built by
+    ``Dataset.from_matrices`` with held-out parts aligned with the training rows, so
+    the validation and test users are the users with a held-out interaction and their
+    fold-in rows are their training rows.
+
+    Raises
+    ------
+    DataError
+        As ``strong_generalization_split`` for the filters; no test interaction at all.
+    """
+    where, origin, inter, u, i, n_raw = _filtered(inter, params, name, origin)
+    uid, u_idx = np.unique(u, return_inverse=True)
+    n_users = len(uid)
+    rng = np.random.RandomState(params.seed)
+    order = np.lexsort((rng.random_sample(len(u)), u_idx))  # by user, random within
+    counts = np.bincount(u_idx, minlength=n_users)
+    starts = np.concatenate(([0], np.cumsum(counts)[:-1]))
+    rank = np.empty(len(u), dtype=np.int64)
+    rank[order] = np.arange(len(u)) - starts[u_idx[order]]
+    n_val, n_test = _weak_counts(counts, params.val_prop, params.test_prop)
+    r_test, r_val = n_test[u_idx], n_test[u_idx] + n_val[u_idx]
+    role = np.where(rank < r_test, 2, np.where(rank < r_val, 1, 0))
+    train_items = np.unique(i[role == 0])
+    n_items = len(train_items)
+    seen = np.isin(i, train_items)
+    col = np.full(len(i), -1, dtype=np.int64)
+    col[seen] = np.searchsorted(train_items, i[seen])
+
+    def aligned(k: int) -> sp.csr_matrix:
+        sel = (role == k) & seen
+        return sp.csr_matrix(
+            (np.ones(int(sel.sum()), dtype=np.float32), (u_idx[sel], col[sel])),
+            shape=(n_users, n_items),
+        )
+
+    test = aligned(2)
+    if test.nnz == 0:
+        raise DataError(
+            f"{where}: no test interaction (test_prop={params.test_prop:g} of users with "
+            f"at most {int(counts.max())} interactions)"
+        )
+    dropped = {s: int(((role == k) & ~seen).sum()) for s, k in (("val", 1), ("test", 2))}
+    ds = Dataset.from_matrices(
+        aligned(0),
+        heldout={"val": aligned(1), "test": test},
+        item_ids=_names(train_items, inter.item_labels),
+        user_ids=_names(uid, inter.user_labels),
+        name=name,
+    )
+    ds.manifest.update(
+        {
+            "source": inter.source,
+            "params": {k: getattr(params, k) for k in SPLIT_FIELDS},
+            "params_origin": origin,
+        }
+    )
+    ds.manifest["counts"].update(
+        {
+            "raw_interactions": int(n_raw),
+            "duplicates_removed": int(inter.stats.get("duplicates_removed", 0)),
+            "kept_interactions": int(len(u)),
+            "users": int(n_users),
+            "heldout_dropped_unseen_items": dropped,
+            **{k: v for k, v in inter.stats.items() if k != "duplicates_removed"},
+        }
+    )
+    return ds

@@ -6,14 +6,22 @@ that follows ``VAEModel`` (``radius.model.protocol``), so every claim can check 
 
 from __future__ import annotations
 
-from radius.model.protocol import VAEModel, check_model, encode_masked, input_convention
-from radius.model.wrap import ModelError, WrappedVAE, validate, wrap
+from radius.model.protocol import (
+    VAEModel,
+    check_model,
+    encode_masked,
+    input_convention,
+    posterior_scale,
+)
+from radius.model.wrap import ModelError, WrappedVAE, posterior_warnings, validate, wrap
 
 __all__ = [
     "VAEModel",
     "check_model",
     "encode_masked",
     "input_convention",
+    "posterior_scale",
+    "posterior_warnings",
     "wrap",
     "validate",
     "WrappedVAE",

@@ -19,6 +19,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 
 from radius.model.multvae import SparseBatch
@@ -78,15 +79,26 @@ def anchor_terms_dense(x: Tensor, mu: Tensor, logvar: Tensor, anchors: Tensor) -
 def anchor_terms_sparse(
     batch: SparseBatch, mu: Tensor, logvar: Tensor, anchors: Tensor
 ) -> AnchorTerms:
-    """Closed form of P3.1 on a clean sparse batch (support = stored entries > 0)."""
+    r"""Closed form of P3.1 on a clean sparse batch (support = stored entries > 0).
+
+    :math:`\bar e` is an embedding bag over the batch's items (a sum of the anchor rows,
+    no (nnz, d) gather), and the spread is taken about the mean anchor c,
+    :math:`\frac1n\sum_{i\in S}\|e_i - c\|^2 - \|\bar e - c\|^2`, which equals
+    :math:`\frac1n\sum_i\|e_i - \bar e\|^2` for any c and keeps float32 precision when
+    all anchors share a large offset. c is detached: the value does not depend on it,
+    so neither does the gradient.
+    """
     on = (batch.values > 0).to(anchors.dtype)  # (nnz,)
     n = batch.row_sum(on)  # (B,)
     safe_n = n.clamp_min(1.0)
-    e_rows = anchors[batch.indices] * on[:, None]  # (nnz, d)
-    e_bar = batch.row_sum(e_rows) / safe_n[:, None]  # (B, d)
-    # centred form: mean ||e_i - e_bar||^2 keeps its precision when anchors share an offset
-    diff = (anchors[batch.indices] - e_bar[batch.rows]) * on[:, None]  # (nnz, d)
-    spread = batch.row_sum((diff * diff).sum(-1)) / safe_n
+    e_bar = (
+        F.embedding_bag(batch.indices, anchors, batch.offsets, mode="sum", per_sample_weights=on)
+        / safe_n[:, None]
+    )  # (B, d)
+    c = anchors.detach().mean(0, keepdim=True)  # (1, d)
+    sq = ((anchors - c) ** 2).sum(-1)  # (I,)
+    e_bar_c = e_bar - c
+    spread = batch.row_sum(sq[batch.indices] * on) / safe_n - (e_bar_c * e_bar_c).sum(-1)
     return AnchorTerms(
         align=((mu - e_bar) ** 2).sum(-1),
         trace=torch.exp(logvar).sum(-1),

@@ -1,4 +1,4 @@
-"""The model protocol: the only way analysis code talks to a model.
+r"""The model protocol: the only way analysis code talks to a model.
 
 Multi-VAE, RecVAE and a user's own PyTorch VAE go through every check as long as
 they provide these members. Inputs ``x`` are raw (un-normalised) interaction rows; the
@@ -7,6 +7,13 @@ evaluation). A masked input is encoded through ``encode_masked(model, x, b)``, n
 ``encode(x * b)``: radius's models (``input_convention`` ``"normalize-mask"``, the
 reference codes') feed the encoder ``x / ||x|| * b / rho``, which ``encode(x * b)``
 would not reproduce.
+
+The posterior. ``encode`` returns the posterior every claim reads: the one the model
+samples from in training. A model whose sampler is :math:`z = \mu + c\,\sigma\,\epsilon`
+with :math:`c \ne 1` declares ``posterior_scale = c`` and returns
+:math:`\ell + 2\ln c` as its logvar (``radius.model.wrap`` does this: the only place
+where the scale is applied, so W2, KL, the beta-KL terms, T2.3's samples and L2.4's sigma
+head all see it). ``posterior_scale(model)`` reads the declared c (1 when undeclared).
 """
 
 from __future__ import annotations
@@ -16,7 +23,7 @@ from typing import Protocol, runtime_checkable
 import torch
 from torch import Tensor, nn
 
-__all__ = ["VAEModel", "check_model", "encode_masked", "input_convention"]
+__all__ = ["VAEModel", "check_model", "encode_masked", "input_convention", "posterior_scale"]
 
 
 @runtime_checkable
@@ -34,7 +41,10 @@ class VAEModel(Protocol):
 
     Optional (radius's models have them; ``encode_masked`` / ``input_convention`` below
     fall back when they are absent): ``encode_masked(x, b)``, ``input_convention``
-    (``"normalize-mask"`` or ``"mask-normalize"``) and ``keep_rate`` (rho in training).
+    (``"normalize-mask"`` or ``"mask-normalize"``) and ``keep_rate`` (rho in training);
+    ``posterior_scale`` (c of z = mu + c sigma eps; ``encode`` already includes it) and
+    ``logvar_offset`` (2 ln c); ``kl_weight`` (beta at the end of training);
+    ``radius_warnings`` (a list of strings shown under the verdicts that used the model).
     """
 
     n_items: int
@@ -102,3 +112,10 @@ def encode_masked(model: object, x: Tensor, b: Tensor) -> tuple[Tensor, Tensor]:
     if fn is not None:
         return fn(x, b)
     return model.encode(x * b)  # type: ignore[attr-defined]
+
+
+def posterior_scale(model: object) -> float:
+    """c of the model's sampler z = mu + c sigma eps (1.0 when the model declares none).
+
+    ``encode`` already returns the logvar of N(mu, c^2 sigma^2); this is for reports."""
+    return float(getattr(model, "posterior_scale", 1.0))

@@ -67,7 +67,7 @@ class RecVAEEncoder(nn.Module):
     :math:`\sim U(-1/\sqrt{\text{fan-in}}, 1/\sqrt{\text{fan-in}})`. The scale matters
     here: with layer norm's large epsilon (0.1) the first layer's output is far below
     :math:`\sqrt{\epsilon}` at the start, and a Xavier first layer (2x the weights for
-    I = 1,400 items; radius <= training revision 4) lost 0.037 nDCG@100 to the reference
+    I = 1,400 items; radius <= training revision 5) lost 0.037 nDCG@100 to the reference
     code under clean input on MovieLens-100k (``bench/README.md``, "RecVAE").
     """
 

@@ -19,6 +19,18 @@ runs the decoder up to that layer: by slicing when the decoder is an ``nn.Sequen
 ending in it, else by a forward hook that records the layer's input. ``wrap`` and
 ``validate`` run the model on a dummy batch and raise ``ModelError`` (a ``RadiusError``:
 exit 2 on the command line) naming the member and the shape when anything disagrees.
+
+The declared posterior. A model that samples :math:`z = \mu + c\,\sigma\,\epsilon`
+(RecBole's MultiVAE and RecVAE use :math:`c = 0.01`) has the posterior
+:math:`\mathcal N(\mu, c^2\sigma^2)`, not :math:`\mathcal N(\mu, \sigma^2)`;
+``wrap(..., posterior_scale=c)`` declares it, and ``encode`` then returns
+:math:`\ell + 2\ln c` for the encoder's :math:`\ell`, so every claim (W2, KL, L2.4's
+sigma head, T2.3's samples) reads the posterior the model samples from.
+
+Warnings. A model that looks degenerate gets human-readable strings in
+``radius_warnings`` (a list; ``verify`` prints them under the verdicts of the claims
+that used the model): a KL weight under ``KL_WEIGHT_MIN``, a declared posterior scale
+other than 1, and (``posterior_warnings``, on data) a logvar outside ``LOGVAR_SANE``.
 """
 
 from __future__ import annotations
@@ -32,7 +44,18 @@ from torch import Tensor, nn
 
 from radius.errors import RadiusError
 
-__all__ = ["wrap", "validate", "WrappedVAE", "ModelError", "CONVENTIONS", "EPS_NORM"]
+__all__ = [
+    "wrap",
+    "validate",
+    "WrappedVAE",
+    "ModelError",
+    "CONVENTIONS",
+    "EPS_NORM",
+    "KL_WEIGHT_MIN",
+    "LOGVAR_SANE",
+    "posterior_warnings",
+    "add_warning",
+]
 
 EPS_NORM = 1e-8  # same epsilon as radius.model.multvae
 CONVENTIONS: tuple[str, ...] = ("normalize-mask", "mask-normalize", "none")
@@ -40,6 +63,16 @@ CONVENTIONS: tuple[str, ...] = ("normalize-mask", "mask-normalize", "none")
 reference codes'); ``mask-normalize``: :math:`(x\\odot b)/(\\|x\\odot b\\|_2+\\epsilon)`;
 ``none``: the encoder gets the raw masked row :math:`x\\odot b` (it normalises, if at
 all, itself)."""
+
+KL_WEIGHT_MIN = 1e-3
+"""A KL weight (beta at the end of training) under this leaves the posterior nearly
+unregularised: ``wrap(..., kl_weight=...)`` attaches a warning."""
+
+LOGVAR_SANE: tuple[float, float] = (-20.0, 5.0)
+"""Range of the posterior's log-variance (the one radius uses, scale included) that is
+not flagged: above 5 a coordinate's sigma exceeds e^2.5 = 12 times the N(0, I) prior's
+(the encoder is not held to the prior: a tiny KL weight), below -20 sigma is under
+4.5e-5 (a point mass). ``posterior_warnings`` reports encodings outside it."""
 
 
 class ModelError(RadiusError):
@@ -62,6 +95,10 @@ class WrappedVAE(nn.Module):
         L2.4 certifies the raw-input bound through it.
     keep_rate : rho of the input mask the model was trained with (1: clean).
     lambda_a : weight of the anchor loss it was trained with (0 without anchors).
+    posterior_scale : c of the sampler z = mu + c sigma eps (1: the usual one).
+    logvar_offset : 2 ln c, added to the encoder's logvar by ``encode`` (0 when c = 1).
+    kl_weight : the KL weight (beta) at the end of training, when declared, else None.
+    radius_warnings : list of warnings about the model (strings), shown under verdicts.
     """
 
     def __init__(
@@ -78,6 +115,8 @@ class WrappedVAE(nn.Module):
         keep_rate: float,
         lambda_a: float,
         anchors: Tensor | None,
+        posterior_scale: float = 1.0,
+        kl_weight: float | None = None,
     ) -> None:
         super().__init__()
         self.encoder = encoder
@@ -91,6 +130,10 @@ class WrappedVAE(nn.Module):
         self.input_normalization = "none" if input_convention == "none" else "l2"
         self.keep_rate = float(keep_rate)
         self.lambda_a = float(lambda_a)
+        self.posterior_scale = float(posterior_scale)
+        self.logvar_offset = 2.0 * math.log(self.posterior_scale)
+        self.kl_weight = None if kl_weight is None else float(kl_weight)
+        self.radius_warnings: list[str] = []
         if anchors is None:
             self.register_parameter("anchor_table", None)
         else:
@@ -105,8 +148,12 @@ class WrappedVAE(nn.Module):
         out = self.encoder(xin)
         if self.split_output:
             d = out.shape[-1] // 2
-            return out[..., :d], out[..., d:]
-        return out[0], out[1]
+            mu, logvar = out[..., :d], out[..., d:]
+        else:
+            mu, logvar = out[0], out[1]
+        if self.logvar_offset:  # the declared posterior N(mu, c^2 sigma^2)
+            logvar = logvar + self.logvar_offset
+        return mu, logvar
 
     def encoder_input(self, x: Tensor, b: Tensor | None = None) -> Tensor:
         """The encoder input of raw rows x (B, I) under keep mask b (None: clean)."""
@@ -119,7 +166,8 @@ class WrappedVAE(nn.Module):
         return _normalize(x * b)
 
     def encode(self, x: Tensor) -> tuple[Tensor, Tensor]:
-        """x (B, I) raw rows -> (mu, logvar), each (B, d)."""
+        """x (B, I) raw rows -> (mu, logvar), each (B, d), of the declared posterior
+        (``logvar`` includes ``logvar_offset``)."""
         return self._encoder_out(self.encoder_input(x))
 
     def encode_masked(self, x: Tensor, b: Tensor) -> tuple[Tensor, Tensor]:
@@ -171,7 +219,7 @@ class WrappedVAE(nn.Module):
         return (
             f"n_items={self.n_items}, latent_dim={self.latent_dim}, "
             f"input_convention={self.input_convention!r}, keep_rate={self.keep_rate}, "
-            f"output_layer={self._out_name!r}"
+            f"posterior_scale={self.posterior_scale:g}, output_layer={self._out_name!r}"
         )
 
 
@@ -223,6 +271,8 @@ def wrap(
     lambda_a: float = 0.0,
     anchors: Tensor | None = None,
     n_items: int | None = None,
+    posterior_scale: float = 1.0,
+    kl_weight: float | None = None,
 ) -> WrappedVAE:
     r"""Turn a plain encoder and decoder into a ``VAEModel`` and validate it.
 
@@ -240,10 +290,15 @@ def wrap(
     lambda_a : weight of the anchor loss in training (0 without anchors).
     anchors : (I, d) PIA anchors, or None.
     n_items : I, when known; checked against the output layer.
+    posterior_scale : c > 0 when the model samples z = mu + c sigma eps in training (RecBole:
+        0.01); the posterior radius uses is then N(mu, c^2 exp(logvar)) (default 1).
+    kl_weight : the KL weight (beta) the model ended training with, when known; under
+        ``KL_WEIGHT_MIN`` it adds a warning (the posterior is barely regularised).
 
     Returns
     -------
-    WrappedVAE in eval mode, validated on a dummy batch (``validate``).
+    WrappedVAE in eval mode, validated on a dummy batch (``validate``), with its
+    ``radius_warnings`` (posterior scale other than 1, KL weight under the minimum).
 
     Raises
     ------
@@ -265,6 +320,10 @@ def wrap(
         raise ValueError(f"keep_rate (rho) must be in (0, 1], got {keep_rate}")
     if not (float(lambda_a) >= 0.0):
         raise ValueError(f"lambda_a must be >= 0, got {lambda_a}")
+    if not (math.isfinite(float(posterior_scale)) and float(posterior_scale) > 0.0):
+        raise ValueError(f"posterior_scale must be a finite number > 0, got {posterior_scale}")
+    if kl_weight is not None and not (math.isfinite(float(kl_weight)) and float(kl_weight) >= 0.0):
+        raise ValueError(f"kl_weight must be a finite number >= 0 or None, got {kl_weight}")
     name, layer = _find_output_layer(decoder, output_layer)
     items = int(layer.out_features)
     if n_items is not None and int(n_items) != items:
@@ -323,10 +382,95 @@ def wrap(
         keep_rate=keep_rate,
         lambda_a=lambda_a,
         anchors=anchors,
+        posterior_scale=posterior_scale,
+        kl_weight=kl_weight,
     )
     model.eval()
     validate(model)
+    for note in _declared_warnings(model):
+        add_warning(model, note)
     return model
+
+
+def add_warning(model: Any, note: str) -> None:
+    """Append ``note`` to ``model.radius_warnings`` (created if absent), once."""
+    notes = getattr(model, "radius_warnings", None)
+    if not isinstance(notes, list):
+        notes = []
+        model.radius_warnings = notes
+    if note not in notes:
+        notes.append(note)
+
+
+def _declared_warnings(model: WrappedVAE) -> list[str]:
+    """Warnings that follow from what the model declares (no data needed)."""
+    out = []
+    c = model.posterior_scale
+    if c != 1.0:
+        out.append(
+            f"posterior scale {c:g}: the model samples z = mu + {c:g} sigma eps, so its "
+            f"posterior is N(mu, ({c:g} sigma)^2), not N(mu, exp(logvar)); radius uses the "
+            f"sampled one (logvar {model.logvar_offset:+.3g}), while the model's own KL term "
+            "was computed on exp(logvar)"
+        )
+    w = model.kl_weight
+    if w is not None and w < KL_WEIGHT_MIN:
+        out.append(
+            f"KL weight {w:.3g} < {KL_WEIGHT_MIN:g} at the end of training: the posterior is "
+            "barely held to the prior (e.g. an annealing schedule that had not ramped up), so "
+            "posterior widths and beta-KL read a nearly unregularised encoder"
+        )
+    return out
+
+
+@torch.no_grad()
+def posterior_warnings(model: Any, x: Any, *, max_rows: int = 2000, seed: int = 0) -> list[str]:
+    r"""Encode rows of ``x`` and warn when the posterior's logvar leaves ``LOGVAR_SANE``.
+
+    Parameters
+    ----------
+    model : a protocol model (its ``encode`` gives the posterior radius uses).
+    x : (U, I) raw interaction rows (scipy sparse or dense); at most ``max_rows`` of
+        them, drawn with ``seed``, are encoded.
+
+    Returns
+    -------
+    The new warnings (also appended to ``model.radius_warnings``); empty when none.
+    """
+    import numpy as np
+    import scipy.sparse as sp
+
+    n = int(x.shape[0])
+    if n == 0:
+        return []
+    rows = np.arange(n)
+    if n > max_rows:
+        rows = np.sort(np.random.default_rng(seed).choice(n, size=max_rows, replace=False))
+    sub = x[rows]
+    dense = np.asarray(sub.todense() if sp.issparse(sub) else sub, dtype=np.float32)
+    was = model.training
+    model.eval()
+    try:
+        p = next(model.parameters())
+        xt = torch.from_numpy(dense).to(device=p.device, dtype=p.dtype)
+        lv = torch.cat([model.encode(xt[s : s + 512])[1] for s in range(0, len(xt), 512)])
+    finally:
+        model.train(was)
+    lo, hi = float(lv.min()), float(lv.max())
+    out = []
+    if lo < LOGVAR_SANE[0] or hi > LOGVAR_SANE[1]:
+        out_frac = float(((lv < LOGVAR_SANE[0]) | (lv > LOGVAR_SANE[1])).double().mean())
+        offset = float(getattr(model, "logvar_offset", 0.0))
+        scale = f" (posterior scale included: logvar {offset:+.3g})" if offset else ""
+        out.append(
+            f"posterior logvar ranges over [{lo:.3g}, {hi:.3g}] on {len(rows)} training users"
+            f"{scale}, outside the sane range [{LOGVAR_SANE[0]:g}, {LOGVAR_SANE[1]:g}] for "
+            f"{100 * out_frac:.3g}% of the coordinates: sigma from {math.exp(lo / 2):.3g} to "
+            f"{math.exp(hi / 2):.3g} against the prior's 1"
+        )
+    for note in out:
+        add_warning(model, note)
+    return out
 
 
 def _dummy_rows(n_items: int, n: int, device: Any) -> Tensor:

@@ -7,20 +7,19 @@ from pathlib import Path
 from typing import Any
 
 from radius.report.format import (
-    _OUTCOMES,
     CLAIM_FIGURES,
     DEFAULT_FIGURES_DIR,
     DEFAULT_VERIFY_DIR,
-    _checks_by_kind,
+    _checks_by_role,
     _command,
     _config_flags,
     _decides,
     _failing_list,
     _figure_links,
     _key_numbers,
+    _label,
     _md_table,
     _num,
-    _outcome,
     _passed,
     _stamp,
 )
@@ -116,35 +115,48 @@ def render_claim(
             "then `radius report`."
         )
     checks = [c for c in report.get("checks") or [] if isinstance(c, Mapping)]
-    verdict = report.get("verdict") or (
-        "PASS" if checks and all(_passed(c) for c in checks) else "FAIL"
+    verdict = (
+        report.get("verdict_text")
+        or report.get("verdict")
+        or ("PASS" if checks and all(_passed(c) for c in checks) else "FAIL")
     )
     deciding = [c for c in checks if _decides(c)]
     if not checks:
         summary = "no checks recorded (no evidence)"
     elif deciding:
-        counts = {o: sum(_outcome(c) == o for c in deciding) for o in _OUTCOMES}
-        summary = f"rests on {len(deciding)} bound/empirical checks on real data: " + ", ".join(
-            f"{n} {o}" for o, n in counts.items() if n
+        labels = [_label(c) for c in deciding]
+        uniq = list(dict.fromkeys(labels))
+        summary = f"rests on {len(deciding)} statement checks: " + ", ".join(
+            f"{labels.count(u)} {u}" for u in uniq
         )
     else:
-        summary = "no bound or empirical check on real data decides it"
-    impl = report.get("implementation")
-    impl_text = {
-        "verified": "implementation verified",
-        "BROKEN": "implementation BROKEN",
-        "incomplete": "implementation checks incomplete (one unresolved, none failed)",
-    }.get(str(impl), "")
+        summary = "no statement check ran: nothing decides it"
     context = report.get("context") or {}
     recon = report.get("reconstruction")
     form = {True: " Reconstruction.", False: " As stated in the paper."}.get(recon, "")
-    head = f"**Verdict: {verdict}** ({summary})" + (f"; {impl_text}" if impl_text else "")
-    lines = [
-        f"{head}.{form}",
-        "",
-        f"Stamp: {_stamp(context, report.get('seconds'))}.",
-    ]
-    lines += _checks_by_kind(checks)
+    head = f"**Verdict: {verdict}** ({summary})."
+    lines = [f"{head}{form}", ""]
+    status = []
+    for key, word in (
+        ("assumptions", "Assumptions"),
+        ("mechanism", "Mechanism"),
+        ("implementation", "Implementation"),
+    ):
+        val = report.get(key)  # absent from reports written before roles existed
+        if val is not None:
+            status.append(f"- {word}: **{val}**")
+    lines += status
+    for w in report.get("weak_evidence") or []:
+        lines.append(f"- Weak evidence: {w}")
+    for w in report.get("warnings") or []:
+        lines.append(f"- Warning: {w}")
+    details = report.get("details") if isinstance(report.get("details"), Mapping) else {}
+    if details.get("not_run"):
+        lines.append(f"- Not run: {details['not_run']}")
+    for part in details.get("parts_not_run") or []:
+        lines.append(f"- Not run: {part}")
+    lines += ["", f"Stamp: {_stamp(context, report.get('seconds'))}."]
+    lines += _checks_by_role(checks)
     lines += _failing_list(checks)
     keys = _key_numbers(report.get("details"))
     if keys:

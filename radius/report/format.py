@@ -164,24 +164,40 @@ def _figure_links(names: Sequence[str], figures_dir: Path, out_dir: Path) -> lis
     return links
 
 
-# --------------------------------------------------------------------------- checks by kind
+# --------------------------------------------------------------------------- checks by role
 _KINDS = ("identity", "bound", "empirical")
 
 
-_OUTCOMES = ("PASS", "FAIL", "INCONCLUSIVE")
+_OUTCOMES = ("PASS", "FAIL", "INCONCLUSIVE", "VACUOUS")
 
 
-_KIND_HEADINGS = {
-    "identity": "Identities (maths or implementation: a failure is a bug in radius; they "
-    "never decide the verdict):",
-    "bound": "Bounds (inequalities a trained model could violate):",
-    "empirical": "Empirical (decided from an interval: HOLDS / CONTRADICTED / INCONCLUSIVE):",
+_ROLES = ("statement", "assumption", "mechanism", "implementation")
+
+
+_ROLE_HEADINGS = {
+    "statement": "Statement (follows from the claim as proved; only these decide the verdict):",
+    "assumption": "Assumptions (premises of the proof, checked on this model and data: MET / "
+    "NOT MET):",
+    "mechanism": "Mechanism (the paper's informal consequences in trained models, intervals "
+    "over training seeds and users; never decides the verdict):",
+    "implementation": "Implementation (identities and constructed probes: a failure is a bug "
+    "in radius; a pass is no evidence about the model):",
 }
 
 
 def _kind(c: Mapping[str, Any]) -> str:
     k = c.get("kind")
     return k if k in _KINDS else "bound"  # reports written before kinds existed
+
+
+def _role(c: Mapping[str, Any]) -> str:
+    r = c.get("role")
+    if r in _ROLES:
+        return str(r)
+    # reports written before roles existed: identities and probes were the implementation
+    if _kind(c) == "identity" or c.get("evidence", "real") != "real":
+        return "implementation"
+    return "statement"
 
 
 def _outcome(c: Mapping[str, Any]) -> str:
@@ -196,14 +212,13 @@ def _passed(c: Mapping[str, Any]) -> bool:
 
 
 def _decides(c: Mapping[str, Any]) -> bool:
-    return _kind(c) != "identity" and c.get("evidence", "real") == "real"
+    return _role(c) == "statement"
 
 
 def _label(c: Mapping[str, Any]) -> str:
-    o = _outcome(c)
-    if _kind(c) == "empirical":
-        return {"PASS": "HOLDS", "FAIL": "CONTRADICTED"}.get(o, o)
-    return o
+    from radius.stats import Outcome
+
+    return Outcome(_outcome(c)).word(_kind(c), _role(c))
 
 
 def _interval_text(iv: Any) -> str:
@@ -219,21 +234,28 @@ def _interval_text(iv: Any) -> str:
         return f"{f(est)} [no interval]"
     level = iv.get("level")
     lev = f" ({level:.0%})" if isinstance(level, (int, float)) else ""
-    return f"{f(est)} [{f(lo)}, {f(hi)}]{lev}"
+    seeds = iv.get("seeds")
+    per = (
+        "; per seed " + ", ".join(f(v) for v in seeds)
+        if isinstance(seeds, list) and len(seeds) > 1
+        else ""
+    )
+    return f"{f(est)} [{f(lo)}, {f(hi)}]{lev}{per}"
 
 
-def _checks_by_kind(checks: Sequence[Mapping[str, Any]]) -> list[str]:
-    """Markdown tables of the checks, one per kind (identity, bound, empirical)."""
+def _checks_by_role(checks: Sequence[Mapping[str, Any]]) -> list[str]:
+    """Markdown tables of the checks, one per role (statement, assumptions, mechanism,
+    implementation)."""
     lines: list[str] = []
-    for kind in _KINDS:
-        group = [c for c in checks if _kind(c) == kind]
+    for role in _ROLES:
+        group = [c for c in checks if _role(c) == role]
         if not group:
             continue
         rows = [
             [
                 f"`{c.get('name', '?')}`",
                 c.get("description", ""),
-                c.get("evidence", "real"),
+                c.get("kind", ""),
                 c.get("measured"),
                 _interval_text(c.get("interval")),
                 c.get("bound"),
@@ -245,30 +267,23 @@ def _checks_by_kind(checks: Sequence[Mapping[str, Any]]) -> list[str]:
             ]
             for c in group
         ]
-        header = ["check", "what", "evidence", "measured", "interval", "bound", "slack", "n"]
+        header = ["check", "what", "kind", "measured", "interval", "bound", "slack", "n"]
         header += ["tolerance", "outcome", "note"]
-        lines += ["", _KIND_HEADINGS[kind], "", _md_table(header, rows)]
+        lines += ["", _ROLE_HEADINGS[role], "", _md_table(header, rows)]
     return lines
 
 
 def _failing_list(checks: Sequence[Mapping[str, Any]]) -> list[str]:
-    """Every check that is not PASS, including those that do not decide the verdict."""
+    """Every check that is not PASS, with its role (only statement checks decide)."""
     bad = [c for c in checks if not _passed(c)]
     if not bad:
         return []
-    out = ["", "Sub-checks that did not pass (all of them, deciding or not):", ""]
+    out = ["", "Checks that did not pass (all of them, deciding or not):", ""]
     for c in bad:
-        role = (
-            "decides the verdict"
-            if _decides(c)
-            else (
-                "identity: counts as the implementation"
-                if _kind(c) == "identity"
-                else "probe: counts as the implementation"
-            )
-        )
+        role = _role(c)
+        what = "decides the verdict" if role == "statement" else f"{role}: does not decide"
         note = f"; {c['note']}" if c.get("note") else ""
-        out.append(f"- `{c.get('name', '?')}` {_label(c)} ({_kind(c)}, {role}){note}")
+        out.append(f"- `{c.get('name', '?')}` {_label(c)} ({_kind(c)}, {what}){note}")
     return out
 
 

@@ -15,9 +15,12 @@ __all__ = [
     "setting_config",
     "MODEL_DEFAULTS",
     "INPUT_CONVENTIONS",
+    "KEEP_RULES",
 ]
 
 INPUT_CONVENTIONS = ("normalize-mask", "mask-normalize")
+# which weights training returns (``TrainConfig.keep``)
+KEEP_RULES = ("best", "best-at-cap", "last")
 
 # Per-model defaults of the fields that differ between the reference codes. A field
 # left unset (None) takes its model's value; a value given explicitly (``--set``) is
@@ -45,7 +48,8 @@ class TrainConfig:
     keep_rate : rho, Bernoulli keep probability of the input mask; 1.0 is clean input.
     beta_cap : cap of the linearly annealed KL weight beta.
     anneal_steps : number of gradient steps over which beta rises linearly from 0 to
-        ``beta_cap``; None (default) means ``anneal_epochs`` epochs' worth of steps.
+        ``beta_cap``; None (default) means ``anneal_epochs`` epochs' worth of steps; 0
+        means no annealing (beta is at its cap from the first step: a warm start).
     anneal_epochs : used when ``anneal_steps`` is None (default: 50 epochs, a quarter of
         Multi-VAE's 200-epoch budget, as dawenl/vae_cf's ``total_anneal_steps``).
     lambda_a : weight of the PIA anchor loss L_A; 0 disables PIA.
@@ -74,6 +78,16 @@ class TrainConfig:
     recvae_prior : ``"composite"`` (RecVAE's mixture prior, the default) or
         ``"standard"`` (N(0, I) only: an ablation of the composite prior). Left out of
         ``key_dict`` at its default, so adding it kept every earlier cache key.
+    init_from : "" (train from the seeded initialisation) or the content key of the
+        model a warm start begins from (``radius.training.warm``: a parent's cache key
+        or the hash of a given checkpoint's weights), so a warm-started model never
+        shares a cache key with another. ``train`` then needs that model's
+        ``init_state``. Left out of ``key_dict`` when "".
+    keep : which weights training returns: ``"best"`` (the best validation nDCG@100,
+        the reference codes' rule), ``"best-at-cap"`` (the best among epochs whose every
+        step ran with beta at its cap; patience counts from the first such epoch) or
+        ``"last"`` (the last epoch's: a fixed fine-tuning budget, as a beta sweep's warm
+        starts use). Left out of ``key_dict`` at ``"best"``.
 
     ``lr``, ``epochs``, ``patience`` and ``anneal_epochs`` left as None take the model's
     value from ``MODEL_DEFAULTS`` (so ``TrainConfig(model="recvae")`` is RecVAE's
@@ -104,6 +118,8 @@ class TrainConfig:
     enc_epochs: int = 3
     recvae_prior: str = "composite"
     input_convention: str = "normalize-mask"
+    init_from: str = ""
+    keep: str = "best"
     _extra: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -124,6 +140,8 @@ class TrainConfig:
             raise RadiusError(f"patience must be >= 1, got {self.patience}")
         if not (0.0 < self.keep_rate <= 1.0):
             raise RadiusError(f"keep_rate (rho) must be in (0, 1], got {self.keep_rate}")
+        if self.anneal_steps is not None and self.anneal_steps < 0:
+            raise RadiusError(f"anneal_steps must be >= 0 or None, got {self.anneal_steps}")
         if self.beta_cap < 0:
             raise RadiusError(f"beta_cap must be >= 0, got {self.beta_cap}")
         if self.lambda_a < 0:
@@ -141,6 +159,8 @@ class TrainConfig:
             )
         if self.batch_size < 1 or self.epochs < 1 or self.lr <= 0:
             raise RadiusError("batch_size and epochs must be >= 1 and lr > 0")
+        if self.keep not in KEEP_RULES:
+            raise RadiusError(f"keep must be one of {list(KEEP_RULES)}, got {self.keep!r}")
         if self.recvae_prior not in ("composite", "standard"):
             raise RadiusError(
                 f"recvae_prior must be 'composite' or 'standard', got {self.recvae_prior!r}"
@@ -178,12 +198,26 @@ class TrainConfig:
         d["hidden_dims"] = list(self.hidden_dims)
         return d
 
+    def describe(self) -> str:
+        """A short label of the fields that tell settings and sweep points apart
+        (``"multvae, keep_rate 0.5, lambda_a 1, beta_cap 0.2, seed 0"``)."""
+        bits = [self.model, f"keep_rate {self.keep_rate:g}", f"lambda_a {self.lambda_a:g}"]
+        bits.append(
+            f"gamma {self.gamma:g}" if self.model == "recvae" else f"beta_cap {self.beta_cap:g}"
+        )
+        return ", ".join([*bits, f"seed {self.seed}"])
+
     def key_dict(self) -> dict[str, Any]:
         """``as_dict`` less the fields added later that are at their defaults (so older
         cache keys stay valid): the dict hashed into cache keys and recorded in reports."""
         d = self.as_dict()
         if d["recvae_prior"] == "composite":
             d.pop("recvae_prior")
+        # warm start / keep-after-anneal (beta sweeps): absent at their defaults
+        if not d["init_from"]:
+            d.pop("init_from")
+        if d["keep"] == "best":
+            d.pop("keep")
         return d
 
 

@@ -128,9 +128,59 @@ class _Run:
 
     @property
     def anneal_steps(self) -> int:
-        """Gradient steps over which beta rises to its cap."""
+        """Gradient steps over which beta rises to its cap (0: at its cap from the start)."""
         cfg, n = self.config, self.dataset.train.shape[0]
-        return cfg.anneal_steps or max(1, int(cfg.anneal_epochs * -(-n // cfg.batch_size)))
+        if cfg.anneal_steps is not None:
+            return cfg.anneal_steps
+        return max(1, int(cfg.anneal_epochs * -(-n // cfg.batch_size)))
+
+    # ------------------------------------------------------------------ warm start, keep rules
+    def warm_start(self, init_state: dict[str, Any] | None) -> None:
+        """Load the weights a warm start begins from (``config.init_from`` names them).
+
+        Both or neither: a warm start must name its parent in ``config.init_from`` so the
+        cache key tells it apart, and a config that names one needs its weights."""
+        named = bool(self.config.init_from)
+        if init_state is None and named:
+            raise CheckpointError(
+                f"config is a warm start from {self.config.init_from!r}: pass that model's "
+                "init_state"
+            )
+        if init_state is None:
+            return
+        if not named:
+            raise CheckpointError(
+                "init_state given but config.init_from is empty: name the parent model's key "
+                "(radius.training.warm) so the warm-started model has its own cache key"
+            )
+        try:
+            self.model.load_state_dict(init_state)
+        except RuntimeError as e:
+            raise CheckpointError(
+                f"init_state does not fit the {self.config.model} model of this config: {e}"
+            ) from e
+
+    def first_epoch_at_cap(self) -> int:
+        """The first epoch whose every step runs with beta at its cap (RecVAE: 0, its KL
+        weight gamma is constant)."""
+        if self.config.model == "recvae":
+            return 0
+        per_epoch = -(-self.dataset.train.shape[0] // self.config.batch_size)
+        return -(-self.anneal_steps // per_epoch)
+
+    def check_cap_reachable(self) -> None:
+        """With ``keep="best-at-cap"`` some epoch must run wholly at the cap."""
+        first = self.first_epoch_at_cap()
+        if self.config.keep == "best-at-cap" and first >= self.config.epochs:
+            raise CheckpointError(
+                f"keep='best-at-cap': beta reaches its cap only from epoch {first}, but "
+                f"training runs {self.config.epochs} epochs; shorten the annealing "
+                "(anneal_steps / anneal_epochs) or raise epochs"
+            )
+
+    def before_cap(self, epoch: int) -> bool:
+        """True for an epoch that ``keep="best-at-cap"`` leaves out of the kept weights."""
+        return self.config.keep == "best-at-cap" and epoch < self.first_epoch_at_cap()
 
     # ------------------------------------------------------------------ one epoch
     def epoch(self, epoch: int) -> dict[str, Any]:
@@ -171,8 +221,13 @@ class _Run:
         return val.means
 
     def update_best(self, rec: dict[str, Any]) -> None:
-        """Keep the weights with the best validation nDCG@100; count stale epochs."""
-        if rec["val_ndcg@100"] > self.best["ndcg@100"]:
+        """Keep the weights with the best validation nDCG@100; count stale epochs
+        (``keep``: "best-at-cap" only from the first epoch wholly at the cap; "last"
+        every epoch's weights replace the previous ones)."""
+        if self.before_cap(rec["epoch"]):
+            rec["stale"], rec["before_cap"] = self.stale, True
+            return
+        if self.config.keep == "last" or rec["val_ndcg@100"] > self.best["ndcg@100"]:
             self.best = {
                 "ndcg@100": rec["val_ndcg@100"],
                 "epoch": rec["epoch"],
@@ -215,7 +270,8 @@ class _Run:
         """The best model so far of a time-boxed run (the checkpoint stays resumable)."""
         from radius.training import distributed
 
-        self.model.load_state_dict(self.best["state"])
+        if self.best["state"] is not None:  # None: paused before beta reached its cap
+            self.model.load_state_dict(self.best["state"])
         distributed.barrier(self.info)
         meta = {
             "best_epoch": self.best["epoch"],
@@ -258,6 +314,8 @@ class _Run:
             "data_hash": ds.hash,
             "code_version": code_version(),
         }
+        model.radius_warnings = list(notes)
+        model.radius_config = config  # as load_checkpoint sets it (a warm start's parent)
         self.save(history[-1]["epoch"], val=val_final, test=test, finished=True)
         distributed.barrier(self.info)
         return TrainResult(
@@ -280,6 +338,8 @@ def train(
     progress: bool = True,
     evaluate_test: bool = True,
     stop_after: int | None = None,
+    init_state: dict[str, Any] | None = None,
+    save_every_epoch: bool = True,
 ) -> TrainResult:
     """Train on ``dataset.train`` with early stopping on validation nDCG@100.
 
@@ -291,8 +351,17 @@ def train(
         or another config).
     stop_after : stop after this many epochs of this call, leaving a resumable
         checkpoint (time-boxed training); the returned model is the best so far.
+    init_state : warm start: the state_dict training begins from instead of the seeded
+        initialisation (the optimizer starts fresh); ``config.init_from`` must name it
+        (``radius.training.warm.get_warm_model`` does both). Which weights are returned
+        follows ``config.keep``.
+    save_every_epoch : False writes the checkpoint only when training ends (a warm start's
+        few epochs are not worth resuming; each resumable write holds the weights, the
+        best weights and the optimizer's moments).
     """
     run = _Run.setup(dataset, config, Path(checkpoint) if checkpoint is not None else None)
+    run.warm_start(init_state)
+    run.check_cap_reachable()
     progress = progress and run.info.is_main  # rank 0 reports and writes checkpoints
     if resume:
         run.resume()
@@ -314,7 +383,8 @@ def train(
         if stopped is not None:
             rec["stopped"] = stopped
             break
-        run.save(epoch, val=None, test=None, finished=False)
+        if save_every_epoch or paused:
+            run.save(epoch, val=None, test=None, finished=False)
         if paused:
             break
     if bar is not None:

@@ -60,7 +60,7 @@ class MultVAETrainer:
         for s in range(0, len(perm), cfg.batch_size):
             idx = np.sort(perm[s : s + cfg.batch_size])
             batch = SparseBatch.from_csr(train_csr[idx], device=device)
-            beta = cfg.beta_cap * min(1.0, step / anneal_steps)
+            beta = cfg.beta_cap * (min(1.0, step / anneal_steps) if anneal_steps > 0 else 1.0)
             loss, parts = self.step(batch, cfg, beta, gen)
             self.opt.zero_grad(set_to_none=True)
             loss.backward()
