@@ -135,3 +135,45 @@ def test_recvae_prior_option_keeps_default_cache_keys():
     assert TrainConfig(recvae_prior="standard").key_dict()["recvae_prior"] == "standard"
     with pytest.raises(RadiusError, match="recvae_prior must be 'composite' or 'standard'"):
         TrainConfig(recvae_prior="wide")
+
+
+def test_first_layer_starts_as_nn_linear():
+    """The first encoder layer (weight and bias) is U(-1/sqrt(I), 1/sqrt(I)), the law of
+    nn.Linear(I, H) that the reference's first layer has: bounded, with its variance."""
+    torch.manual_seed(0)
+    n_items = 400
+    enc = RecVAE(n_items, 300, 8).encoder
+    bound = 1.0 / np.sqrt(n_items)
+    w = enc.in_weight.detach().numpy()
+    assert np.abs(w).max() <= bound and np.abs(enc.in_bias.detach().numpy()).max() <= bound
+    assert abs(w.std() - bound / np.sqrt(3.0)) < 0.02 * bound  # 120,000 draws
+
+
+def test_prior_encoder_starts_from_its_own_weights():
+    """The frozen prior encoder starts from independent random weights (as the
+    reference's), of the encoder's shapes; refresh makes it a copy."""
+    torch.manual_seed(0)
+    model = RecVAE(30, 16, 4)
+    old, enc = model.prior.encoder_old, model.encoder
+    for (name, p), (_, q) in zip(old.named_parameters(), enc.named_parameters()):
+        assert p.shape == q.shape
+        if name.startswith(("in_", "fcs", "fc_")):
+            assert not torch.equal(p, q), name
+    model.prior.refresh(enc)
+    assert all(torch.equal(p, q) for p, q in zip(old.parameters(), enc.parameters()))
+
+
+def test_every_pass_of_an_epoch_reshuffles_the_users():
+    """One epoch runs enc_epochs + 1 passes over the same users, each in its own order
+    (the reference shuffles before every pass)."""
+    torch.manual_seed(0)
+    cfg = TrainConfig(model="recvae", hidden_dims=(16,), latent_dim=4, batch_size=10)
+    trainer = RecVAETrainer(RecVAE(30, 16, 4, keep_rate=0.5), cfg)
+    seen = []
+    trainer._pass = lambda csr, perm, *a, **k: seen.append(np.array(perm)) or 1
+    perm = np.random.default_rng(0).permutation(20)
+    trainer.run_epoch(_csr(), perm, 0, 1, torch.Generator().manual_seed(0))
+    assert len(seen) == cfg.enc_epochs + 1
+    np.testing.assert_array_equal(seen[0], perm)
+    assert all(sorted(p) == list(range(20)) for p in seen)
+    assert len({tuple(p) for p in seen}) == len(seen)

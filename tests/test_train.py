@@ -152,11 +152,13 @@ def test_defaults_are_the_reference_recipe():
 
 
 def test_recvae_preset_and_explicit_values_used_as_is():
-    """model=recvae takes RecVAE's reference recipe (lr 5e-4, 50 epochs, gamma 0.005,
-    3 encoder passes, rho 0.5, 600/200, batch 500); a value set explicitly (``--set``)
-    survives a change of model, one left to its default re-resolves."""
+    """model=recvae takes RecVAE's reference recipe (lr 5e-4, gamma 0.005, 3 encoder
+    passes, rho 0.5, 600/200, batch 500) with a 200-epoch budget and patience 20; a value
+    set explicitly (``--set``) survives a change of model, one left to its default
+    re-resolves."""
     r = TrainConfig(model="recvae")
-    assert (r.lr, r.epochs, r.gamma, r.enc_epochs, r.keep_rate) == (5e-4, 50, 0.005, 3, 0.5)
+    assert (r.lr, r.epochs, r.gamma, r.enc_epochs, r.keep_rate) == (5e-4, 200, 0.005, 3, 0.5)
+    assert r.patience == 20
     assert (r.hidden_dims, r.latent_dim, r.batch_size) == ((600,), 200, 500)
     assert r.input_convention == "normalize-mask"
     assert TrainConfig.for_model("recvae") == r

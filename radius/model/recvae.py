@@ -20,12 +20,16 @@ anchor loss) and one decoder phase (clean input: the reference runs it with
 always sees the clean input, as in the reference.
 
 Defaults (``TrainConfig`` with ``model="recvae"``): the reference ``run.py``'s lr 5e-4,
-50 epochs, 3 encoder passes per decoder pass, gamma 0.005, dropout 0.5 (rho = 0.5),
-hidden 600, latent 200, batch 500.
+3 encoder passes per decoder pass, gamma 0.005, dropout 0.5 (rho = 0.5), hidden 600,
+latent 200, batch 500; up to 200 epochs with early stopping (patience 20) on validation
+nDCG@100 (``run.py`` trains a fixed 50 epochs, too few steps on small data sets:
+``bench/README.md``, "RecVAE against its reference code").
 
 Differences from the reference code: the first layer is an ``(I, H)`` table so sparse
-batches use an embedding bag; the normalisation has an epsilon, so a user with no
-items encodes to finite values (the reference divides by the raw row norm: NaN).
+batches use an embedding bag (same initialisation law as ``nn.Linear``); the
+normalisation has an epsilon (a user with no items encodes to finite values).
+``bench/bench_quality.py --model recvae`` compares the two at convergence on identical
+splits.
 """
 
 from __future__ import annotations
@@ -57,7 +61,15 @@ def log_norm_pdf(x: Tensor, mu: Tensor, logvar: Tensor) -> Tensor:
 
 
 class RecVAEEncoder(nn.Module):
-    """Densely connected encoder: h_k = LN(swish(W_k h_{k-1} + sum_{j<k} h_j))."""
+    r"""Densely connected encoder: h_k = LN(swish(W_k h_{k-1} + sum_{j<k} h_j)).
+
+    Every layer starts as ``nn.Linear`` does, the first too: weight and bias
+    :math:`\sim U(-1/\sqrt{\text{fan-in}}, 1/\sqrt{\text{fan-in}})`. The scale matters
+    here: with layer norm's large epsilon (0.1) the first layer's output is far below
+    :math:`\sqrt{\epsilon}` at the start, and a Xavier first layer (2x the weights for
+    I = 1,400 items; radius <= training revision 5) lost 0.037 nDCG@100 to the reference
+    code under clean input on MovieLens-100k (``bench/README.md``, "RecVAE").
+    """
 
     def __init__(self, n_items: int, hidden_dim: int, latent_dim: int, n_layers: int = 5) -> None:
         super().__init__()
@@ -67,7 +79,20 @@ class RecVAEEncoder(nn.Module):
         self.lns = nn.ModuleList(nn.LayerNorm(hidden_dim, eps=0.1) for _ in range(n_layers))
         self.fc_mu = nn.Linear(hidden_dim, latent_dim)
         self.fc_logvar = nn.Linear(hidden_dim, latent_dim)
-        nn.init.xavier_uniform_(self.in_weight)
+        self._init_first_layer()
+
+    def _init_first_layer(self) -> None:
+        """nn.Linear(I, H)'s own initialisation, as the reference's first layer has it:
+        weight and bias ~ U(-1/sqrt(I), 1/sqrt(I)) (fan-in I)."""
+        bound = 1.0 / math.sqrt(self.in_weight.shape[0])
+        nn.init.uniform_(self.in_weight, -bound, bound)
+        nn.init.uniform_(self.in_bias, -bound, bound)
+
+    def reset_parameters(self) -> None:
+        """Fresh random weights, drawn as at construction."""
+        self._init_first_layer()
+        for m in (*self.fcs, *self.lns, self.fc_mu, self.fc_logvar):
+            m.reset_parameters()
 
     def forward_hidden(self, h0: Tensor) -> tuple[Tensor, Tensor]:
         hs = [self.lns[0](F.silu(h0 + self.in_bias))]
@@ -104,11 +129,16 @@ class RecVAEEncoder(nn.Module):
 
 
 class CompositePrior(nn.Module):
-    """Mixture prior of RecVAE; the middle component is a frozen copy of the encoder."""
+    """Mixture prior of RecVAE; the middle component is a frozen encoder of the same shape.
+
+    It starts from its own random weights (the reference's ``CompositePrior`` builds a new
+    ``Encoder``) and becomes a copy of the encoder at every ``refresh``.
+    """
 
     def __init__(self, encoder: RecVAEEncoder, weights: tuple[float, ...] = PRIOR_WEIGHTS) -> None:
         super().__init__()
         self.encoder_old = copy.deepcopy(encoder)
+        self.encoder_old.reset_parameters()
         self.encoder_old.requires_grad_(False)
         self.weights = weights
 

@@ -46,7 +46,12 @@ CHECKPOINT_FORMAT = 1
 #    defaults (Multi-VAE 200 epochs / patience 20 / anneal 50; RecVAE's reference recipe)
 # 5: PIA's anchor terms by an embedding bag (about 6x faster; float32 sums in another
 #    order), cached models trained on one thread
-TRAINING_REVISION = 5
+# 6: RecVAE as ilya-shenbin/RecVAE does it: the first encoder layer starts as nn.Linear
+#    does (U(+-1/sqrt(I)), bias too; was Xavier, zero bias), the prior's frozen encoder
+#    starts from its own random weights (was a copy), every pass of an epoch reshuffles
+#    the users (was one order for the four passes); RecVAE's default budget is 200
+#    epochs with patience 20 (was run.py's 50), so early stopping ends its runs
+TRAINING_REVISION = 6
 
 
 # the convention of checkpoints written before ``input_convention`` existed

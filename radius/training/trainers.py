@@ -122,15 +122,23 @@ class RecVAETrainer:
                 sums[k] = sums.get(k, 0.0) + v
         return n
 
+    @staticmethod
+    def _reshuffle(perm: np.ndarray, gen: torch.Generator) -> np.ndarray:
+        """The same users in a fresh order drawn from ``gen`` (the reference shuffles
+        before every pass; under DDP each rank reshuffles its own shard)."""
+        order = torch.randperm(len(perm), generator=gen, device=gen.device).cpu().numpy()
+        return perm[order]
+
     def run_epoch(self, train_csr, perm, step, anneal_steps, gen):
-        """Encoder phase (masked, + PIA), prior refresh, decoder phase (clean)."""
+        """Encoder phase (masked, + PIA), prior refresh, decoder phase (clean); every pass
+        after the first goes over the users in a fresh order."""
         self.model.train()
         sums: dict[str, float] = {}
         n = 0
-        for _ in range(self.config.enc_epochs):
+        for k in range(self.config.enc_epochs):
             n += self._pass(
                 train_csr,
-                perm,
+                perm if k == 0 else self._reshuffle(perm, gen),
                 self.opt_enc,
                 gen,
                 keep_rate=self.config.keep_rate,
@@ -139,6 +147,12 @@ class RecVAETrainer:
             )
         self.model.prior.refresh(self.model.encoder)
         n += self._pass(
-            train_csr, perm, self.opt_dec, gen, keep_rate=1.0, with_anchor=False, sums=sums
+            train_csr,
+            self._reshuffle(perm, gen),
+            self.opt_dec,
+            gen,
+            keep_rate=1.0,
+            with_anchor=False,
+            sums=sums,
         )
         return sums, n, step + n, self.config.gamma
